@@ -1,0 +1,22 @@
+"""retiarii_ir: a typed graph IR for PyTorch models and model spaces."""
+
+from .analysis import structural_hash, to_networkx
+from .errors import (GraphValidationError, IRError, SchemaError, TraceError, TypeMismatchError,
+                     UnsafeTargetError)
+from .graph import AttributeSpec, Graph
+from .interpreter import Interpreter, IRModule, NodeExecutionError, build_module, run_graph
+from .module_spec import FunctionRef, ModuleSpec, spec_of
+from .node import OP_KINDS, Node
+from .search_space import Choice, InvalidSampleError, Sample, SearchSpace
+from .serialize import SCHEMA_VERSION, graph_from_json, graph_to_json
+from .shape_inference import infer_types
+from .tracer import trace
+from .types import BATCH, ScalarType, TensorType, TupleType
+
+__all__ = [
+    "AttributeSpec", "BATCH", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
+    "Interpreter", "ModuleSpec", "Node", "NodeExecutionError", "OP_KINDS", "SCHEMA_VERSION",
+    "ScalarType", "SchemaError", "TensorType", "TraceError", "TupleType", "TypeMismatchError",
+    "UnsafeTargetError", "build_module", "graph_from_json", "graph_to_json", "infer_types",
+    "run_graph", "spec_of", "structural_hash", "to_networkx", "trace",
+]

@@ -1,0 +1,233 @@
+"""The Graph: nodes in execution order, plus what is needed to rebuild the model's state.
+
+A graph owns
+- ``nodes``: operations in a valid execution (topological) order;
+- ``modules``: a ModuleSpec for every leaf module, keyed by its qualified name
+  (``layer1.0.conv1``), so the original state_dict keys are kept;
+- ``attributes``: parameters and buffers that belong to non-leaf modules, read by
+  ``get_attr`` nodes (a ViT's ``cls_token``, a normalisation buffer);
+- ``constants``: tensors captured from code, which no state_dict holds;
+- ``module_types``: the class name of every module in the hierarchy, for readers.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from .errors import GraphValidationError
+from .module_spec import ModuleSpec
+from .node import Node, iter_nodes, map_args
+from .types import UNKNOWN, ValueType
+
+
+@dataclass
+class AttributeSpec:
+    """A parameter or buffer held directly by a (non-leaf) module."""
+
+    kind: str  # "parameter" or "buffer"
+    shape: tuple[int, ...]
+    dtype: str
+    requires_grad: bool = True
+    persistent: bool = True
+
+
+class Graph:
+    """A typed dataflow graph of one model (or of several merged models)."""
+
+    def __init__(self, name: str = "Model") -> None:
+        self.name = name
+        self.nodes: list[Node] = []
+        self._by_name: dict[str, Node] = {}
+        self.modules: dict[str, ModuleSpec] = {}
+        self.attributes: dict[str, AttributeSpec] = {}
+        self.constants: dict[str, torch.Tensor] = {}
+        self.module_types: dict[str, str] = {}
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ queries
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"graph {self.name!r} has no node {name!r}") from None
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "input"]
+
+    @property
+    def output(self) -> Node:
+        outputs = [n for n in self.nodes if n.op == "output"]
+        if len(outputs) != 1:
+            raise GraphValidationError(f"graph {self.name!r} has {len(outputs)} output nodes, expected 1")
+        return outputs[0]
+
+    def users(self, node: Node) -> list[Node]:
+        return [n for n in self.nodes if any(i is node for i in iter_nodes((n.args, n.kwargs)))]
+
+    def nodes_in(self, scope: str) -> list[Node]:
+        """Nodes created inside the module ``scope`` (``layer1.0``) or its children."""
+        prefix = scope + "."
+        return [n for n in self.nodes if n.scope == scope or n.scope.startswith(prefix)
+                or n.op == "call_module" and (n.target == scope or n.target.startswith(prefix))]
+
+    # ------------------------------------------------------------------ editing
+    def unique_name(self, base: str) -> str:
+        base = re.sub(r"\W", "_", base) or "v"
+        if base[0].isdigit():
+            base = "_" + base
+        name, i = base, 1
+        while name in self._by_name:
+            name = f"{base}_{i}"
+            i += 1
+        return name
+
+    def add_node(self, op: str, target: str, args: tuple = (), kwargs: dict | None = None,
+                 name: str | None = None, type: ValueType = UNKNOWN, scope: str = "",
+                 before: Node | None = None, after: Node | None = None) -> Node:
+        """Create a node; by default before the output node (or at the end)."""
+        if name is not None and name in self._by_name:
+            raise GraphValidationError(f"graph {self.name!r} already has a node named {name!r}")
+        node = Node(self, name or self.unique_name(target.rsplit(".", 1)[-1]), op, target,
+                    args, kwargs, type, scope)
+        if after is not None:
+            index = self._index(after) + 1
+        elif before is not None:
+            index = self._index(before)
+        else:
+            outputs = [i for i, n in enumerate(self.nodes) if n.op == "output"]
+            index = outputs[0] if outputs and op != "output" else len(self.nodes)
+        self.nodes.insert(index, node)
+        self._by_name[node.name] = node
+        return node
+
+    def _index(self, node: Node) -> int:
+        for i, n in enumerate(self.nodes):
+            if n is node:
+                return i
+        raise GraphValidationError(f"node {node.name!r} is not in graph {self.name!r}")
+
+    def replace_all_uses(self, old: Node, new: Node, only_in: Iterable[Node] | None = None) -> None:
+        """Make every user of ``old`` (or only those in ``only_in``) read ``new`` instead."""
+        users = list(only_in) if only_in is not None else self.users(old)
+        for user in users:
+            if user is new:
+                continue
+            swap = lambda n: new if n is old else n  # noqa: E731
+            user.args = map_args(user.args, swap)
+            user.kwargs = map_args(user.kwargs, swap)
+
+    def remove_node(self, node: Node) -> None:
+        """Remove a node nobody reads; raise naming its users otherwise."""
+        users = self.users(node)
+        if users:
+            raise GraphValidationError(
+                f"cannot remove node {node.name!r}: still read by {', '.join(u.name for u in users)}")
+        self.nodes.pop(self._index(node))
+        del self._by_name[node.name]
+        if node.op == "call_module" and not any(
+                n.op == "call_module" and n.target == node.target for n in self.nodes):
+            self.modules.pop(node.target, None)
+
+    def rename(self, node: Node, new_name: str) -> None:
+        if new_name in self._by_name:
+            raise GraphValidationError(f"graph {self.name!r} already has a node named {new_name!r}")
+        del self._by_name[node.name]
+        node.name = new_name
+        self._by_name[new_name] = node
+
+    def move_before(self, node: Node, anchor: Node) -> None:
+        self.nodes.pop(self._index(node))
+        self.nodes.insert(self._index(anchor), node)
+
+    def eliminate_dead_code(self) -> list[str]:
+        """Remove nodes whose value no one uses (inputs, output and in-place calls stay)."""
+        removed: list[str] = []
+        for node in reversed(list(self.nodes)):
+            if node.op in ("input", "output") or _has_side_effect(node):
+                continue
+            if not self.users(node):
+                self.remove_node(node)
+                removed.append(node.name)
+        return removed
+
+    def copy(self) -> "Graph":
+        """A deep copy: editing it never touches this graph."""
+        clone = Graph(self.name)
+        mapping: dict[int, Node] = {}
+        for node in self.nodes:
+            new = Node(clone, node.name, node.op, node.target,
+                       map_args(node.args, lambda n: mapping[id(n)]),
+                       map_args(node.kwargs, lambda n: mapping[id(n)]), node.type, node.scope)
+            new.meta = _copy.deepcopy(node.meta)
+            mapping[id(node)] = new
+            clone.nodes.append(new)
+            clone._by_name[new.name] = new
+        clone.modules = _copy.deepcopy(self.modules)
+        clone.attributes = _copy.deepcopy(self.attributes)
+        clone.constants = {k: v.clone() for k, v in self.constants.items()}
+        clone.module_types = dict(self.module_types)
+        clone.meta = _copy.deepcopy(self.meta)
+        return clone
+
+    # ------------------------------------------------------------------ views
+    def __str__(self) -> str:
+        from .printing import format_graph
+
+        return format_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.modules)} modules>"
+
+    def to_networkx(self):
+        from .analysis import to_networkx
+
+        return to_networkx(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        from .serialize import graph_to_json
+
+        return graph_to_json(self, indent=indent)
+
+    @staticmethod
+    def from_json(text: str | bytes, trust: Iterable[str] = ()) -> "Graph":
+        from .serialize import graph_from_json
+
+        return graph_from_json(text, trust=trust)
+
+    def validate(self, check_types: bool = True, trust: Iterable[str] = ()) -> "Graph":
+        from .validate import validate
+
+        validate(self, check_types=check_types, trust=trust)
+        return self
+
+    def infer_types(self, trust: Iterable[str] = ()) -> "Graph":
+        from .shape_inference import infer_types
+
+        infer_types(self, trust=trust)
+        return self
+
+
+_SIDE_EFFECT_FUNCTIONS = {"operator.setitem", "builtins.setattr", "torch._assert"}
+
+
+def _has_side_effect(node: Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _SIDE_EFFECT_FUNCTIONS or node.target.endswith("_") and "." in node.target
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_") or node.target == "__setitem__"
+    return False

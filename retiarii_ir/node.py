@@ -1,0 +1,85 @@
+"""A node of the IR: one operation, its arguments, and the type of the value it produces."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .types import UNKNOWN, ValueType
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+OP_KINDS = ("input", "call_module", "call_function", "call_method", "get_attr", "constant", "output")
+"""What a node does. ``target`` means, by kind: the parameter name; the qualified name of
+the module called; the dotted name of the function; the tensor method name; the qualified
+name of a parameter or buffer; the key into ``Graph.constants``; and ``"output"``."""
+
+
+class Node:
+    """One operation. Arguments may hold other nodes (the edges) and plain constants."""
+
+    __slots__ = ("name", "op", "target", "args", "kwargs", "type", "scope", "graph", "meta")
+
+    def __init__(self, graph: "Graph", name: str, op: str, target: str, args: tuple = (),
+                 kwargs: dict | None = None, type: ValueType = UNKNOWN, scope: str = "") -> None:
+        if op not in OP_KINDS:
+            raise ValueError(f"node {name!r}: unknown op kind {op!r}; expected one of {OP_KINDS}")
+        self.graph = graph
+        self.name = name
+        self.op = op
+        self.target = target
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.type = type
+        self.scope = scope
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def inputs(self) -> list["Node"]:
+        """Nodes this node reads, in argument order, without repeats."""
+        seen: dict[str, Node] = {}
+        for node in iter_nodes((self.args, self.kwargs)):
+            seen.setdefault(node.name, node)
+        return list(seen.values())
+
+    @property
+    def users(self) -> list["Node"]:
+        return self.graph.users(self)
+
+    def describe(self) -> str:
+        """``name (op target)``, the way errors name a node."""
+        return f"{self.name!r} ({self.op} {self.target})"
+
+    def __repr__(self) -> str:
+        return f"Node({self.name})"
+
+
+def iter_nodes(value: Any) -> Iterator[Node]:
+    """Every node inside a nested argument structure."""
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from iter_nodes(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_nodes(item)
+    elif isinstance(value, slice):
+        yield from iter_nodes((value.start, value.stop, value.step))
+
+
+def map_args(value: Any, fn: Callable[[Node], Any]) -> Any:
+    """Rebuild a nested argument structure with every node replaced by ``fn(node)``."""
+    if isinstance(value, Node):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(map_args(v, fn) for v in value))
+    if isinstance(value, tuple):
+        return tuple(map_args(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_args(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_args(v, fn) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(map_args(value.start, fn), map_args(value.stop, fn), map_args(value.step, fn))
+    return value

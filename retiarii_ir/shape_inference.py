@@ -1,0 +1,146 @@
+"""Types for every node, observed by running the graph at two batch sizes.
+
+Dimensions that follow the batch size become symbolic (``B``, ``2*B``...). Tracing runs
+the user's model on the example inputs (eval mode, no grad, training flags restored);
+``infer_types`` re-types a graph alone (after a mutation) on the meta device, falling
+back to the CPU for ops that have no meta kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .errors import IRError
+from .graph import Graph
+from .interpreter import Interpreter, NodeExecutionError, build_module
+from .types import ScalarType, TensorType, ValueType, concrete_dim, dtype_from_name, generalize_batch, type_of
+
+
+class _Recorder(Interpreter):
+    """Interpreter that keeps the type of every value it computes."""
+
+    def __init__(self, graph: Graph, root: nn.Module, trust: Iterable[str] = ()) -> None:
+        super().__init__(graph, root, trust)
+        self.types: dict[str, ValueType] = {}
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        env = self.bind_inputs(args, kwargs)
+        for node in self.graph.inputs:
+            self.types[node.name] = type_of(env[node.name])
+        result = None
+        for node in self.graph.nodes:
+            if node.op == "input":
+                continue
+            value = self.run_node(node, env)
+            env[node.name] = value
+            self.types[node.name] = type_of(value)
+            if node.op == "output":
+                result = value
+        return result
+
+
+def _observe(graph: Graph, root: nn.Module, args: tuple, kwargs: dict, trust=()) -> dict[str, ValueType]:
+    recorder = _Recorder(graph, root, trust)
+    with torch.no_grad():
+        recorder.run(*args, **kwargs)
+    return recorder.types
+
+
+def _grow_batch(value: Any, batch_dim: int) -> Any:
+    """The same input with one more sample along the batch dimension."""
+    if isinstance(value, torch.Tensor) and value.dim() > batch_dim:
+        return torch.cat([value, value.narrow(batch_dim, 0, 1)], dim=batch_dim)
+    return value
+
+
+def _batch_size(args: tuple, kwargs: dict, batch_dim: int) -> int | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > batch_dim:
+            return int(value.shape[batch_dim])
+    return None
+
+
+def _merge(graph: Graph, small: dict, large: dict | None, b_small: int | None, b_large: int | None) -> None:
+    for node in graph.nodes:
+        observed = small.get(node.name)
+        if observed is None:
+            continue
+        if large is not None and node.name in large and b_small is not None:
+            observed = generalize_batch(observed, large[node.name], b_small, b_large)
+        node.type = observed
+
+
+def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None) -> None:
+    """Type ``graph`` by running it with ``model``'s weights on the example inputs."""
+    flags = {name: m.training for name, m in model.named_modules()}
+    model.eval()
+    try:
+        small = _observe(graph, model, args, kwargs)
+        large, b_small, b_large = None, None, None
+        b_small = _batch_size(args, kwargs, batch_dim) if batch_dim is not None else None
+        if b_small is not None:
+            grown_args = tuple(_grow_batch(a, batch_dim) for a in args)
+            grown_kwargs = {k: _grow_batch(v, batch_dim) for k, v in kwargs.items()}
+            try:
+                large, b_large = _observe(graph, model, grown_args, grown_kwargs), b_small + 1
+            except IRError:
+                large = None  # the model fixes its batch size: keep concrete shapes
+        graph.meta["symbolic_batch"] = large is not None
+        _merge(graph, small, large, b_small, b_large)
+    finally:
+        for name, m in model.named_modules():
+            m.training = flags.get(name, m.training)
+
+
+def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "cpu") -> tuple:
+    """Zero tensors matching the graph's input types, at a given batch size."""
+    values = []
+    for node in graph.inputs:
+        t = node.type
+        if isinstance(t, TensorType):
+            shape = tuple(concrete_dim(d, batch_size) for d in t.shape)
+            values.append(torch.zeros(shape, dtype=dtype_from_name(t.dtype), device=device))
+        elif node.args:
+            values.append(node.args[0])
+        elif isinstance(t, ScalarType) and t.name == "None":
+            values.append(None)
+        else:
+            raise IRError(f"cannot make an example for input {node.name!r} of type {t}")
+    return tuple(values)
+
+
+def observe_types(graph: Graph, batch_sizes: tuple[int, int] = (2, 3), trust: Iterable[str] = ()
+                  ) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
+    """Types seen at two batch sizes on random weights (meta device first, CPU if needed)."""
+    symbolic = graph.meta.get("symbolic_batch", True)
+    sizes = batch_sizes if symbolic else (_fixed_batch(graph),) * 2
+    for device in ("meta", "cpu"):
+        try:
+            module = build_module(graph, trust, device=device)
+            return tuple(_observe(graph, module, example_inputs(graph, b, device), {}, trust)  # type: ignore[return-value]
+                         for b in sizes)
+        except NodeExecutionError:
+            if device == "cpu":
+                raise
+        except (NotImplementedError, RuntimeError):
+            if device == "cpu":
+                raise
+    raise AssertionError("unreachable")
+
+
+def _fixed_batch(graph: Graph) -> int:
+    for node in graph.inputs:
+        if isinstance(node.type, TensorType) and node.type.shape and isinstance(node.type.shape[0], int):
+            return node.type.shape[0]
+    return 2
+
+
+def infer_types(graph: Graph, trust: Iterable[str] = ()) -> Graph:
+    """Recompute every node's type from the input types (after a mutation, say)."""
+    small, large = observe_types(graph, trust=trust)
+    symbolic = graph.meta.get("symbolic_batch", True)
+    _merge(graph, small, large if symbolic else None, 2, 3)
+    return graph

@@ -1,0 +1,272 @@
+"""Front end: any nn.Module → typed Graph, by torch.fx symbolic tracing (or torch.export).
+
+Symbolic tracing keeps the model's own module hierarchy: torch.nn layers (and modules
+the user marks as leaves) stay single ``call_module`` nodes that codegen can rebuild.
+When symbolic tracing fails on Python control flow, torch.export is tried and a warning
+says so; when both fail, the error names the module and source line to mark as a leaf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+import warnings
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .errors import SchemaError, TraceError
+from .graph import AttributeSpec, Graph
+from .module_spec import spec_of
+from .node import Node
+from .serialize import encode_value
+from .shape_inference import record_types
+from .targets import qualified_name
+from .types import dtype_name
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+class _Tracer(fx.Tracer):
+    """fx.Tracer with user leaves, and memory of the innermost module that failed."""
+
+    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]) -> None:
+        super().__init__()
+        self.leaf_types = leaf_types
+        self.leaf_names = leaf_names
+        self.failed_module: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_module is None:
+                self.failed_module = self.path_of_module(m)
+            raise
+
+
+def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | None = None, *,
+          leaf_modules: Iterable[type | str] = (), batch_dim: int | None = 0,
+          use_export_fallback: bool = True, name: str | None = None) -> Graph:
+    """Trace ``model`` into a typed Graph.
+
+    ``example_inputs`` (a tensor or a tuple) and ``example_kwargs`` are run once per batch
+    size to type every value; dimension ``batch_dim`` of the inputs is the batch, made
+    symbolic (``B``) in every type it flows into. ``leaf_modules`` (classes or qualified
+    names) are kept as single nodes instead of being traced through.
+    """
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    kwargs = dict(example_kwargs or {})
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"trace() needs an nn.Module, got {type(model).__name__}")
+    leaf_types = tuple(t for t in leaf_modules if isinstance(t, type))
+    leaf_names = frozenset(t for t in leaf_modules if isinstance(t, str))
+    tracer = _Tracer(leaf_types, leaf_names)
+    graph_name = name or type(model).__name__
+    try:
+        fx_graph = tracer.trace(model, concrete_args=_concrete_kwargs(model, args, kwargs))
+        graph = _from_fx(model, fx_graph, tracer, graph_name, "torch.fx")
+    except Exception as fx_error:  # noqa: BLE001 - any tracing failure gets the same treatment
+        where = _user_frame(fx_error)
+        module = tracer.failed_module if tracer.failed_module is not None else ""
+        if not use_export_fallback:
+            raise _trace_error(model, module, where, fx_error, None) from fx_error
+        try:
+            graph = _trace_with_export(model, args, kwargs, graph_name, batch_dim)
+        except Exception as export_error:  # noqa: BLE001
+            raise _trace_error(model, module, where, fx_error, export_error) from export_error
+        warnings.warn(
+            f"symbolic tracing of {graph_name} failed in {_module_label(model, module)} at {where}: "
+            f"{_first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
+            f"structure flattened). Mark that module as a leaf to keep the structure.",
+            stacklevel=2)
+    record_types(graph, model, args, kwargs, batch_dim)
+    return graph
+
+
+def _concrete_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict | None:
+    """Non-tensor keyword inputs (flags, scales) are traced as constants."""
+    concrete = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor) and v is not None}
+    return concrete or None
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _user_frame(error: BaseException) -> str:
+    """``file:line: code`` of the innermost frame outside torch, where tracing broke."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(_TORCH_DIR)
+              and not f.filename.startswith(os.path.dirname(__file__))]
+    if not frames:
+        return "<unknown location>"
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+
+
+def _module_label(model: nn.Module, qualname: str) -> str:
+    if not qualname:
+        return f"the model's own forward ({type(model).__name__})"
+    return f"module {qualname!r} ({type(model.get_submodule(qualname)).__name__})"
+
+
+def _trace_error(model, module, where, fx_error, export_error) -> TraceError:
+    message = (f"cannot trace {type(model).__name__}: {_module_label(model, module)} failed at {where}\n"
+               f"  symbolic tracing: {_first_line(fx_error)}")
+    if export_error is not None:
+        message += f"\n  torch.export: {_first_line(export_error)}"
+    hint = (f"mark it as a leaf: trace(model, ..., leaf_modules=[{type(model.get_submodule(module)).__name__}])"
+            if module else "move the data-dependent code into a submodule and mark that submodule as a leaf")
+    return TraceError(f"{message}\n  hint: {hint}")
+
+
+# ---------------------------------------------------------------------- fx → IR
+def _scope(fx_node: fx.Node) -> str:
+    stack = fx_node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    return list(stack.values())[-1][0] or ""
+
+
+def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name: str, how: str) -> Graph:
+    graph = Graph(_identifier(name))
+    graph.meta["traced_with"] = how
+    owner = fx.GraphModule(model, fx_graph) if tracer is not None else model
+    _record_state(graph, model, tracer)
+    mapping: dict[fx.Node, Node] = {}
+    for fx_node in fx_graph.nodes:
+        node = _convert_node(graph, owner, model, fx_node, mapping)
+        if node is not None:
+            mapping[fx_node] = node
+    graph.eliminate_dead_code()
+    return graph
+
+
+def _identifier(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"M_{cleaned}"
+
+
+def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.Node,
+                  mapping: dict[fx.Node, Node]) -> Node | None:
+    op, target = fx_node.op, fx_node.target
+    to_ir = lambda a: fx.node.map_arg(a, lambda n: mapping[n])  # noqa: E731
+    args, kwargs = to_ir(fx_node.args), to_ir(fx_node.kwargs)
+    scope = _scope(fx_node)
+    if op == "placeholder":
+        return graph.add_node("input", target, args, name=fx_node.name)
+    if op == "output":
+        return graph.add_node("output", "output", (args[0],), name="output")
+    if op == "get_attr":
+        value = _fetch(owner, target)
+        if isinstance(value, torch.Tensor) and not _is_state(model, target):
+            key = graph.unique_name(target.replace(".", "_"))
+            graph.constants[key] = value.detach().clone()
+            return graph.add_node("constant", key, name=fx_node.name, scope=scope)
+        if not isinstance(value, torch.Tensor):
+            raise TraceError(f"node {fx_node.name!r} reads attribute {target!r} of type "
+                             f"{type(value).__name__}, which the IR cannot hold")
+        return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
+    if op == "call_module":
+        if target == "_guards_fn":  # torch.export's shape guards: nothing to compute
+            return None
+        return graph.add_node("call_module", target, args, kwargs, name=fx_node.name, scope=scope)
+    if op == "call_function":
+        return graph.add_node("call_function", qualified_name(target), _checked(args, fx_node),
+                              _checked(kwargs, fx_node), name=fx_node.name, scope=scope)
+    if op == "call_method":
+        return graph.add_node("call_method", target, _checked(args, fx_node), _checked(kwargs, fx_node),
+                              name=fx_node.name, scope=scope)
+    raise TraceError(f"unsupported fx node {fx_node.format_node()}")
+
+
+def _checked(value: Any, fx_node: fx.Node) -> Any:
+    try:
+        encode_value(value)
+    except SchemaError as e:
+        raise TraceError(f"node {fx_node.name!r} ({fx_node.target}) has an argument the IR cannot hold: {e}") from None
+    return value
+
+
+def _fetch(owner: nn.Module, qualname: str) -> Any:
+    module_name, _, attr = qualname.rpartition(".")
+    return getattr(owner.get_submodule(module_name) if module_name else owner, attr)
+
+
+def _is_state(model: nn.Module, qualname: str) -> bool:
+    module_name, _, attr = qualname.rpartition(".")
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        return False
+    return attr in module._parameters or attr in module._buffers
+
+
+def _record_state(graph: Graph, model: nn.Module, tracer: _Tracer | None) -> None:
+    """Every leaf module and every parameter/buffer, used in forward or not, so the
+    generated module accepts the original state_dict strictly."""
+    leaves: list[str] = []
+    for qualname, module in model.named_modules():
+        graph.module_types[qualname] = type(module).__name__
+        if any(qualname.startswith(leaf + ".") for leaf in leaves):
+            continue
+        if qualname and tracer is not None and tracer.is_leaf_module(module, qualname):
+            leaves.append(qualname)
+            graph.modules[qualname] = spec_of(module)
+            continue
+        prefix = f"{qualname}." if qualname else ""
+        for attr, param in module._parameters.items():
+            if param is not None:
+                graph.attributes[prefix + attr] = AttributeSpec(
+                    "parameter", tuple(param.shape), dtype_name(param.dtype), param.requires_grad)
+        for attr, buffer in module._buffers.items():
+            if buffer is not None:
+                graph.attributes[prefix + attr] = AttributeSpec(
+                    "buffer", tuple(buffer.shape), dtype_name(buffer.dtype), False,
+                    attr not in module._non_persistent_buffers_set)
+
+
+# ---------------------------------------------------------------------- export fallback
+def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, batch_dim: int | None) -> Graph:
+    was_training = _training_flags(model)
+    model.eval()
+    try:
+        exported = _export(model, args, kwargs, batch_dim)
+    finally:
+        _restore_training(model, was_training)
+    gm = exported.module()
+    return _from_fx(model, gm.graph, None, name, "torch.export")
+
+
+def _export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
+    """Export with a dynamic batch dimension where the model allows it, else static."""
+    if batch_dim is not None:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+        dynamic = {name: ({batch_dim: torch.export.Dim.AUTO} if isinstance(value, torch.Tensor) else None)
+                   for name, value in bound.arguments.items()}
+        try:
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic)
+        except Exception:  # noqa: BLE001 - retry with every shape static
+            pass
+    return torch.export.export(model, args, kwargs)
+
+
+def _training_flags(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _restore_training(model: nn.Module, flags: dict[str, bool]) -> None:
+    for name, m in model.named_modules():
+        m.training = flags.get(name, m.training)
+
+
+__all__: Sequence[str] = ["trace"]
