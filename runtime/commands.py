@@ -1,0 +1,69 @@
+"""Subcommands of ``retiarii``; each lives in the package that owns its work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import torch
+
+from .cli import command
+
+
+def load_model(spec: str) -> torch.nn.Module:
+    """``package.module:factory`` → the nn.Module that factory (or class) returns."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not attr:
+        raise SystemExit(f"error: model spec {spec!r} must look like 'package.module:ClassOrFactory'")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"error: cannot load {spec!r}: {e}") from None
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"error: {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise SystemExit(f"error: input shape {text!r} must be comma-separated integers like 2,3,32,32") from None
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model factory as package.module:ClassOrFactory")
+    p.add_argument("--input-shape", required=True, help="example input shape, e.g. 2,3,32,32")
+    p.add_argument("--out", help="write the IR as JSON here (default: print the graph)")
+
+
+@command("trace", "Trace a model into the typed IR and print it or save it as JSON.", _trace_args)
+def trace_command(args: argparse.Namespace) -> int:
+    import retiarii_ir as ir
+
+    model = load_model(args.model).eval()
+    graph = ir.trace(model, torch.randn(parse_shape(args.input_shape)))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(graph.to_json(indent=1))
+        print(f"wrote {len(graph)} nodes to {args.out}")
+    else:
+        print(graph)
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="smaller run")
+
+
+@command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
+def demo_command(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(0)
