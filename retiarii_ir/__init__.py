@@ -11,10 +11,10 @@ from .search_space import Choice, InvalidSampleError, Sample, SearchSpace
 from .serialize import SCHEMA_VERSION, graph_from_json, graph_to_json
 from .shape_inference import infer_types
 from .tracer import trace
-from .types import BATCH, ScalarType, TensorType, TupleType
+from .types import BATCH, DictType, ScalarType, TensorType, TupleType
 
 __all__ = [
-    "AttributeSpec", "BATCH", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
+    "AttributeSpec", "BATCH", "DictType", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
     "Interpreter", "ModuleSpec", "Node", "NodeExecutionError", "OP_KINDS", "SCHEMA_VERSION",
     "ScalarType", "SchemaError", "TensorType", "TraceError", "TupleType", "TypeMismatchError",
     "UnsafeTargetError", "build_module", "graph_from_json", "graph_to_json", "infer_types",

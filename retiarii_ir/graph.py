@@ -7,6 +7,8 @@ A graph owns
 - ``attributes``: parameters and buffers that belong to non-leaf modules, read by
   ``get_attr`` nodes (a ViT's ``cls_token``, a normalisation buffer);
 - ``constants``: tensors captured from code, which no state_dict holds;
+- ``aliases``: a second path to a module or parameter that the model shares (tied
+  weights, a layer registered under two names), mapped to the first path;
 - ``module_types``: the class name of every module in the hierarchy, for readers.
 """
 
@@ -34,6 +36,7 @@ class AttributeSpec:
     dtype: str
     requires_grad: bool = True
     persistent: bool = True
+    value: torch.Tensor | None = None  # kept for non-persistent buffers: no state_dict holds them
 
 
 class Graph:
@@ -46,6 +49,7 @@ class Graph:
         self.modules: dict[str, ModuleSpec] = {}
         self.attributes: dict[str, AttributeSpec] = {}
         self.constants: dict[str, torch.Tensor] = {}
+        self.aliases: dict[str, str] = {}
         self.module_types: dict[str, str] = {}
         self.meta: dict[str, Any] = {}
 
@@ -180,6 +184,7 @@ class Graph:
         clone.modules = _copy.deepcopy(self.modules)
         clone.attributes = _copy.deepcopy(self.attributes)
         clone.constants = {k: v.clone() for k, v in self.constants.items()}
+        clone.aliases = dict(self.aliases)
         clone.module_types = dict(self.module_types)
         clone.meta = _copy.deepcopy(self.meta)
         return clone

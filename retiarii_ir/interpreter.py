@@ -162,6 +162,21 @@ def _owner(root: nn.Module, qualname: str) -> tuple[nn.Module, str]:
     return root, attr
 
 
+def _share(root: nn.Module, alias: str, original: str) -> None:
+    """Make ``alias`` the very same module or tensor as ``original`` (tied weights)."""
+    owner, attr = _owner(root, original)
+    if attr not in owner._parameters and attr not in owner._buffers:
+        if attr not in owner._modules:  # a module with no state of its own: an empty container
+            owner.add_module(attr, nn.Module())
+        set_submodule(root, alias, owner._modules[attr])
+        return
+    target, name = _owner(root, alias)
+    if attr in owner._parameters:
+        target.register_parameter(name, owner._parameters[attr])
+    else:
+        target.register_buffer(name, owner._buffers[attr], persistent=name not in target._non_persistent_buffers_set)
+
+
 class IRModule(nn.Module):
     """An nn.Module made from a graph alone; ``forward`` interprets the graph."""
 
@@ -174,11 +189,14 @@ class IRModule(nn.Module):
                 set_submodule(self, qualname, spec.build(self._trust))
             for qualname, attr in sorted(graph.attributes.items()):
                 owner, name = _owner(self, qualname)
-                value = torch.zeros(attr.shape, dtype=dtype_from_name(attr.dtype))
+                value = (attr.value.clone() if attr.value is not None
+                         else torch.zeros(attr.shape, dtype=dtype_from_name(attr.dtype)))
                 if attr.kind == "parameter":
                     owner.register_parameter(name, nn.Parameter(value, requires_grad=attr.requires_grad))
                 else:
                     owner.register_buffer(name, value, persistent=attr.persistent)
+            for alias, original in sorted(graph.aliases.items()):
+                _share(self, alias, original)
             if graph.constants:
                 holder = nn.Module()
                 for key, tensor in graph.constants.items():

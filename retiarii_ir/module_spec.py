@@ -144,7 +144,21 @@ def _stack_kwargs(m: nn.Module, layer_arg: str) -> dict[str, Any]:
     return kwargs
 
 
+def _rnn_kwargs(m: nn.RNNBase) -> dict[str, Any]:
+    """LSTM/GRU/RNN take ``*args``; their arguments are stored under the same names."""
+    kwargs = dict(input_size=m.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                  bias=m.bias, batch_first=m.batch_first, dropout=m.dropout, bidirectional=m.bidirectional)
+    if isinstance(m, nn.LSTM) and m.proj_size:
+        kwargs["proj_size"] = m.proj_size
+    if isinstance(m, nn.RNN):
+        kwargs["nonlinearity"] = m.nonlinearity
+    return kwargs
+
+
 _SPECIAL: dict[type, Callable[[Any], dict[str, Any]]] = {
+    nn.LSTM: _rnn_kwargs,
+    nn.GRU: _rnn_kwargs,
+    nn.RNN: _rnn_kwargs,
     nn.MultiheadAttention: _mha_kwargs,
     nn.TransformerEncoderLayer: _encoder_layer_kwargs,
     nn.TransformerDecoderLayer: _encoder_layer_kwargs,  # same fields and attribute names

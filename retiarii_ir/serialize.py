@@ -190,13 +190,20 @@ def graph_to_dict(graph: Graph) -> dict:
             "type": type_to_json(n.type), "scope": n.scope,
         } for n in graph.nodes],
         "modules": {k: encode_value(v) for k, v in graph.modules.items()},
-        "attributes": {k: {"kind": a.kind, "shape": list(a.shape), "dtype": a.dtype,
-                           "requires_grad": a.requires_grad, "persistent": a.persistent}
-                       for k, a in graph.attributes.items()},
+        "attributes": {k: _attribute_to_json(a) for k, a in graph.attributes.items()},
+        "aliases": dict(graph.aliases),
         "constants": {k: tensor_to_json(v) for k, v in graph.constants.items()},
         "module_types": dict(graph.module_types),
         "meta": _plain_meta(graph.meta),
     }
+
+
+def _attribute_to_json(a: AttributeSpec) -> dict:
+    data = {"kind": a.kind, "shape": list(a.shape), "dtype": a.dtype,
+            "requires_grad": a.requires_grad, "persistent": a.persistent}
+    if a.value is not None:
+        data["value"] = tensor_to_json(a.value)
+    return data
 
 
 def _plain_meta(meta: dict) -> dict:
@@ -242,6 +249,8 @@ def graph_from_dict(data: Any, trust: Iterable[str] = ()) -> Graph:
         graph.modules[qualname] = value
     for qualname, attr in _object(data, "attributes").items():
         graph.attributes[check_qualname(qualname, "attribute name")] = _attribute(qualname, attr)
+    for alias, original in _object(data, "aliases").items():
+        graph.aliases[check_qualname(alias, "alias")] = check_qualname(original, "aliased path")
     for key, tensor in _object(data, "constants").items():
         graph.constants[check_identifier(key, "constant name")] = tensor_from_json(tensor, key)
     for qualname, cls in _object(data, "module_types").items():
@@ -270,8 +279,12 @@ def _attribute(name: str, raw: Any) -> AttributeSpec:
         dtype_from_name(str(raw.get("dtype")))
     except ValueError:
         raise SchemaError(f"attribute {name!r} has unknown dtype {raw.get('dtype')!r}") from None
-    return AttributeSpec(raw["kind"], tuple(_ints(raw.get("shape"), f"attribute {name!r} shape")),
-                         raw["dtype"], bool(raw.get("requires_grad", True)), bool(raw.get("persistent", True)))
+    shape = tuple(_ints(raw.get("shape"), f"attribute {name!r} shape"))
+    value = tensor_from_json(raw["value"], name) if raw.get("value") is not None else None
+    if value is not None and (tuple(value.shape) != shape or dtype_name(value.dtype) != raw["dtype"]):
+        raise SchemaError(f"attribute {name!r}: value does not match its shape {shape} and dtype {raw['dtype']}")
+    return AttributeSpec(raw["kind"], shape, raw["dtype"], bool(raw.get("requires_grad", True)),
+                         bool(raw.get("persistent", True)), value)
 
 
 def _add_node(graph: Graph, raw: Any, index: int, trust: tuple[str, ...]) -> None:

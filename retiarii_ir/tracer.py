@@ -30,6 +30,9 @@ from .types import dtype_name
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+
+
 class _Tracer(fx.Tracer):
     """fx.Tracer with user leaves, and memory of the innermost module that failed."""
 
@@ -42,6 +45,8 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types):
             return True
+        if isinstance(m, _CONTAINERS):  # never called, only indexed: look inside
+            return False
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m, forward, args, kwargs):
@@ -213,26 +218,49 @@ def _is_state(model: nn.Module, qualname: str) -> bool:
 
 def _record_state(graph: Graph, model: nn.Module, tracer: _Tracer | None) -> None:
     """Every leaf module and every parameter/buffer, used in forward or not, so the
-    generated module accepts the original state_dict strictly."""
-    leaves: list[str] = []
-    for qualname, module in model.named_modules():
-        graph.module_types[qualname] = type(module).__name__
-        if any(qualname.startswith(leaf + ".") for leaf in leaves):
+    generated module accepts the original state_dict strictly; shared modules and tied
+    parameters become aliases of their first path."""
+    first_path: dict[int, str] = {}
+    covered: list[str] = []  # leaves and aliases: their insides need no entry
+    for qualname, module in model.named_modules(remove_duplicate=False):
+        if any(qualname.startswith(prefix + ".") for prefix in covered):
             continue
+        if id(module) in first_path:
+            graph.aliases[qualname] = first_path[id(module)]
+            covered.append(qualname)
+            continue
+        first_path[id(module)] = qualname
+        graph.module_types[qualname] = type(module).__name__
         if qualname and tracer is not None and tracer.is_leaf_module(module, qualname):
-            leaves.append(qualname)
+            covered.append(qualname)
             graph.modules[qualname] = spec_of(module)
             continue
-        prefix = f"{qualname}." if qualname else ""
-        for attr, param in module._parameters.items():
-            if param is not None:
-                graph.attributes[prefix + attr] = AttributeSpec(
-                    "parameter", tuple(param.shape), dtype_name(param.dtype), param.requires_grad)
-        for attr, buffer in module._buffers.items():
-            if buffer is not None:
-                graph.attributes[prefix + attr] = AttributeSpec(
-                    "buffer", tuple(buffer.shape), dtype_name(buffer.dtype), False,
-                    attr not in module._non_persistent_buffers_set)
+        _record_tensors(graph, module, f"{qualname}." if qualname else "")
+    _record_tied_tensors(graph, model, covered)
+
+
+def _record_tensors(graph: Graph, module: nn.Module, prefix: str) -> None:
+    for attr, param in module._parameters.items():
+        if param is not None:
+            graph.attributes[prefix + attr] = AttributeSpec(
+                "parameter", tuple(param.shape), dtype_name(param.dtype), param.requires_grad)
+    for attr, buffer in module._buffers.items():
+        if buffer is not None:
+            persistent = attr not in module._non_persistent_buffers_set
+            graph.attributes[prefix + attr] = AttributeSpec(
+                "buffer", tuple(buffer.shape), dtype_name(buffer.dtype), False, persistent,
+                None if persistent else buffer.detach().clone())
+
+
+def _record_tied_tensors(graph: Graph, model: nn.Module, covered: list[str]) -> None:
+    seen: dict[int, str] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for qualname, tensor in named:
+        if id(tensor) not in seen:
+            seen[id(tensor)] = qualname
+        elif not any(qualname.startswith(a + ".") for a in graph.aliases):
+            graph.aliases[qualname] = seen[id(tensor)]
+            graph.attributes.pop(qualname, None)
 
 
 # ---------------------------------------------------------------------- export fallback

@@ -97,6 +97,16 @@ class TupleType:
 
 
 @dataclass(frozen=True)
+class DictType:
+    """A dict of values with string keys, e.g. ``{"out": ..., "aux": ...}``."""
+
+    items: tuple[tuple[str, "ValueType"], ...]
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(f"{k}: {v}" for k, v in self.items) + "}"
+
+
+@dataclass(frozen=True)
 class ScalarType:
     """A Python scalar or other non-tensor value (int, float, bool, NoneType, size, ...)."""
 
@@ -106,7 +116,7 @@ class ScalarType:
         return self.name
 
 
-ValueType = Union[TensorType, TupleType, ScalarType]
+ValueType = Union[TensorType, TupleType, DictType, ScalarType]
 UNKNOWN = ScalarType("unknown")
 
 
@@ -118,6 +128,8 @@ def type_of(value: Any) -> ValueType:
         return TupleType(tuple(type_of(v) for v in value), is_list=isinstance(value, list))
     if isinstance(value, torch.Size):
         return ScalarType("size")
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return DictType(tuple((k, type_of(v)) for k, v in value.items()))
     if value is None:
         return ScalarType("None")
     return ScalarType(type(value).__name__)
@@ -142,6 +154,10 @@ def generalize_batch(small: ValueType, large: ValueType, batch_small: int, batch
     if isinstance(small, TupleType) and isinstance(large, TupleType) and len(small.elements) == len(large.elements):
         return TupleType(tuple(generalize_batch(s, l, batch_small, batch_large)
                                for s, l in zip(small.elements, large.elements)), small.is_list)
+    if isinstance(small, DictType) and isinstance(large, DictType) and [k for k, _ in small.items] == [
+            k for k, _ in large.items]:
+        return DictType(tuple((k, generalize_batch(s, l, batch_small, batch_large))
+                              for (k, s), (_, l) in zip(small.items, large.items)))
     return small
 
 
@@ -150,6 +166,8 @@ def type_to_json(t: ValueType) -> Any:
         return {"tensor": list(t.shape), "dtype": t.dtype}
     if isinstance(t, TupleType):
         return {"tuple": [type_to_json(e) for e in t.elements], "list": t.is_list}
+    if isinstance(t, DictType):
+        return {"dict": [[k, type_to_json(v)] for k, v in t.items]}
     return {"scalar": t.name}
 
 
@@ -163,6 +181,13 @@ def type_from_json(data: Any) -> ValueType:
         return TensorType(tuple(shape), str(data.get("dtype", "float32")))
     if "tuple" in data:
         return TupleType(tuple(type_from_json(e) for e in data["tuple"]), bool(data.get("list", False)))
+    if "dict" in data and isinstance(data["dict"], list):
+        items = []
+        for item in data["dict"]:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                raise ValueError(f"bad dict type entry {item!r}")
+            items.append((item[0], type_from_json(item[1])))
+        return DictType(tuple(items))
     if "scalar" in data and isinstance(data["scalar"], str) and data["scalar"].replace("_", "").isalnum():
         return ScalarType(data["scalar"])
     raise ValueError(f"unknown type {data!r}")

@@ -11,7 +11,7 @@ from .graph import Graph
 from .interpreter import NodeExecutionError
 from .node import Node, iter_nodes
 from .targets import check_method, check_qualname, resolve_function
-from .types import TensorType, TupleType, ValueType
+from .types import DictType, TensorType, TupleType, ValueType
 
 
 def validate(graph: Graph, check_types: bool = True, trust: Iterable[str] = ()) -> None:
@@ -97,7 +97,10 @@ def _compatible(recorded: ValueType, observed: ValueType) -> bool:
     if isinstance(recorded, TupleType) and isinstance(observed, TupleType):
         return len(recorded.elements) == len(observed.elements) and all(
             _compatible(r, o) for r, o in zip(recorded.elements, observed.elements))
-    if isinstance(recorded, (TensorType, TupleType)) or isinstance(observed, (TensorType, TupleType)):
+    if isinstance(recorded, DictType) and isinstance(observed, DictType):
+        return [k for k, _ in recorded.items] == [k for k, _ in observed.items] and all(
+            _compatible(r, o) for (_, r), (_, o) in zip(recorded.items, observed.items))
+    if isinstance(recorded, (TensorType, TupleType, DictType)) or isinstance(observed, (TensorType, TupleType, DictType)):
         return False
     return True
 

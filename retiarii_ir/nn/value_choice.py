@@ -1,0 +1,174 @@
+"""ValueChoice: a value picked from candidates, with arithmetic that stays symbolic.
+
+``width = ValueChoice([16, 32], label="width")`` can be passed to layers from
+``retiarii_ir.nn`` (``nn.Conv2d(3, width, 3)``) and combined (``width * 2``,
+``ValueChoice.max(width // 4, 8)``, ``ks[0]``). Each combination is a ``ValueExpr``
+evaluated later against a sample, so one label can size several layers together.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Callable, Iterable, Mapping
+
+from .context import auto_label, check_label, current_fixed
+
+
+class ValueExpr:
+    """A value computed from one or more choices; evaluated against a sample."""
+
+    def __init__(self, fn: Callable[..., Any], operands: tuple, text: str) -> None:
+        self._fn = fn
+        self._operands = operands
+        self._text = text
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, values: Mapping[str, Any]) -> Any:
+        """The concrete value for the given label -> value mapping."""
+        return self._fn(*(evaluate(o, values) for o in self._operands))
+
+    def default(self) -> Any:
+        """The value when every choice takes its first candidate."""
+        return self.evaluate({c.label: c.candidates[0] for c in self.leaves()})
+
+    def leaves(self) -> list["ValueChoice"]:
+        """The ValueChoices this expression reads, each label once."""
+        found: dict[str, ValueChoice] = {}
+        for operand in self._operands:
+            for leaf in leaves_of(operand):
+                found.setdefault(leaf.label, leaf)
+        return list(found.values())
+
+    def labels(self) -> list[str]:
+        return [leaf.label for leaf in self.leaves()]
+
+    def __repr__(self) -> str:
+        return self._text
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self!r} is a choice, not a value: it cannot steer Python control flow "
+                        f"(if/while/and/or) while the space is built; use LayerChoice for "
+                        f"structural alternatives")
+
+    def __index__(self) -> int:
+        raise TypeError(f"{self!r} is a choice, not an int; pass it to a layer from retiarii_ir.nn "
+                        f"or use ValueChoice.to_int(...)")
+
+    __hash__ = object.__hash__
+
+    # --------------------------------------------------------------- arithmetic
+    def _binary(self, other: Any, fn: Callable, symbol: str, reverse: bool = False) -> "ValueExpr":
+        a, b = (other, self) if reverse else (self, other)
+        return ValueExpr(fn, (a, b), f"({a!r} {symbol} {b!r})")
+
+    def __add__(self, o): return self._binary(o, operator.add, "+")
+    def __radd__(self, o): return self._binary(o, operator.add, "+", True)
+    def __sub__(self, o): return self._binary(o, operator.sub, "-")
+    def __rsub__(self, o): return self._binary(o, operator.sub, "-", True)
+    def __mul__(self, o): return self._binary(o, operator.mul, "*")
+    def __rmul__(self, o): return self._binary(o, operator.mul, "*", True)
+    def __truediv__(self, o): return self._binary(o, operator.truediv, "/")
+    def __rtruediv__(self, o): return self._binary(o, operator.truediv, "/", True)
+    def __floordiv__(self, o): return self._binary(o, operator.floordiv, "//")
+    def __rfloordiv__(self, o): return self._binary(o, operator.floordiv, "//", True)
+    def __mod__(self, o): return self._binary(o, operator.mod, "%")
+    def __pow__(self, o): return self._binary(o, operator.pow, "**")
+    def __neg__(self): return ValueExpr(operator.neg, (self,), f"-{self!r}")
+    def __getitem__(self, key): return ValueExpr(operator.getitem, (self, key), f"{self!r}[{key!r}]")
+
+    # --------------------------------------------------------------- helpers
+    @staticmethod
+    def max(*values: Any) -> "ValueExpr":
+        """The largest of several values, any of which may be a choice."""
+        return ValueExpr(lambda *v: max(v), values, f"max{values!r}")
+
+    @staticmethod
+    def min(*values: Any) -> "ValueExpr":
+        return ValueExpr(lambda *v: min(v), values, f"min{values!r}")
+
+    @staticmethod
+    def to_int(value: Any) -> "ValueExpr":
+        return ValueExpr(int, (value,), f"int({value!r})")
+
+    @staticmethod
+    def apply(fn: Callable[..., Any], *values: Any) -> "ValueExpr":
+        """``fn(*values)`` once the choices are known (e.g. a ``make_divisible`` helper)."""
+        return ValueExpr(fn, values, f"{getattr(fn, '__name__', 'fn')}{values!r}")
+
+
+class ValueChoice(ValueExpr):
+    """A choice among plain values (ints, floats, strings, bools or tuples of them).
+
+    Under ``fixed_arch`` it is not a choice at all: the constructor returns the value.
+    """
+
+    def __new__(cls, candidates: Iterable[Any] | None = None, label: str | None = None):
+        fixed = current_fixed()
+        if fixed is not None and candidates is not None:
+            candidates = list(candidates)
+            label = check_label(label) if label is not None else auto_label("valuechoice")
+            _check_candidates(candidates, label)
+            return fixed.value(label, candidates, candidates[0])
+        return super().__new__(cls)
+
+    def __init__(self, candidates: Iterable[Any], label: str | None = None) -> None:
+        self.candidates = list(candidates)
+        self.label = check_label(label) if label is not None else auto_label("valuechoice")
+        _check_candidates(self.candidates, self.label)
+        super().__init__(lambda: None, (), f"ValueChoice({self.label!r})")
+
+    def evaluate(self, values: Mapping[str, Any]) -> Any:
+        if self.label not in values:
+            raise KeyError(f"no value for choice {self.label!r}; candidates: {self.candidates}")
+        return values[self.label]
+
+    def leaves(self) -> list["ValueChoice"]:
+        return [self]
+
+
+def _check_candidates(candidates: list[Any], label: str) -> None:
+    if not candidates:
+        raise ValueError(f"ValueChoice {label!r} needs at least one candidate")
+    for c in candidates:
+        if not _is_plain(c):
+            raise TypeError(f"ValueChoice {label!r}: candidate {c!r} is not a plain value "
+                            f"(int, float, str, bool, None or a tuple/list of them); use "
+                            f"LayerChoice to choose between modules")
+    if any(isinstance(c, float) and not math.isfinite(c) for c in candidates):
+        raise ValueError(f"ValueChoice {label!r}: candidates must be finite numbers")
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def leaves_of(value: Any) -> list[ValueChoice]:
+    """Every ValueChoice inside a value (an expression, or a tuple/list/dict holding some)."""
+    if isinstance(value, ValueExpr):
+        return value.leaves()
+    if isinstance(value, (tuple, list)):
+        return [leaf for v in value for leaf in leaves_of(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in leaves_of(v)]
+    return []
+
+
+def evaluate(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` with every expression inside it evaluated against ``values``."""
+    if isinstance(value, ValueExpr):
+        return value.evaluate(values)
+    if isinstance(value, tuple):
+        return tuple(evaluate(v, values) for v in value)
+    if isinstance(value, list):
+        return [evaluate(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: evaluate(v, values) for k, v in value.items()}
+    return value
+
+
+def default_of(value: Any) -> Any:
+    """``value`` with every choice at its first candidate."""
+    return evaluate(value, {leaf.label: leaf.candidates[0] for leaf in leaves_of(value)})

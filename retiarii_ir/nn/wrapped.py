@@ -1,0 +1,75 @@
+"""torch.nn layers that accept ValueChoice arguments (``retiarii_ir.nn.Conv2d(3, width, ks)``).
+
+Given plain arguments, or under ``fixed_arch``, the constructor returns the plain torch
+layer itself. Given choices, it builds the layer with every choice at its first value and
+remembers which constructor argument depends on which choice, so tracing can turn the
+layer into a choice point whose module spec the ValueChoice mutator rewrites.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from .context import current_fixed
+from .value_choice import ValueExpr, default_of, leaves_of
+
+_WRAPPERS: dict[type, type] = {}
+
+
+class ValueChoiceLayer:
+    """Marker base of wrapped layers; ``value_args`` maps constructor argument -> expression."""
+
+    value_args: dict[str, Any]
+    base_class: type
+
+
+def wrap_layer(base: type) -> type:
+    """The ValueChoice-aware twin of a torch.nn layer class (cached)."""
+    if not (isinstance(base, type) and issubclass(base, nn.Module)):
+        raise TypeError(f"wrap_layer needs an nn.Module class, got {base!r}")
+    if base in _WRAPPERS:
+        return _WRAPPERS[base]
+    signature = inspect.signature(base.__init__)
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if not args and not kwargs:  # copy.deepcopy re-creating an instance
+            return nn.Module.__new__(cls)
+        if current_fixed() is not None or not leaves_of((args, kwargs)):
+            return base(*args, **kwargs)
+        return nn.Module.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{base.__name__}: {e}") from None
+        value_args: dict[str, Any] = {}
+        for name, value in list(bound.arguments.items())[1:]:
+            kind = signature.parameters[name].kind
+            if leaves_of(value):
+                if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                    raise TypeError(f"{base.__name__}: choices cannot go through *{name}")
+                value_args[name] = value
+        base.__init__(self, *default_of(args), **default_of(kwargs))
+        self.value_args = value_args
+
+    wrapper = type(base.__name__, (ValueChoiceLayer, base),
+                   {"__new__": __new__, "__init__": __init__, "__module__": "retiarii_ir.nn",
+                    "base_class": base, "__doc__": f"{base.__name__} that accepts ValueChoice arguments."})
+    _WRAPPERS[base] = wrapper
+    return wrapper
+
+
+def value_arg_labels(layer: ValueChoiceLayer) -> list[str]:
+    labels: list[str] = []
+    for value in layer.value_args.values():
+        for leaf in leaves_of(value):
+            if leaf.label not in labels:
+                labels.append(leaf.label)
+    return labels
+
+
+__all__ = ["ValueChoiceLayer", "ValueExpr", "value_arg_labels", "wrap_layer"]
