@@ -36,16 +36,24 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def images(channels: int = 3, size: int = 32, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
+def images(
+    channels: int = 3, size: int = 32, batch: int = BATCH, seed: int = 0
+) -> torch.Tensor:
     """A float image batch of shape (batch, channels, size, size)."""
     return torch.randn(batch, channels, size, size, generator=_gen(seed))
 
 
-def sequences(length: int, features: int, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
+def sequences(
+    length: int, features: int, batch: int = BATCH, seed: int = 0
+) -> torch.Tensor:
     """A float sequence batch of shape (batch, length, features)."""
     return torch.randn(batch, length, features, generator=_gen(seed))
 
 
-def tokens(length: int, vocab_size: int, batch: int = BATCH, seed: int = 0, low: int = 1) -> torch.Tensor:
+def tokens(
+    length: int, vocab_size: int, batch: int = BATCH, seed: int = 0, low: int = 1
+) -> torch.Tensor:
     """A long tensor of token ids in [low, vocab_size) of shape (batch, length)."""
-    return torch.randint(low, vocab_size, (batch, length), generator=_gen(seed), dtype=torch.long)
+    return torch.randint(
+        low, vocab_size, (batch, length), generator=_gen(seed), dtype=torch.long
+    )

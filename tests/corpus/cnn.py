@@ -1,4 +1,4 @@
-"""Plain and multi-branch convolutional networks: VGG, DenseNet, GoogLeNet-style Inception, U-Net."""
+"""Plain and multi-branch CNNs: VGG, DenseNet and GoogLeNet-style Inception."""
 
 from __future__ import annotations
 
@@ -15,12 +15,21 @@ from ._base import Case, images
 
 
 class VGG(nn.Module):
-    def __init__(self, features: nn.Module, num_classes: int = 1000, pool_size: int = 7, hidden: int = 4096,
-                 init_weights: bool = True, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        features: nn.Module,
+        num_classes: int = 1000,
+        pool_size: int = 7,
+        hidden: int = 4096,
+        init_weights: bool = True,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
-        last_channels = [m for m in features.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        last_channels = [m for m in features.modules() if isinstance(m, nn.Conv2d)][
+            -1
+        ].out_channels
         self.classifier = nn.Sequential(
             nn.Linear(last_channels * pool_size * pool_size, hidden),
             nn.ReLU(True),
@@ -33,7 +42,9 @@ class VGG(nn.Module):
         if init_weights:
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.kaiming_normal_(
+                        m.weight, mode="fan_out", nonlinearity="relu"
+                    )
                     if m.bias is not None:
                         nn.init.constant_(m.bias, 0)
                 elif isinstance(m, nn.BatchNorm2d):
@@ -71,15 +82,30 @@ def make_layers(cfg: list[Union[str, int]], batch_norm: bool = False) -> nn.Sequ
 
 
 class _DenseLayer(nn.Module):
-    def __init__(self, num_input_features: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
+    def __init__(
+        self, num_input_features: int, growth_rate: int, bn_size: int, drop_rate: float
+    ) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(num_input_features)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, stride=1, bias=False)
+        self.conv1 = nn.Conv2d(
+            num_input_features,
+            bn_size * growth_rate,
+            kernel_size=1,
+            stride=1,
+            bias=False,
+        )
 
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            bn_size * growth_rate,
+            growth_rate,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=False,
+        )
 
         self.drop_rate = float(drop_rate)
 
@@ -97,13 +123,21 @@ class _DenseLayer(nn.Module):
         bottleneck_output = self.bn_function(prev_features)
         new_features = self.conv2(self.relu2(self.norm2(bottleneck_output)))
         if self.drop_rate > 0:
-            new_features = F.dropout(new_features, p=self.drop_rate, training=self.training)
+            new_features = F.dropout(
+                new_features, p=self.drop_rate, training=self.training
+            )
         return new_features
 
 
 class _DenseBlock(nn.ModuleDict):
-    def __init__(self, num_layers: int, num_input_features: int, bn_size: int, growth_rate: int,
-                 drop_rate: float) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        num_input_features: int,
+        bn_size: int,
+        growth_rate: int,
+        drop_rate: float,
+    ) -> None:
         super().__init__()
         for i in range(num_layers):
             layer = _DenseLayer(
@@ -127,19 +161,37 @@ class _Transition(nn.Sequential):
         super().__init__()
         self.norm = nn.BatchNorm2d(num_input_features)
         self.relu = nn.ReLU(inplace=True)
-        self.conv = nn.Conv2d(num_input_features, num_output_features, kernel_size=1, stride=1, bias=False)
+        self.conv = nn.Conv2d(
+            num_input_features, num_output_features, kernel_size=1, stride=1, bias=False
+        )
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
 
 
 class DenseNet(nn.Module):
-    def __init__(self, growth_rate: int = 32, block_config: tuple[int, ...] = (6, 12, 24, 16),
-                 num_init_features: int = 64, bn_size: int = 4, drop_rate: float = 0,
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        growth_rate: int = 32,
+        block_config: tuple[int, ...] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        bn_size: int = 4,
+        drop_rate: float = 0,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             OrderedDict(
                 [
-                    ("conv0", nn.Conv2d(3, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
+                    (
+                        "conv0",
+                        nn.Conv2d(
+                            3,
+                            num_init_features,
+                            kernel_size=7,
+                            stride=2,
+                            padding=3,
+                            bias=False,
+                        ),
+                    ),
                     ("norm0", nn.BatchNorm2d(num_init_features)),
                     ("relu0", nn.ReLU(inplace=True)),
                     ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
@@ -149,12 +201,20 @@ class DenseNet(nn.Module):
 
         num_features = num_init_features
         for i, num_layers in enumerate(block_config):
-            block = _DenseBlock(num_layers=num_layers, num_input_features=num_features, bn_size=bn_size,
-                                growth_rate=growth_rate, drop_rate=drop_rate)
+            block = _DenseBlock(
+                num_layers=num_layers,
+                num_input_features=num_features,
+                bn_size=bn_size,
+                growth_rate=growth_rate,
+                drop_rate=drop_rate,
+            )
             self.features.add_module("denseblock%d" % (i + 1), block)
             num_features = num_features + num_layers * growth_rate
             if i != len(block_config) - 1:
-                trans = _Transition(num_input_features=num_features, num_output_features=num_features // 2)
+                trans = _Transition(
+                    num_input_features=num_features,
+                    num_output_features=num_features // 2,
+                )
                 self.features.add_module("transition%d" % (i + 1), trans)
                 num_features = num_features // 2
 
@@ -195,8 +255,16 @@ class BasicConv2d(nn.Module):
 
 
 class Inception(nn.Module):
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+    ) -> None:
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
         self.branch2 = nn.Sequential(
@@ -227,9 +295,14 @@ class Inception(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """A narrow GoogLeNet: stem, three Inception modules, global pool, dropout, linear head."""
+    """A narrow GoogLeNet: stem, three Inception modules, pooling, dropout, head."""
 
-    def __init__(self, num_classes: int = 1000, transform_input: bool = True, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        transform_input: bool = True,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.transform_input = transform_input
 
@@ -283,104 +356,28 @@ class GoogLeNet(nn.Module):
         return x
 
 
-# U-Net ------------------------------------------------------------------------------
-
-
-class DoubleConv(nn.Module):
-    """(convolution => [BN] => ReLU) * 2"""
-
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None) -> None:
-        super().__init__()
-        if not mid_channels:
-            mid_channels = out_channels
-        self.double_conv = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.double_conv(x)
-
-
-class Down(nn.Module):
-    """Downscaling with maxpool then double conv."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.maxpool_conv(x)
-
-
-class Up(nn.Module):
-    """Upscaling (nearest-neighbour interpolation or transposed conv), skip concatenation, double conv."""
-
-    def __init__(self, in_channels: int, out_channels: int, transpose: bool = False) -> None:
-        super().__init__()
-        if transpose:
-            self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
-            self.conv = DoubleConv(in_channels, out_channels)
-        else:
-            self.up = None
-            self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
-
-    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
-        if self.up is not None:
-            x1 = self.up(x1)
-        else:
-            x1 = F.interpolate(x1, scale_factor=2, mode="nearest")
-        # the input is CHW; pad the upsampled map when the skip is one pixel larger
-        diffY = x2.size()[2] - x1.size()[2]
-        diffX = x2.size()[3] - x1.size()[3]
-        x1 = F.pad(x1, [diffX // 2, diffX - diffX // 2, diffY // 2, diffY - diffY // 2])
-        x = torch.cat([x2, x1], dim=1)
-        return self.conv(x)
-
-
-class UNet(nn.Module):
-    def __init__(self, n_channels: int = 3, n_classes: int = 2, base: int = 8, transpose: bool = False) -> None:
-        super().__init__()
-        self.n_channels = n_channels
-        self.n_classes = n_classes
-        factor = 1 if transpose else 2
-        self.inc = DoubleConv(n_channels, base)
-        self.down1 = Down(base, base * 2)
-        self.down2 = Down(base * 2, base * 4)
-        self.down3 = Down(base * 4, base * 8 // factor)
-        self.up1 = Up(base * 8, base * 4 // factor, transpose)
-        self.up2 = Up(base * 4, base * 2 // factor, transpose)
-        self.up3 = Up(base * 2, base, transpose)
-        self.outc = nn.Conv2d(base, n_classes, kernel_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x1 = self.inc(x)
-        x2 = self.down1(x1)
-        x3 = self.down2(x2)
-        x4 = self.down3(x3)
-        x = self.up1(x4, x3)
-        x = self.up2(x, x2)
-        x = self.up3(x, x1)
-        logits = self.outc(x)
-        return logits
-
-
 CASES = [
     Case(
         name="vgg",
-        build=lambda: VGG(make_layers([8, "M", 16, "M", 32, 32, "M", 64, "M"], batch_norm=True),
-                          num_classes=10, pool_size=2, hidden=64),
+        build=lambda: VGG(
+            make_layers([8, "M", 16, "M", 32, 32, "M", 64, "M"], batch_norm=True),
+            num_classes=10,
+            pool_size=2,
+            hidden=64,
+        ),
         example_args=lambda: (images(),),
         tags=("cnn",),
     ),
     Case(
         name="densenet",
-        build=lambda: DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2,
-                               drop_rate=0.1, num_classes=10),
+        build=lambda: DenseNet(
+            growth_rate=8,
+            block_config=(2, 3),
+            num_init_features=16,
+            bn_size=2,
+            drop_rate=0.1,
+            num_classes=10,
+        ),
         example_args=lambda: (images(),),
         tags=("cnn", "dense"),
     ),
@@ -389,18 +386,5 @@ CASES = [
         build=lambda: GoogLeNet(num_classes=10),
         example_args=lambda: (images(),),
         tags=("cnn", "multi-branch"),
-    ),
-    Case(
-        name="unet",
-        build=lambda: UNet(n_channels=3, n_classes=2, base=8, transpose=False),
-        # 36 -> 18 -> 9 -> 4: the deepest skip needs one pixel of padding after upsampling
-        example_args=lambda: (images(size=36),),
-        tags=("cnn", "encoder-decoder"),
-    ),
-    Case(
-        name="unet_transpose",
-        build=lambda: UNet(n_channels=1, n_classes=3, base=8, transpose=True),
-        example_args=lambda: (images(channels=1, size=32),),
-        tags=("cnn", "encoder-decoder"),
     ),
 ]

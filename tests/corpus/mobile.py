@@ -1,4 +1,4 @@
-"""Mobile architectures: MobileNetV2, MobileNetV3 (with squeeze-excitation) and ShuffleNetV2."""
+"""MobileNetV2 and MobileNetV3 (with squeeze-excitation)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ._base import Case, images
 
 
 def _make_divisible(v: float, divisor: int, min_value: Optional[int] = None) -> int:
-    """Round a channel count to the nearest multiple of ``divisor`` without losing more than 10%."""
+    """Round ``v`` to a multiple of ``divisor``, never losing more than 10%."""
     if min_value is None:
         min_value = divisor
     new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
@@ -35,7 +35,15 @@ class ConvNormActivation(nn.Sequential):
     ) -> None:
         padding = (kernel_size - 1) // 2
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=norm_layer is None)
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                groups=groups,
+                bias=norm_layer is None,
+            )
         ]
         if norm_layer is not None:
             layers.append(norm_layer(out_channels))
@@ -61,11 +69,21 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             # pointwise expansion
-            layers.append(ConvNormActivation(inp, hidden_dim, kernel_size=1, activation_layer=nn.ReLU6))
+            layers.append(
+                ConvNormActivation(
+                    inp, hidden_dim, kernel_size=1, activation_layer=nn.ReLU6
+                )
+            )
         layers.extend(
             [
                 # depthwise
-                ConvNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim, activation_layer=nn.ReLU6),
+                ConvNormActivation(
+                    hidden_dim,
+                    hidden_dim,
+                    stride=stride,
+                    groups=hidden_dim,
+                    activation_layer=nn.ReLU6,
+                ),
                 # pointwise linear projection
                 nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
                 nn.BatchNorm2d(oup),
@@ -106,15 +124,30 @@ class MobileNetV2(nn.Module):
             ]
 
         input_channel = _make_divisible(input_channel * width_mult, round_nearest)
-        self.last_channel = _make_divisible(last_channel * max(1.0, width_mult), round_nearest)
-        features: list[nn.Module] = [ConvNormActivation(3, input_channel, stride=2, activation_layer=nn.ReLU6)]
+        self.last_channel = _make_divisible(
+            last_channel * max(1.0, width_mult), round_nearest
+        )
+        features: list[nn.Module] = [
+            ConvNormActivation(3, input_channel, stride=2, activation_layer=nn.ReLU6)
+        ]
         for t, c, n, s in inverted_residual_setting:
             output_channel = _make_divisible(c * width_mult, round_nearest)
             for i in range(n):
                 stride = s if i == 0 else 1
-                features.append(InvertedResidual(input_channel, output_channel, stride, expand_ratio=t))
+                features.append(
+                    InvertedResidual(
+                        input_channel, output_channel, stride, expand_ratio=t
+                    )
+                )
                 input_channel = output_channel
-        features.append(ConvNormActivation(input_channel, self.last_channel, kernel_size=1, activation_layer=nn.ReLU6))
+        features.append(
+            ConvNormActivation(
+                input_channel,
+                self.last_channel,
+                kernel_size=1,
+                activation_layer=nn.ReLU6,
+            )
+        )
         self.features = nn.Sequential(*features)
 
         self.classifier = nn.Sequential(
@@ -166,8 +199,17 @@ class SqueezeExcitation(nn.Module):
 
 
 class InvertedResidualConfig:
-    def __init__(self, input_channels: int, kernel: int, expanded_channels: int, out_channels: int,
-                 use_se: bool, activation: str, stride: int, width_mult: float = 1.0) -> None:
+    def __init__(
+        self,
+        input_channels: int,
+        kernel: int,
+        expanded_channels: int,
+        out_channels: int,
+        use_se: bool,
+        activation: str,
+        stride: int,
+        width_mult: float = 1.0,
+    ) -> None:
         self.input_channels = _make_divisible(input_channels * width_mult, 8)
         self.kernel = kernel
         self.expanded_channels = _make_divisible(expanded_channels * width_mult, 8)
@@ -178,27 +220,53 @@ class InvertedResidualConfig:
 
 
 class InvertedResidualV3(nn.Module):
-    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]) -> None:
+    def __init__(
+        self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]
+    ) -> None:
         super().__init__()
-        self.use_res_connect = cnf.stride == 1 and cnf.input_channels == cnf.out_channels
+        self.use_res_connect = (
+            cnf.stride == 1 and cnf.input_channels == cnf.out_channels
+        )
 
         layers: list[nn.Module] = []
         activation_layer = nn.Hardswish if cnf.use_hs else nn.ReLU
 
         # expand
         if cnf.expanded_channels != cnf.input_channels:
-            layers.append(ConvNormActivation(cnf.input_channels, cnf.expanded_channels, kernel_size=1,
-                                             norm_layer=norm_layer, activation_layer=activation_layer))
+            layers.append(
+                ConvNormActivation(
+                    cnf.input_channels,
+                    cnf.expanded_channels,
+                    kernel_size=1,
+                    norm_layer=norm_layer,
+                    activation_layer=activation_layer,
+                )
+            )
         # depthwise
-        layers.append(ConvNormActivation(cnf.expanded_channels, cnf.expanded_channels, kernel_size=cnf.kernel,
-                                         stride=cnf.stride, groups=cnf.expanded_channels,
-                                         norm_layer=norm_layer, activation_layer=activation_layer))
+        layers.append(
+            ConvNormActivation(
+                cnf.expanded_channels,
+                cnf.expanded_channels,
+                kernel_size=cnf.kernel,
+                stride=cnf.stride,
+                groups=cnf.expanded_channels,
+                norm_layer=norm_layer,
+                activation_layer=activation_layer,
+            )
+        )
         if cnf.use_se:
             squeeze_channels = _make_divisible(cnf.expanded_channels // 4, 8)
             layers.append(SqueezeExcitation(cnf.expanded_channels, squeeze_channels))
         # project
-        layers.append(ConvNormActivation(cnf.expanded_channels, cnf.out_channels, kernel_size=1,
-                                         norm_layer=norm_layer, activation_layer=None))
+        layers.append(
+            ConvNormActivation(
+                cnf.expanded_channels,
+                cnf.out_channels,
+                kernel_size=1,
+                norm_layer=norm_layer,
+                activation_layer=None,
+            )
+        )
 
         self.block = nn.Sequential(*layers)
         self.out_channels = cnf.out_channels
@@ -211,22 +279,42 @@ class InvertedResidualV3(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    def __init__(self, inverted_residual_setting: list[InvertedResidualConfig], last_channel: int,
-                 num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        inverted_residual_setting: list[InvertedResidualConfig],
+        last_channel: int,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
         layers: list[nn.Module] = []
         firstconv_output_channels = inverted_residual_setting[0].input_channels
-        layers.append(ConvNormActivation(3, firstconv_output_channels, kernel_size=3, stride=2,
-                                         norm_layer=norm_layer, activation_layer=nn.Hardswish))
+        layers.append(
+            ConvNormActivation(
+                3,
+                firstconv_output_channels,
+                kernel_size=3,
+                stride=2,
+                norm_layer=norm_layer,
+                activation_layer=nn.Hardswish,
+            )
+        )
         for cnf in inverted_residual_setting:
             layers.append(InvertedResidualV3(cnf, norm_layer))
 
         lastconv_input_channels = inverted_residual_setting[-1].out_channels
         lastconv_output_channels = 6 * lastconv_input_channels
-        layers.append(ConvNormActivation(lastconv_input_channels, lastconv_output_channels, kernel_size=1,
-                                         norm_layer=norm_layer, activation_layer=nn.Hardswish))
+        layers.append(
+            ConvNormActivation(
+                lastconv_input_channels,
+                lastconv_output_channels,
+                kernel_size=1,
+                norm_layer=norm_layer,
+                activation_layer=nn.Hardswish,
+            )
+        )
 
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -270,116 +358,17 @@ def mobilenet_v3_tiny(num_classes: int = 10) -> MobileNetV3:
     return MobileNetV3(setting, last_channel=128, num_classes=num_classes)
 
 
-# ShuffleNetV2 -----------------------------------------------------------------------
-
-
-def channel_shuffle(x: Tensor, groups: int) -> Tensor:
-    batchsize, num_channels, height, width = x.size()
-    channels_per_group = num_channels // groups
-
-    # reshape
-    x = x.view(batchsize, groups, channels_per_group, height, width)
-    x = torch.transpose(x, 1, 2).contiguous()
-
-    # flatten
-    x = x.view(batchsize, num_channels, height, width)
-
-    return x
-
-
-class ShuffleUnit(nn.Module):
-    def __init__(self, inp: int, oup: int, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-        branch_features = oup // 2
-        if self.stride == 1 and inp != branch_features << 1:
-            raise ValueError("invalid combination of stride and channels")
-
-        if self.stride > 1:
-            self.branch1 = nn.Sequential(
-                self.depthwise_conv(inp, inp, kernel_size=3, stride=self.stride, padding=1),
-                nn.BatchNorm2d(inp),
-                nn.Conv2d(inp, branch_features, kernel_size=1, stride=1, padding=0, bias=False),
-                nn.BatchNorm2d(branch_features),
-                nn.ReLU(inplace=True),
-            )
-        else:
-            self.branch1 = nn.Sequential()
-
-        self.branch2 = nn.Sequential(
-            nn.Conv2d(inp if self.stride > 1 else branch_features, branch_features, kernel_size=1, bias=False),
-            nn.BatchNorm2d(branch_features),
-            nn.ReLU(inplace=True),
-            self.depthwise_conv(branch_features, branch_features, kernel_size=3, stride=self.stride, padding=1),
-            nn.BatchNorm2d(branch_features),
-            nn.Conv2d(branch_features, branch_features, kernel_size=1, bias=False),
-            nn.BatchNorm2d(branch_features),
-            nn.ReLU(inplace=True),
-        )
-
-    @staticmethod
-    def depthwise_conv(i: int, o: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-        return nn.Conv2d(i, o, kernel_size, stride, padding, bias=False, groups=i)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride == 1:
-            x1, x2 = x.chunk(2, dim=1)
-            out = torch.cat((x1, self.branch2(x2)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-
-        out = channel_shuffle(out, 2)
-
-        return out
-
-
-class ShuffleNetV2(nn.Module):
-    def __init__(self, stages_repeats: list[int], stages_out_channels: list[int], num_classes: int = 1000) -> None:
-        super().__init__()
-        input_channels = 3
-        output_channels = stages_out_channels[0]
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(input_channels, output_channels, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(output_channels),
-            nn.ReLU(inplace=True),
-        )
-        input_channels = output_channels
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-        stage_names = [f"stage{i}" for i in [2, 3, 4]]
-        for name, repeats, output_channels in zip(stage_names, stages_repeats, stages_out_channels[1:]):
-            seq = [ShuffleUnit(input_channels, output_channels, 2)]
-            for _ in range(repeats - 1):
-                seq.append(ShuffleUnit(output_channels, output_channels, 1))
-            setattr(self, name, nn.Sequential(*seq))
-            input_channels = output_channels
-
-        output_channels = stages_out_channels[-1]
-        self.conv5 = nn.Sequential(
-            nn.Conv2d(input_channels, output_channels, 1, 1, 0, bias=False),
-            nn.BatchNorm2d(output_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.fc = nn.Linear(output_channels, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        x = self.maxpool(x)
-        x = self.stage2(x)
-        x = self.stage3(x)
-        x = self.stage4(x)
-        x = self.conv5(x)
-        x = x.mean([2, 3])  # global average pooling
-        x = self.fc(x)
-        return x
-
-
 CASES = [
     Case(
         name="mobilenet_v2",
         build=lambda: MobileNetV2(
             num_classes=10,
-            inverted_residual_setting=[[1, 8, 1, 1], [6, 12, 2, 2], [6, 16, 2, 2], [6, 24, 1, 1]],
+            inverted_residual_setting=[
+                [1, 8, 1, 1],
+                [6, 12, 2, 2],
+                [6, 16, 2, 2],
+                [6, 24, 1, 1],
+            ],
             input_channel=16,
             last_channel=64,
         ),
@@ -391,11 +380,5 @@ CASES = [
         build=lambda: mobilenet_v3_tiny(num_classes=10),
         example_args=lambda: (images(),),
         tags=("cnn", "residual", "depthwise", "attention"),
-    ),
-    Case(
-        name="shufflenet_v2",
-        build=lambda: ShuffleNetV2([2, 2, 1], [8, 16, 32, 64, 128], num_classes=10),
-        example_args=lambda: (images(),),
-        tags=("cnn", "depthwise"),
     ),
 ]

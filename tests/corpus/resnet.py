@@ -1,4 +1,4 @@
-"""Residual networks: ResNet (basic and bottleneck blocks) and squeeze-excitation ResNets."""
+"""ResNet (basic and bottleneck blocks) and a squeeze-and-excitation ResNet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from torch import Tensor, nn
 from ._base import Case, images
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Conv2d:
     """3x3 convolution with padding."""
     return nn.Conv2d(
         in_planes,
@@ -148,7 +150,9 @@ class ResNet(nn.Module):
         self.dilation = 1
         self.groups = groups
         self.base_width = width_per_group
-        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(
+            3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False
+        )
         self.bn1 = norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -174,7 +178,9 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
                     nn.init.constant_(m.bn2.weight, 0)
 
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
         norm_layer = self._norm_layer
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
@@ -185,7 +191,16 @@ class ResNet(nn.Module):
 
         layers = []
         layers.append(
-            block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, self.dilation, norm_layer)
+            block(
+                self.inplanes,
+                planes,
+                stride,
+                downsample,
+                self.groups,
+                self.base_width,
+                self.dilation,
+                norm_layer,
+            )
         )
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
@@ -252,8 +267,14 @@ class SELayer(nn.Module):
 class SEBasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
-                 reduction: int = 16) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        reduction: int = 16,
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -286,7 +307,13 @@ class SEBasicBlock(nn.Module):
 class SEResNet(nn.Module):
     """A CIFAR-sized SE-ResNet: 3x3 stem and three stages, no max-pool."""
 
-    def __init__(self, layers: list[int], num_classes: int = 10, width: int = 16, reduction: int = 4) -> None:
+    def __init__(
+        self,
+        layers: list[int],
+        num_classes: int = 10,
+        width: int = 16,
+        reduction: int = 4,
+    ) -> None:
         super().__init__()
         self.inplanes = width
         self.reduction = reduction
@@ -310,10 +337,16 @@ class SEResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes, planes, kernel_size=1, stride=stride, bias=False
+                ),
                 nn.BatchNorm2d(planes),
             )
-        layers = [SEBasicBlock(self.inplanes, planes, stride, downsample, reduction=self.reduction)]
+        layers = [
+            SEBasicBlock(
+                self.inplanes, planes, stride, downsample, reduction=self.reduction
+            )
+        ]
         self.inplanes = planes
         for _ in range(1, blocks):
             layers.append(SEBasicBlock(self.inplanes, planes, reduction=self.reduction))
