@@ -148,8 +148,9 @@ def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name:
     owner = fx.GraphModule(model, fx_graph) if tracer is not None else model
     _record_state(graph, model, tracer)
     mapping: dict[fx.Node, Node] = {}
+    input_names = iter(_input_names(model, fx_graph))
     for fx_node in fx_graph.nodes:
-        node = _convert_node(graph, owner, model, fx_node, mapping)
+        node = _convert_node(graph, owner, model, fx_node, mapping, input_names)
         if node is not None:
             mapping[fx_node] = node
     graph.eliminate_dead_code()
@@ -161,14 +162,25 @@ def _identifier(name: str) -> str:
     return cleaned if cleaned and not cleaned[0].isdigit() else f"M_{cleaned}"
 
 
+def _input_names(model: nn.Module, fx_graph: fx.Graph) -> list[str]:
+    """Input names as the user's forward spells them (fx renames specialised ones)."""
+    placeholders = [n.target for n in fx_graph.nodes if n.op == "placeholder"]
+    try:
+        params = [p.name for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        return placeholders
+    return params if len(params) == len(placeholders) else placeholders
+
+
 def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.Node,
-                  mapping: dict[fx.Node, Node]) -> Node | None:
+                  mapping: dict[fx.Node, Node], input_names) -> Node | None:
     op, target = fx_node.op, fx_node.target
     to_ir = lambda a: fx.node.map_arg(a, lambda n: mapping[n])  # noqa: E731
     args, kwargs = to_ir(fx_node.args), to_ir(fx_node.kwargs)
     scope = _scope(fx_node)
     if op == "placeholder":
-        return graph.add_node("input", target, args, name=fx_node.name)
+        return graph.add_node("input", next(input_names), args, name=fx_node.name)
     if op == "output":
         return graph.add_node("output", "output", (args[0],), name="output")
     if op == "get_attr":

@@ -1,0 +1,126 @@
+"""JSON: exact round trip of every value kind, versioning, and hostile or malformed input."""
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import retiarii_ir as ir
+from retiarii_ir.serialize import decode_value, encode_value
+from tests.corpus import CORPUS
+
+
+def small_graph() -> ir.Graph:
+    model = CORPUS["buffers_and_params"].build().eval()
+    return ir.trace(model, CORPUS["buffers_and_params"].example_args())
+
+
+constants = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.text(max_size=8)
+    | st.floats(allow_nan=False) | st.just(float("inf")) | st.just(Ellipsis)
+    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last]),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    | st.tuples(inner, inner, inner).map(lambda t: slice(*t)),
+    max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(constants)
+def test_every_constant_kind_round_trips_exactly(value):
+    data = json.loads(json.dumps(encode_value(value), allow_nan=False))
+    back = decode_value(data, nodes={})
+    assert repr(back) == repr(value) and type(back) is type(value)
+
+
+def test_nan_round_trips():
+    back = decode_value(json.loads(json.dumps(encode_value(float("nan")))), nodes={})
+    assert math.isnan(back)
+
+
+def test_graph_round_trip_is_exact_including_constants_and_buffers():
+    graph = small_graph()
+    text = graph.to_json()
+    again = ir.Graph.from_json(text)
+    assert again.to_json() == text
+    assert str(again) == str(graph)
+    for key, tensor in graph.constants.items():
+        assert torch.equal(again.constants[key], tensor)
+    prior = next(a for a in graph.attributes.values() if not a.persistent)
+    assert torch.equal(next(a for a in again.attributes.values() if not a.persistent).value, prior.value)
+
+
+def test_json_carries_a_schema_version_and_unknown_versions_are_refused():
+    data = json.loads(small_graph().to_json())
+    assert data["schema"] == "retiarii-ir/graph" and data["version"] == ir.SCHEMA_VERSION
+    data["version"] = 99
+    with pytest.raises(ir.SchemaError, match="version 99"):
+        ir.Graph.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ("[]", "JSON object"),
+    ('{"schema": "other"}', "not a retiarii-ir graph"),
+])
+def test_malformed_json_gets_a_clear_error(text, message):
+    with pytest.raises(ir.SchemaError, match=message):
+        ir.Graph.from_json(text)
+
+
+def _edit(mutate):
+    data = json.loads(small_graph().to_json())
+    mutate(data)
+    return json.dumps(data)
+
+
+def _node(data, op):
+    return next(n for n in data["nodes"] if n["op"] == op)
+
+
+HOSTILE = {
+    "function outside the allow-list": (lambda d: _node(d, "call_function").update(target="os.system"),
+                                        "os.system"),
+    "__import__": (lambda d: _node(d, "call_function").update(target="builtins.__import__"), "__import__"),
+    "attribute chain through dunders": (
+        lambda d: _node(d, "call_function").update(target="torch.nn.functional.__builtins__.eval"), "eval"),
+    "torch.load executes pickles": (lambda d: _node(d, "call_function").update(target="torch.load"), "torch.load"),
+    "torch.hub": (lambda d: _node(d, "call_function").update(target="torch.hub.load"), "torch.hub"),
+    "dangerous method": (lambda d: _node(d, "call_method").update(target="__reduce_ex__"), "__reduce_ex__"),
+    "module class outside torch.nn": (
+        lambda d: d["modules"].update({"fc": {"$module": "subprocess.Popen", "kwargs": {}}}), "subprocess.Popen"),
+    "node name with quotes and newline": (
+        lambda d: _node(d, "call_module").update(name='x"); import os\nos.system("id'), "not a plain identifier"),
+    "module path with code": (
+        lambda d: _node(d, "call_module").update(target="fc; __import__('os')"), "forbidden segment"),
+    "keyword with code": (
+        lambda d: _node(d, "call_function").update(kwargs={"dim=__import__('os')": 1}), "not a plain identifier"),
+    "graph name injection": (lambda d: d.update(name="Model:\n    pass\nimport os"), "not a plain identifier"),
+    "constant with wrong byte count": (
+        lambda d: next(iter(d["constants"].values())).update(data="AAAA"), "bytes for shape"),
+    "reference to a later node": (
+        lambda d: d["nodes"][1].update(args=[{"$node": "output"}]), "unknown or later node"),
+    "unknown value encoding": (lambda d: _node(d, "call_function").update(args=[{"$eval": "1+1"}]),
+                               "unknown value encoding"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_json_is_rejected_before_anything_runs(case, monkeypatch):
+    mutate, message = HOSTILE[case]
+    text = _edit(mutate)
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append("torch.load"))
+    with pytest.raises(ir.SchemaError) as info:
+        ir.Graph.from_json(text)
+    assert message in str(info.value)
+    assert not calls
+
+
+def test_user_namespaces_must_be_trusted_explicitly():
+    text = _edit(lambda d: d["modules"].update({"fc": {"$module": "tests.test_ir_json.Custom", "kwargs": {}}}))
+    with pytest.raises(ir.UnsafeTargetError, match="trust"):
+        ir.Graph.from_json(text)
