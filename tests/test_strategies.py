@@ -1,0 +1,232 @@
+"""The ask/tell contract every strategy keeps: concurrency, seeds, duplicates, modes, failures."""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from retiarii_ir.search_space import Choice, SearchSpace, product_space
+from strategies import (TPE, Budget, GridSearch, PolicyBasedRL, Random, RegularizedEvolution, SpaceExhausted,
+                        StrategyError, run_strategy)
+from strategies.landscapes import interaction_landscape
+
+ALL = [Random, GridSearch, RegularizedEvolution, TPE, PolicyBasedRL]
+FAST = dict(population_size=8, sample_size=3)
+
+
+def make(cls, space, **kwargs):
+    if cls is RegularizedEvolution:
+        kwargs = {**FAST, **kwargs}
+    if cls is GridSearch:
+        kwargs.setdefault("shuffle", True)
+    return cls(space, **kwargs)
+
+
+def nested_space() -> SearchSpace:
+    """12 samples: op=conv has a kernel, op=pool has a kind, op=skip has nothing; times width."""
+    return SearchSpace.of([Choice("op", ("conv", "pool", "skip")),
+                           Choice("kernel", (1, 3, 5), parent=("op", "conv")),
+                           Choice("kind", ("max", "avg"), parent=("op", "pool")),
+                           Choice("width", (8, 16))])
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return interaction_landscape(seed=3, labels=4, values=4, nested_values=3)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_concurrent_proposals_are_distinct_and_valid(cls, bench):
+    strategy = make(cls, bench.space, seed=0)
+    first = [strategy.propose() for _ in range(6)]
+    assert len({bench.space.sample_key(s) for s in first}) == 6
+    assert all(bench.space.validate(s) == s for s in first)
+    assert len(strategy.pending) == 6
+    for sample in first:
+        strategy.observe(sample, bench(sample))
+    history = run_strategy(strategy, bench, Budget(max_trials=40), concurrency=4)
+    assert len(history) == 46 and not strategy.pending
+    assert len({bench.space.sample_key(t.sample) for t in history}) == 46
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_same_seed_same_proposals_other_seed_other_proposals(cls, bench):
+    def proposals(seed):
+        history = run_strategy(make(cls, bench.space, seed=seed), bench, Budget(max_trials=30), concurrency=3)
+        return [bench.space.sample_key(t.sample) for t in history]
+
+    assert proposals(7) == proposals(7)
+    assert proposals(7) != proposals(8)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_no_duplicates_until_the_space_is_exhausted(cls):
+    space = nested_space()
+    assert space.size == 12
+    strategy = make(cls, space, seed=1)
+    history = run_strategy(strategy, lambda s: len(str(s)), Budget(max_trials=100), concurrency=2)
+    assert len(history) == 12
+    assert {space.sample_key(t.sample) for t in history} == {space.sample_key(s) for s in space.grid()}
+    assert strategy.exhausted
+    with pytest.raises(SpaceExhausted, match="all 12 samples"):
+        strategy.propose()
+
+
+def test_grid_search_without_shuffle_follows_grid_order():
+    space = nested_space()
+    history = run_strategy(GridSearch(space), lambda s: 0.0, Budget(max_trials=12))
+    assert [t.sample for t in history] == list(space.grid())
+
+
+@pytest.mark.parametrize("cls", [RegularizedEvolution, TPE, PolicyBasedRL])
+@pytest.mark.parametrize("mode", ["maximize", "minimize"])
+def test_optimize_mode_is_honoured(cls, mode, bench):
+    """Maximising finds samples near the top of the table, minimising near the bottom."""
+    values = sorted(bench.table.values())
+    top_decile, bottom_decile = values[int(0.9 * len(values))], values[int(0.1 * len(values))]
+    strategy = make(cls, bench.space, seed=0, optimize_mode=mode)
+    run_strategy(strategy, bench, Budget(max_trials=80), concurrency=2)
+    best = strategy.best().metric
+    if mode == "maximize":
+        assert best >= top_decile and best == max(t.metric for t in strategy.history)
+    else:
+        assert best <= bottom_decile and best == min(t.metric for t in strategy.history)
+
+
+def crashes(sample) -> bool:
+    """A fixed third of the space fails, as if those models ran out of memory."""
+    return sum(map(ord, str(sorted(sample.items())))) % 3 == 0
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("on_failure", ["ignore", "worst"])
+def test_strategy_keeps_going_after_failures(cls, on_failure, bench):
+    def evaluate(sample):
+        if crashes(sample):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return bench(sample)
+
+    strategy = make(cls, bench.space, seed=2, on_failure=on_failure)
+    history = run_strategy(strategy, evaluate, Budget(max_trials=60), concurrency=3)
+    failed = [t for t in history if t.status == "failed"]
+    assert len(history) == 60 and failed and len(failed) < 60
+    assert all("out of memory" in t.error for t in failed)
+    assert strategy.best().status == "succeeded" and not crashes(strategy.best().sample)
+
+
+def test_nan_and_none_metrics_are_failures(bench):
+    strategy = Random(bench.space, seed=0)
+    a, b, c = strategy.propose(), strategy.propose(), strategy.propose()
+    assert strategy.observe(a, float("nan")).status == "failed"
+    assert strategy.observe(b, None).status == "failed"
+    assert strategy.observe(c, "high").error.startswith("metric is not a number")
+    assert strategy.best() is None
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_model_filter_runs_before_training(cls, bench):
+    evaluated = []
+
+    def evaluate(sample):
+        evaluated.append(sample)
+        return bench(sample)
+
+    small = lambda s: s["x1"] != "v0"  # noqa: E731  (e.g. "parameter count under a limit")
+    strategy = make(cls, bench.space, seed=0, model_filter=small)
+    history = run_strategy(strategy, evaluate, Budget(max_trials=30), concurrency=2)
+    assert len(evaluated) == 30 and all(small(s) for s in evaluated)
+    filtered = [t for t in history if t.status == "filtered"]
+    assert filtered and all(not small(t.sample) for t in filtered)
+
+
+def test_a_filter_that_rejects_everything_is_reported(bench):
+    strategy = Random(bench.space, seed=0, model_filter=lambda s: False, max_filtered_in_a_row=50)
+    with pytest.raises(StrategyError, match="rejected 50 samples in a row"):
+        strategy.propose()
+
+
+def test_time_budget_stops_and_observes_every_started_trial(bench):
+    def slow(sample):
+        time.sleep(0.02)
+        return bench(sample)
+
+    strategy = Random(bench.space, seed=0)
+    start = time.monotonic()
+    history = run_strategy(strategy, slow, Budget(max_seconds=0.2), concurrency=3)
+    assert time.monotonic() - start < 1.0
+    assert 5 <= len(history) < 40 and not strategy.pending
+
+
+def test_executor_runs_trials_concurrently_and_loses_none(bench):
+    def slow(sample):
+        time.sleep(0.01)
+        if crashes(sample):
+            raise ValueError("diverged")
+        return bench(sample)
+
+    strategy = RegularizedEvolution(bench.space, seed=0, **FAST)
+    with ThreadPoolExecutor(4) as pool:
+        history = run_strategy(strategy, slow, Budget(max_trials=40), concurrency=4, executor=pool)
+    assert len(history) == 40 and not strategy.pending
+    assert sorted(t.number for t in history) == list(range(40))
+
+
+def test_progress_callback_sees_every_trial(bench):
+    seen = []
+    run_strategy(Random(bench.space, seed=0), bench, Budget(max_trials=5), progress=seen.append)
+    assert [t.number for t in seen] == list(range(5))
+
+
+class FakeModelSpace:
+    """Anything with a .search_space is accepted, as a ModelSpace will be."""
+
+    def __init__(self, space):
+        self.search_space = space
+
+
+def test_accepts_objects_with_a_search_space():
+    space = product_space(a=[1, 2, 3], b=["x", "y"])
+    strategy = Random(FakeModelSpace(space), seed=0)
+    assert strategy.space is space
+    with pytest.raises(StrategyError, match="SearchSpace or an object with a .search_space"):
+        Random(object())
+
+
+def test_misuse_gets_clear_errors():
+    space = product_space(a=[1, 2, 3], b=["x", "y"])
+    with pytest.raises(StrategyError, match="optimize_mode must be one of"):
+        Random(space, optimize_mode="max")
+    with pytest.raises(StrategyError, match="on_failure must be one of"):
+        Random(space, on_failure="retry")
+    with pytest.raises(StrategyError, match="needs max_trials, max_seconds"):
+        Budget()
+    with pytest.raises(StrategyError, match="sample_size"):
+        RegularizedEvolution(space, population_size=3, sample_size=5)
+    strategy = Random(space, seed=0)
+    sample = strategy.propose()
+    with pytest.raises(StrategyError, match="was never proposed"):
+        strategy.observe(next(s for s in space.grid() if s != sample), 1.0)
+    strategy.observe(sample, 1.0)
+    with pytest.raises(StrategyError, match="was already observed"):
+        strategy.observe(sample, 1.0)
+    with pytest.raises(StrategyError, match="outside the space"):
+        strategy.observe({"a": 7, "b": "x"}, 1.0)
+
+
+def test_tpe_without_optuna_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(ImportError, match="pip install optuna"):
+        TPE(product_space(a=[1, 2]))
+
+
+def test_history_is_plain_data(bench):
+    import json
+
+    history = run_strategy(Random(bench.space, seed=0), bench, Budget(max_trials=3))
+    text = json.dumps([t.to_dict() for t in history])
+    assert json.loads(text)[0]["status"] == "succeeded" and not math.isnan(history[0].metric)
