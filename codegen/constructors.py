@@ -1,0 +1,59 @@
+"""Leaf modules as constructor calls with their real arguments: ``torch.nn.Conv2d(3, 64, kernel_size=7)``."""
+
+from __future__ import annotations
+
+import inspect
+
+from retiarii_ir.errors import UnsafeTargetError
+from retiarii_ir.module_spec import ModuleSpec
+from retiarii_ir.node import Node
+from retiarii_ir.targets import resolve_module_class
+
+from .errors import CodegenError
+from .names import check_dotted, is_identifier
+
+
+def _no_nodes(node: Node) -> str:
+    raise CodegenError(f"a module constructor argument refers to node {node.name!r}")
+
+
+def constructor_call(spec: ModuleSpec, what: str) -> str:
+    """The expression that builds a fresh module of ``spec``; leading required arguments positional."""
+    from .literals import literal
+
+    if not isinstance(spec, ModuleSpec):
+        raise CodegenError(f"{what} is not described by a ModuleSpec")
+    check_dotted(spec.type, f"{what} class")
+    if spec.kwargs is None:
+        raise CodegenError(
+            f"{what} ({spec.type}) is opaque: its constructor arguments were not recovered at "
+            f"trace time, so no source can rebuild it; replace it with a module whose arguments "
+            f"are recoverable, or trace through it")
+    if not spec.type.startswith("torch."):
+        raise CodegenError(f"{what} is a {spec.type}, not a torch module; generated files import only torch")
+    try:
+        cls = resolve_module_class(spec.type)
+    except UnsafeTargetError as e:
+        raise CodegenError(f"{what}: {e}") from None
+    for key in spec.kwargs:
+        if not is_identifier(key):
+            raise CodegenError(f"{what}: constructor argument name {key!r} is not a plain identifier")
+    positional = _leading_required(cls, spec.kwargs)
+    parts = [literal(spec.kwargs[k], _no_nodes, what) for k in positional]
+    parts += [f"{k}={literal(v, _no_nodes, what)}" for k, v in spec.kwargs.items() if k not in positional]
+    return f"{spec.type}({', '.join(parts)})"
+
+
+def _leading_required(cls: type, kwargs: dict) -> list[str]:
+    """Names of the required arguments that start the signature and are given: written positionally."""
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return []
+    names: list[str] = []
+    for param in params:
+        if (param.kind is not param.POSITIONAL_OR_KEYWORD or param.default is not param.empty
+                or param.name not in kwargs):
+            break
+        names.append(param.name)
+    return names

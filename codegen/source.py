@@ -1,0 +1,151 @@
+"""Graph → standalone PyTorch source (a Jinja template), written to a file or loaded as a class."""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import os
+import sys
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from torch import nn
+
+from retiarii_ir.errors import GraphValidationError, SchemaError
+from retiarii_ir.graph import Graph
+
+from .errors import CodegenError
+from .expressions import ForwardWriter, output_expression
+from .hierarchy import Hierarchy, constant_members
+from .literals import literal
+from .names import RESERVED, NameTable, check_name
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    has_default: bool
+    default: str = ""
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["pyrepr"] = _string_literal
+    return env
+
+
+def _string_literal(value: object) -> str:
+    if type(value) is not str:
+        raise CodegenError(f"expected a name, got {value!r}")
+    return repr(value)
+
+
+def _check_structure(graph: Graph) -> None:
+    if not isinstance(graph, Graph):
+        raise CodegenError(f"expected a retiarii_ir.Graph, got {type(graph).__name__}")
+    try:
+        graph.validate(check_types=False)
+    except (GraphValidationError, SchemaError) as e:
+        raise CodegenError(f"cannot generate code for graph {graph.name!r}: {e}") from None
+
+
+def to_source(graph: Graph, class_name: str | None = None) -> str:
+    """Python source of one module class for ``graph``; the same graph always gives the same text."""
+    _check_structure(graph)
+    module_scope = NameTable(RESERVED)
+    root_name = module_scope.claim(check_name(class_name or graph.name, "class name"), "class name")
+    hierarchy = Hierarchy(graph, root_name, module_scope)
+    taken = {m.name for m in hierarchy.root_members}
+    constants, constant_names = constant_members(graph, taken)
+
+    variables: dict[str, str] = {}
+    local = NameTable()
+    parameters = []
+    for node in graph.inputs:
+        name = local.claim(check_name(node.target, f"input {node.name!r}"), "input name", avoid_builtins=False)
+        variables[node.name] = name
+        default = literal(node.args[0], _no_nodes, f"default of input {node.target!r}") if node.args else ""
+        parameters.append(Parameter(name, bool(node.args), default))
+    _check_defaults(parameters)
+    for node in graph.nodes:
+        if node.op not in ("input", "output"):
+            variables[node.name] = local.claim(node.name, "node name")
+
+    writer = ForwardWriter(variables, hierarchy.path, lambda key: f"self.{constant_names[key]}")
+    statements = [s for node in graph.nodes if node.op not in ("input", "output")
+                  for s in writer.statements(node)]
+    result = output_expression(graph.output, writer.ref)
+
+    text = _environment().get_template("module.py.j2").render(
+        title=f"{root_name}: a standalone PyTorch module.",
+        graph_name=check_name(graph.name, "graph name"),
+        imports=["torch", *sorted(writer.imports)],
+        classes=hierarchy.classes,
+        root=_Root(root_name, hierarchy.root_members + constants),
+        root_doc=f"The {graph.name} network; forward runs one line per operation of the graph.",
+        shared=hierarchy.shared, parameters=parameters, statements=statements, result=result)
+    return _format(text)
+
+
+@dataclass(frozen=True)
+class _Root:
+    name: str
+    members: list
+
+
+def _no_nodes(node) -> str:
+    raise CodegenError(f"an input default refers to node {node.name!r}")
+
+
+def _check_defaults(parameters: list[Parameter]) -> None:
+    seen_default = False
+    for p in parameters:
+        if seen_default and not p.has_default:
+            raise CodegenError(f"input {p.name!r} has no default but follows an input that has one")
+        seen_default |= p.has_default
+
+
+def _format(text: str) -> str:
+    """Black-formatted when black is installed (deterministic either way); always valid Python."""
+    try:
+        compile(text, "<generated>", "exec")
+    except SyntaxError as e:  # a bug here, never the user's: say where
+        raise CodegenError(f"generated source does not parse (line {e.lineno}): {e.msg}") from None
+    try:
+        import black
+    except ImportError:
+        return text
+    return black.format_str(text, mode=black.Mode())
+
+
+def write_module(graph: Graph, path: str | os.PathLike, class_name: str | None = None) -> Path:
+    """Write ``graph`` as a standalone ``.py`` file; returns the path written."""
+    source = to_source(graph, class_name)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(source, encoding="utf-8")
+    return target
+
+
+def load(graph: Graph, class_name: str | None = None) -> type[nn.Module]:
+    """The generated class itself, compiled from the source ``to_source`` gives (inspectable)."""
+    source = to_source(graph, class_name)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    module_name = f"retiarii_generated_{digest}"
+    filename = f"<retiarii-generated {graph.name} {digest}>"
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - source built from a validated graph
+    sys.modules.setdefault(module_name, module)
+    classes = [v for v in module.__dict__.values() if isinstance(v, type) and issubclass(v, nn.Module)
+               and v.__module__ == module_name]
+    return classes[-1]  # the root class is defined last
