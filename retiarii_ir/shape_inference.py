@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .errors import IRError
 from .graph import Graph
@@ -49,6 +50,20 @@ def _observe(graph: Graph, root: nn.Module, args: tuple, kwargs: dict, trust=())
     return recorder.types
 
 
+def _observe_fake(graph: Graph, root: nn.Module, args: tuple, kwargs: dict) -> dict[str, ValueType]:
+    """Types without arithmetic: fake tensors carry shapes and dtypes only. Used only to see
+    how dimensions follow the batch size; falls back to real execution for data-dependent
+    ops that fake tensors cannot answer."""
+    try:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        fake = lambda v: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        fake_args, fake_kwargs = tuple(fake(a) for a in args), {k: fake(v) for k, v in kwargs.items()}
+        with mode:
+            return _observe(graph, root, fake_args, fake_kwargs)
+    except Exception:  # noqa: BLE001 - any fake-mode gap: compute for real instead
+        return _observe(graph, root, args, kwargs)
+
+
 def _grow_batch(value: Any, batch_dim: int) -> Any:
     """The same input with one more sample along the batch dimension."""
     if isinstance(value, torch.Tensor) and value.dim() > batch_dim:
@@ -78,14 +93,14 @@ def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batc
     flags = {name: m.training for name, m in model.named_modules()}
     model.eval()
     try:
-        small = _observe(graph, model, args, kwargs)
+        small = _observe(graph, model, args, kwargs)  # real values decide the structure
         large, b_small, b_large = None, None, None
         b_small = _batch_size(args, kwargs, batch_dim) if batch_dim is not None else None
         if b_small is not None:
             grown_args = tuple(_grow_batch(a, batch_dim) for a in args)
             grown_kwargs = {k: _grow_batch(v, batch_dim) for k, v in kwargs.items()}
             try:
-                large, b_large = _observe(graph, model, grown_args, grown_kwargs), b_small + 1
+                large, b_large = _observe_fake(graph, model, grown_args, grown_kwargs), b_small + 1
             except IRError:
                 large = None  # the model fixes its batch size: keep concrete shapes
         graph.meta["symbolic_batch"] = large is not None
