@@ -23,7 +23,9 @@ def inline(graph: Graph, node: Node, sub: Graph, module_prefix: str,
     is itself called, becomes ``module_prefix``); its node names become ``name_of(name)``
     (made unique). Returns the nodes added.
     """
-    name_of = name_of or (lambda n: f"{node.name}_{n}")
+    site_name = node.name
+    name_of = name_of or (lambda n: f"{site_name}_{n}")
+    graph.rename(node, graph.unique_name(f"{site_name}_replaced"))  # frees its name for the inlined nodes
     rename = lambda q: _prefixed(module_prefix, q)  # noqa: E731
     env: dict[str, Any] = _bind_inputs(node, sub)
     added: list[Node] = []
@@ -49,7 +51,7 @@ def inline(graph: Graph, node: Node, sub: Graph, module_prefix: str,
             raise GraphValidationError(f"cannot inline into {node.describe()}: the subgraph returns "
                                        f"{type(result).__name__}, not a value built from nodes")
         result = graph.add_node("call_function", f"builtins.{type(result).__name__}", (list(result),),
-                                name=graph.unique_name(f"{node.name}_out"), scope=node.scope, before=node)
+                                name=graph.unique_name(site_name), scope=node.scope, before=node)
         added.append(result)
     graph.replace_all_uses(node, result)
     graph.remove_node(node)
@@ -60,6 +62,8 @@ def inline(graph: Graph, node: Node, sub: Graph, module_prefix: str,
         graph.attributes[rename(qualname)] = attr
     for qualname, type_name in sub.module_types.items():
         graph.module_types[rename(qualname)] = type_name
+    for alias, original in sub.aliases.items():
+        graph.aliases[rename(alias)] = rename(original)
     return added
 
 
@@ -182,4 +186,5 @@ def relocate(graph: Graph, old: str, new: str) -> Graph:
     graph.modules = {move(q): s for q, s in graph.modules.items()}
     graph.attributes = {move(q): a for q, a in graph.attributes.items()}
     graph.module_types = {move(q): t for q, t in graph.module_types.items() if inside(q)}
+    graph.aliases = {move(a): move(o) for a, o in graph.aliases.items() if inside(a) and inside(o)}
     return graph

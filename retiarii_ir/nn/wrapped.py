@@ -11,7 +11,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
+
+from ..module_spec import ModuleSpec, spec_of
 
 from .context import current_fixed
 from .value_choice import ValueExpr, default_of, leaves_of
@@ -53,14 +56,27 @@ def wrap_layer(base: type) -> type:
                 if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                     raise TypeError(f"{base.__name__}: choices cannot go through *{name}")
                 value_args[name] = value
-        base.__init__(self, *default_of(args), **default_of(kwargs))
+        plain_args = (default_of(args), default_of(kwargs))
+        base.__init__(self, *plain_args[0], **plain_args[1])
         self.value_args = value_args
+        self.plain_args = plain_args
 
     wrapper = type(base.__name__, (ValueChoiceLayer, base),
                    {"__new__": __new__, "__init__": __init__, "__module__": "retiarii_ir.nn",
                     "base_class": base, "__doc__": f"{base.__name__} that accepts ValueChoice arguments."})
     _WRAPPERS[base] = wrapper
     return wrapper
+
+
+def plain_spec(layer: ValueChoiceLayer) -> ModuleSpec:
+    """The torch.nn spec of ``layer`` with every choice at its first value."""
+    args, kwargs = layer.plain_args
+    with torch.device("meta"):
+        spec = spec_of(layer.base_class(*args, **kwargs))
+    if spec.is_opaque:
+        raise TypeError(f"{layer.base_class.__name__} cannot take ValueChoice arguments: its "
+                        f"constructor arguments cannot be recovered from an instance")
+    return spec
 
 
 def value_arg_labels(layer: ValueChoiceLayer) -> list[str]:
@@ -72,4 +88,4 @@ def value_arg_labels(layer: ValueChoiceLayer) -> list[str]:
     return labels
 
 
-__all__ = ["ValueChoiceLayer", "ValueExpr", "value_arg_labels", "wrap_layer"]
+__all__ = ["ValueChoiceLayer", "ValueExpr", "plain_spec", "value_arg_labels", "wrap_layer"]

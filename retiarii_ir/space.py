@@ -1,0 +1,183 @@
+"""ModelSpace: a base graph with choice points, the mutators that resolve them, and the
+search space (plain data) that strategies explore.
+
+``trace_space(model, inputs)`` builds one from a model written with ``retiarii_ir.nn``;
+custom mutators (subclasses of ``Mutator``) compose with the built-in ones and run after
+them, in the order given. ``freeze(sample)`` gives a concrete, typed Graph; the base
+graph never changes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterable, Iterator, Mapping
+
+from torch import nn
+
+from .analysis import structural_hash
+from .choice_mutators import SiteMutator
+from .errors import GraphValidationError, IRError
+from .graph import Graph
+from .mutator import Mutator, infer_after_mutation
+from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, _key
+
+
+class ModelSpace:
+    """A base graph plus the ordered mutators that turn a sample into a concrete graph."""
+
+    def __init__(self, base: Graph, mutators: Iterable[Mutator] = (), trust: Iterable[str] = ()) -> None:
+        self.base = base
+        self.mutators = list(mutators)
+        self.trust = tuple(trust)
+        self._base_hash = structural_hash(base)[:16]
+        self.search_space = self._collect_search_space()
+
+    @classmethod
+    def from_module(cls, model: nn.Module, example_inputs: Any = (), example_kwargs: dict | None = None, *,
+                    mutators: Iterable[Mutator] = (), batch_dim: int | None = 0,
+                    leaf_modules: Iterable[type | str] = (), trust: Iterable[str] = ()) -> "ModelSpace":
+        from .space_trace import trace_space_graph
+
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        base, builtin = trace_space_graph(model, args, example_kwargs, batch_dim=batch_dim,
+                                          leaf_modules=leaf_modules)
+        return cls(base, [*builtin, *mutators], trust)
+
+    # ------------------------------------------------------------------ the search space
+    def _collect_search_space(self) -> SearchSpace:
+        declared: dict[str, Choice] = {}
+        for mutator in self.mutators:
+            if isinstance(mutator, SiteMutator):
+                for choice in mutator.declared_choices():
+                    _merge_choice(declared, choice, mutator)
+        builtin = _ordered(declared)
+        custom = [m for m in self.mutators if not isinstance(m, SiteMutator)]
+        if custom:
+            graph = self.base.copy()
+            default = self._default(builtin)
+            for mutator in self.mutators:
+                if isinstance(mutator, SiteMutator):
+                    if mutator.applies(graph, default):
+                        mutator.mutate_in_place(graph, default)
+                    continue
+                for choice in mutator.dry_run(graph):
+                    if choice.label in declared:
+                        raise IRError(f"{type(mutator).__name__} asks for label {choice.label!r}, which "
+                                      f"another choice of the space already uses")
+                    declared[choice.label] = choice
+        return _ordered(declared)
+
+    @staticmethod
+    def _default(space: SearchSpace) -> Sample:
+        sample: Sample = {}
+        for label, choice in space.choices.items():
+            if space.is_active(label, sample):
+                sample[label] = choice.values[0]
+        return sample
+
+    @property
+    def size(self) -> int:
+        return self.search_space.size
+
+    def choices(self) -> dict[str, list[Any]]:
+        """label -> candidate values."""
+        return self.search_space.as_dict()
+
+    def grid(self) -> Iterator[Sample]:
+        return self.search_space.grid()
+
+    def random_sample(self, seed: random.Random | int | None = None) -> Sample:
+        return self.search_space.random_sample(seed)
+
+    def default_sample(self) -> Sample:
+        """Every active choice at its first candidate."""
+        return self._default(self.search_space)
+
+    def validate(self, sample: Mapping[str, Any]) -> Sample:
+        return self.search_space.validate(sample)
+
+    # ------------------------------------------------------------------ freezing
+    def freeze(self, sample: Mapping[str, Any]) -> Graph:
+        """The concrete graph of ``sample``: validated, mutated, re-typed; history in ``meta``."""
+        clean = self.search_space.validate(sample)
+        graph = self.base.copy()
+        history = []
+        for mutator in self.mutators:
+            if isinstance(mutator, SiteMutator) and not mutator.applies(graph, clean):
+                continue
+            used = mutator.mutate_in_place(graph, clean)
+            history.append(mutator.history_entry(used))
+        graph.eliminate_dead_code()
+        _check_resolved(graph, clean)
+        graph.meta["sample"] = dict(clean)
+        graph.meta["derived_from"] = {"graph": self.base.name, "structural_hash": self._base_hash}
+        graph.meta["history"] = history
+        infer_after_mutation(graph, clean, self.trust)
+        graph.validate(check_types=False, trust=self.trust)
+        return graph
+
+    def fixed_arch(self, sample: Mapping[str, Any]):
+        """``with space.fixed_arch(sample): model = MySpace()`` builds the plain module."""
+        from .fixed import fixed_arch
+
+        return fixed_arch(sample, space=self)
+
+    def __repr__(self) -> str:
+        return (f"<ModelSpace {self.base.name!r}: {len(self.search_space)} choices, size {self.size}, "
+                f"{len(self.mutators)} mutators>")
+
+
+def trace_space(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | None = None, *,
+                mutators: Iterable[Mutator] = (), batch_dim: int | None = 0,
+                leaf_modules: Iterable[type | str] = (), trust: Iterable[str] = ()) -> ModelSpace:
+    """Trace a model written with ``retiarii_ir.nn`` choices into a ModelSpace."""
+    return ModelSpace.from_module(model, example_inputs, example_kwargs, mutators=mutators,
+                                  batch_dim=batch_dim, leaf_modules=leaf_modules, trust=trust)
+
+
+def _merge_choice(declared: dict[str, Choice], choice: Choice, mutator: Mutator) -> None:
+    """Shared labels decide together: same candidates required; differing parents make it top-level."""
+    known = declared.get(choice.label)
+    if known is None:
+        declared[choice.label] = choice
+        return
+    if [_key(v) for v in known.values] != [_key(v) for v in choice.values]:
+        raise IRError(f"label {choice.label!r} is shared by choices with different candidates: "
+                      f"{list(known.values)} and {list(choice.values)} (at {getattr(mutator, 'site', mutator)!r}); "
+                      f"give them different labels or the same candidates")
+    if known.parent != choice.parent:
+        declared[choice.label] = Choice(known.label, known.values, None, known.kind)
+
+
+def _ordered(declared: Mapping[str, Choice]) -> SearchSpace:
+    """Parents before children, otherwise in discovery order."""
+    space = SearchSpace()
+    pending = list(declared.values())
+    while pending:
+        progress = False
+        for choice in list(pending):
+            parent = choice.parent
+            if parent is not None and parent[0] not in declared:
+                choice = Choice(choice.label, choice.values, None, choice.kind)
+                parent = None
+            if parent is None or parent[0] in space.choices:
+                space.add(choice)
+                pending = [c for c in pending if c.label != choice.label]
+                progress = True
+        if not progress:
+            raise IRError(f"choices {[c.label for c in pending]} depend on each other in a cycle")
+    return space
+
+
+def _check_resolved(graph: Graph, sample: Mapping[str, Any]) -> None:
+    from .space_trace import CHOICE_MODULES
+
+    names = {cls.__name__ for cls in CHOICE_MODULES}
+    for node in graph.nodes:
+        if node.op == "call_module" and graph.modules.get(node.target) is not None \
+                and graph.modules[node.target].is_opaque and graph.modules[node.target].class_name in names:
+            raise GraphValidationError(f"choice point {node.target!r} ({node.describe()}) was not resolved by "
+                                       f"sample {dict(sample)}; is its label active?")
+
+
+__all__ = ["InvalidSampleError", "ModelSpace", "trace_space"]
