@@ -20,3 +20,11 @@ __all__ = [
     "UnsafeTargetError", "build_module", "graph_from_json", "graph_to_json", "infer_types",
     "run_graph", "spec_of", "structural_hash", "to_networkx", "trace",
 ]
+
+# Model spaces and mutators.
+from . import nn  # noqa: E402
+from .fixed import fixed_arch  # noqa: E402
+from .mutator import Mutator, ShapeMismatchError  # noqa: E402
+from .space import ModelSpace, trace_space  # noqa: E402
+
+__all__ += ["ModelSpace", "Mutator", "ShapeMismatchError", "fixed_arch", "nn", "trace_space"]

@@ -226,6 +226,46 @@ class Graph:
         infer_types(self, trust=trust)
         return self
 
+    # ------------------------------------------------------------------ rewrites (for mutators)
+    # Thin wrappers over retiarii_ir.rewrite, which documents each edit.
+    def inline(self, node: Node, subgraph: "Graph", module_prefix: str, name_of=None) -> list[Node]:
+        """Replace call node ``node`` by a copy of ``subgraph``, its modules under ``module_prefix``."""
+        from .rewrite import inline
+
+        return inline(self, node, subgraph, module_prefix, name_of)
+
+    def replace_op(self, node: Node, op: str, target: str, args: tuple | None = None,
+                   kwargs: dict | None = None, module: ModuleSpec | None = None) -> Node:
+        """Make ``node`` compute something else, keeping its name and users."""
+        from .rewrite import replace_op
+
+        return replace_op(self, node, op, target, args, kwargs, module)
+
+    def insert_on_edge(self, source: Node, user: Node, op: str, target: str, args: tuple | None = None,
+                       kwargs: dict | None = None, module: ModuleSpec | None = None,
+                       name: str | None = None) -> Node:
+        """A new node between ``source`` and ``user`` (reading ``source`` unless ``args`` say otherwise)."""
+        from .rewrite import insert_on_edge
+
+        return insert_on_edge(self, source, user, op, target, args, kwargs, module, name)
+
+    def add_edge(self, source: Node, dest: Node, combine: str = "operator.add", name: str | None = None) -> Node:
+        """Users of ``dest`` read ``combine(dest, source)`` instead (a skip connection)."""
+        from .rewrite import add_edge
+
+        return add_edge(self, source, dest, combine, name)
+
+    def bypass(self, node: Node, replacement: Node | None = None) -> None:
+        """Remove ``node``; its users read ``replacement`` (default: its first input)."""
+        from .rewrite import bypass
+
+        bypass(self, node, replacement)
+
+    def set_module(self, qualname: str, spec: ModuleSpec) -> None:
+        """Define or redefine the module at ``qualname``."""
+        from .rewrite import set_module
+
+        set_module(self, qualname, spec)
 
 _SIDE_EFFECT_FUNCTIONS = {"operator.setitem", "builtins.setattr", "torch._assert"}
 
