@@ -1,0 +1,84 @@
+"""Graph → ONNX through the generated module and torch's exporter, checked with onnx.checker."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from retiarii_ir.graph import Graph
+
+from .errors import CodegenError
+from .source import load
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+
+
+def build(graph: Graph, state_dict: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """The generated module in eval mode, with ``state_dict`` loaded strictly when given."""
+    module = load(graph)()
+    if state_dict is not None:
+        module.load_state_dict(state_dict, strict=True)
+    return module.eval()
+
+
+def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
+            example_kwargs: dict | None = None, state_dict: dict[str, torch.Tensor] | None = None,
+            opset_version: int | None = None) -> Path:
+    """Export the generated module of ``graph`` to ``path`` and check the file with onnx.checker."""
+    import onnx
+
+    module = build(graph, state_dict)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    noise = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, _as_tuple(example_inputs), str(target), kwargs=example_kwargs or None,
+                              dynamo=True, opset_version=opset_version, verbose=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CodegenError(f"ONNX export of graph {graph.name!r} failed: {first}") from e
+    try:
+        onnx.checker.check_model(onnx.load(str(target)), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise CodegenError(f"ONNX model of graph {graph.name!r} does not pass onnx.checker: {e}") from None
+    return target
+
+
+def run_onnx(path: str | os.PathLike, example_inputs: Any, example_kwargs: dict | None = None) -> list:
+    """Outputs of onnxruntime (CPU) for the given inputs, as torch tensors in output order."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CodegenError("onnxruntime is not installed: pip install onnxruntime") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tensors = [t for t in [*_as_tuple(example_inputs), *(example_kwargs or {}).values()]
+               if isinstance(t, torch.Tensor)]
+    names = [i.name for i in session.get_inputs()]
+    if len(names) != len(tensors):
+        raise CodegenError(f"{path} takes {len(names)} inputs ({', '.join(names)}), got {len(tensors)} tensors")
+    feeds = {name: t.detach().cpu().numpy() for name, t in zip(names, tensors)}
+    return [torch.from_numpy(out) for out in session.run(None, feeds)]
+
+
+def compare_onnx(path: str | os.PathLike, module: torch.nn.Module, example_inputs: Any,
+                 example_kwargs: dict | None = None) -> float:
+    """Largest absolute difference between onnxruntime's outputs and ``module``'s."""
+    with torch.no_grad():
+        expected = [t for t in tree_leaves(module(*_as_tuple(example_inputs), **(example_kwargs or {})))
+                    if isinstance(t, torch.Tensor)]
+    actual = run_onnx(path, example_inputs, example_kwargs)
+    if len(actual) != len(expected):
+        raise CodegenError(f"{path} gives {len(actual)} outputs, the module {len(expected)}")
+    return max((a.double() - e.double()).abs().max().item() if e.numel() else 0.0
+               for a, e in zip(actual, expected))
