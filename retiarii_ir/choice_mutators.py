@@ -17,8 +17,12 @@ from .mutator import Mutator, mark
 from .nn.choices import chosen_indices
 from .nn.value_choice import evaluate, leaves_of
 from .node import Node
-from .rewrite import forget_modules, inline, set_module
+from .rewrite import eliminate_dead_code_keeping_state, forget_modules, inline, set_module
 from .search_space import Choice, _key
+
+
+CHOICE_CLASS_NAMES = frozenset({"LayerChoice", "InputChoice", "Repeat", "LooseEndMerge"})
+"""Classes of the choice modules whose (opaque) specs go once their choice is resolved."""
 
 
 class SiteMutator(Mutator):
@@ -217,7 +221,7 @@ class LooseEndMutator(SiteMutator):
         return self.parent_holds(sample) and bool(self.site_nodes(graph))
 
     def mutate(self, graph: Graph) -> None:
-        graph.eliminate_dead_code()
+        eliminate_dead_code_keeping_state(graph, CHOICE_CLASS_NAMES)
         for node in self.site_nodes(graph):
             nodes = list(node.args[0])
             loose = [n for n in nodes if all(u is node for u in graph.users(n))]

@@ -126,15 +126,15 @@ def infer_after_mutation(graph: Graph, sample: Mapping[str, Any], trust: Iterabl
         labels = labels_reaching(graph, e.node_name, sample)
         node = graph.node(e.node_name) if e.node_name in graph else None
         inputs = ", ".join(f"{i.name}: {i.type}" for i in node.inputs) if node else "?"
+        where = node.describe() if node else repr(e.node_name)
         raise ShapeMismatchError(
-            f"sample {_brief(sample, labels)} makes shapes incompatible: node "
-            f"{node.describe() if node else e.node_name!r} fails ({e.reason}); it reads {inputs}. "
-            f"Labels involved: {labels or sorted(sample)}", labels, e.node_name) from None
+            f"sample makes shapes incompatible: node {where} fails ({e.reason}); it reads {inputs}. "
+            f"Labels involved (nearest first): {_brief(sample, labels)}", labels, e.node_name) from None
     return graph
 
 
 def labels_reaching(graph: Graph, node_name: str, sample: Mapping[str, Any]) -> list[str]:
-    """Labels recorded on ``node_name`` and its ancestors, nearest first."""
+    """Labels recorded on ``node_name`` and its nearest edited ancestors (up to 6), nearest first."""
     if node_name not in graph:
         return []
     labels: list[str] = []
@@ -150,6 +150,8 @@ def labels_reaching(graph: Graph, node_name: str, sample: Mapping[str, Any]) -> 
                     labels.append(label)
             next_frontier.extend(node.inputs)
         frontier = next_frontier
+        if len(labels) >= 6:
+            break
     return labels
 
 

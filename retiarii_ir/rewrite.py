@@ -188,3 +188,14 @@ def relocate(graph: Graph, old: str, new: str) -> Graph:
     graph.module_types = {move(q): t for q, t in graph.module_types.items() if inside(q)}
     graph.aliases = {move(a): move(o) for a, o in graph.aliases.items() if inside(a) and inside(o)}
     return graph
+
+
+def eliminate_dead_code_keeping_state(graph: Graph, drop_classes: frozenset[str] = frozenset()) -> list[str]:
+    """Remove dead nodes but keep the modules they called (their weights stay in the
+    state_dict, as in the eager model), except modules of the classes in ``drop_classes``."""
+    modules = dict(graph.modules)
+    removed = graph.eliminate_dead_code()
+    for qualname, spec in modules.items():
+        if qualname not in graph.modules and spec.class_name not in drop_classes:
+            graph.modules[qualname] = spec
+    return removed

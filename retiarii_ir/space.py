@@ -15,10 +15,11 @@ from typing import Any, Iterable, Iterator, Mapping
 from torch import nn
 
 from .analysis import structural_hash
-from .choice_mutators import SiteMutator
+from .choice_mutators import CHOICE_CLASS_NAMES, SiteMutator
 from .errors import GraphValidationError, IRError
 from .graph import Graph
 from .mutator import Mutator, infer_after_mutation
+from .rewrite import eliminate_dead_code_keeping_state
 from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, _key
 
 
@@ -107,7 +108,7 @@ class ModelSpace:
                 continue
             used = mutator.mutate_in_place(graph, clean)
             history.append(mutator.history_entry(used))
-        graph.eliminate_dead_code()
+        eliminate_dead_code_keeping_state(graph, CHOICE_CLASS_NAMES)
         _check_resolved(graph, clean)
         graph.meta["sample"] = dict(clean)
         graph.meta["derived_from"] = {"graph": self.base.name, "structural_hash": self._base_hash}
@@ -170,12 +171,9 @@ def _ordered(declared: Mapping[str, Choice]) -> SearchSpace:
 
 
 def _check_resolved(graph: Graph, sample: Mapping[str, Any]) -> None:
-    from .space_trace import CHOICE_MODULES
-
-    names = {cls.__name__ for cls in CHOICE_MODULES}
     for node in graph.nodes:
         if node.op == "call_module" and graph.modules.get(node.target) is not None \
-                and graph.modules[node.target].is_opaque and graph.modules[node.target].class_name in names:
+                and graph.modules[node.target].is_opaque and graph.modules[node.target].class_name in CHOICE_CLASS_NAMES:
             raise GraphValidationError(f"choice point {node.target!r} ({node.describe()}) was not resolved by "
                                        f"sample {dict(sample)}; is its label active?")
 

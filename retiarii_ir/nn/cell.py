@@ -35,7 +35,8 @@ class LooseEndMerge(nn.Module):
 
 def _call_factory(factory: OpFactory, node_index: int, op_index: int, input_index: int) -> nn.Module:
     try:
-        n_params = len(inspect.signature(factory).parameters)
+        n_params = sum(1 for p in inspect.signature(factory).parameters.values()
+                       if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     except (TypeError, ValueError):
         n_params = 3
     args = (node_index, op_index, input_index)[3 - min(n_params, 3):]

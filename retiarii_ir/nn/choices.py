@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .context import auto_label, check_label, current_fixed
-from .value_choice import ValueChoice
+from .value_choice import ResolvedInt, ValueChoice
 
 REDUCTIONS = ("sum", "mean", "concat", "none")
 
@@ -208,6 +208,8 @@ class Repeat(nn.Module):
             return super().__new__(cls)
         depths = _depths(depth)
         fixed = current_fixed()
+        if isinstance(depth, ResolvedInt):  # a ValueChoice already resolved by fixed_arch
+            return nn.Sequential(*_build_blocks(blocks, max(depth.candidates))[:depth])
         if isinstance(depth, int) and not isinstance(depth, bool):
             return nn.Sequential(*_build_blocks(blocks, depth))
         if fixed is None:
@@ -215,7 +217,9 @@ class Repeat(nn.Module):
         label = depth.label if isinstance(depth, ValueChoice) else (
             check_label(label) if label is not None else auto_label("repeat"))
         chosen = fixed.value(label, depths, depths[0])
-        return nn.Sequential(*_build_blocks(blocks, chosen))
+        # Build every block, as the space does, so that the choices inside the unused ones
+        # are met (and automatic labels count alike); keep the first ``chosen``.
+        return nn.Sequential(*_build_blocks(blocks, max(depths))[:chosen])
 
     def __init__(self, blocks: Any, depth: Any, label: str | None = None) -> None:
         super().__init__()

@@ -79,22 +79,38 @@ class ValueExpr:
 
     # --------------------------------------------------------------- helpers
     @staticmethod
-    def max(*values: Any) -> "ValueExpr":
+    def max(*values: Any) -> Any:
         """The largest of several values, any of which may be a choice."""
-        return ValueExpr(lambda *v: max(v), values, f"max{values!r}")
+        return _lazy(lambda *v: max(v), values, f"max{values!r}")
 
     @staticmethod
-    def min(*values: Any) -> "ValueExpr":
-        return ValueExpr(lambda *v: min(v), values, f"min{values!r}")
+    def min(*values: Any) -> Any:
+        return _lazy(lambda *v: min(v), values, f"min{values!r}")
 
     @staticmethod
-    def to_int(value: Any) -> "ValueExpr":
-        return ValueExpr(int, (value,), f"int({value!r})")
+    def to_int(value: Any) -> Any:
+        return _lazy(int, (value,), f"int({value!r})")
 
     @staticmethod
-    def apply(fn: Callable[..., Any], *values: Any) -> "ValueExpr":
+    def apply(fn: Callable[..., Any], *values: Any) -> Any:
         """``fn(*values)`` once the choices are known (e.g. a ``make_divisible`` helper)."""
-        return ValueExpr(fn, values, f"{getattr(fn, '__name__', 'fn')}{values!r}")
+        return _lazy(fn, values, f"{getattr(fn, '__name__', 'fn')}{values!r}")
+
+
+class ResolvedInt(int):
+    """An int ValueChoice resolved by ``fixed_arch``; remembers its candidates (for Repeat)."""
+
+    def __new__(cls, value: int, candidates: list[int]) -> "ResolvedInt":
+        resolved = super().__new__(cls, value)
+        resolved.candidates = list(candidates)
+        return resolved
+
+
+def _lazy(fn: Callable[..., Any], values: tuple, text: str) -> Any:
+    """An expression when a choice is involved, else (e.g. under fixed_arch) the value itself."""
+    if not leaves_of(values):
+        return fn(*values)
+    return ValueExpr(fn, values, text)
 
 
 class ValueChoice(ValueExpr):
@@ -109,7 +125,10 @@ class ValueChoice(ValueExpr):
             candidates = list(candidates)
             label = check_label(label) if label is not None else auto_label("valuechoice")
             _check_candidates(candidates, label)
-            return fixed.value(label, candidates, candidates[0])
+            value = fixed.value(label, candidates, candidates[0])
+            if type(value) is int and all(type(c) is int for c in candidates):
+                return ResolvedInt(value, candidates)
+            return value
         return super().__new__(cls)
 
     def __init__(self, candidates: Iterable[Any], label: str | None = None) -> None:
