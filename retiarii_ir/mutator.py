@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping
 
+from .analysis import structural_hash
 from .errors import IRError
 from .graph import Graph
 from .interpreter import NodeExecutionError
@@ -77,7 +78,7 @@ class Mutator:
     def apply(self, graph: Graph, sample: Mapping[str, Any], infer: bool = True) -> Graph:
         """A mutated copy of ``graph``; ``graph`` itself never changes."""
         result = graph.copy()
-        source = {"name": graph.name, "nodes": len(graph.nodes)}
+        source = {"graph": graph.name, "structural_hash": structural_hash(graph)[:16]}
         used = self.mutate_in_place(result, sample)
         result.meta.setdefault("history", []).append(self.history_entry(used, source))
         if infer and not any(spec.is_opaque for spec in result.modules.values()):
