@@ -32,9 +32,10 @@ class Controller(nn.Module):
     def _logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
         return self.logit_scale * torch.tanh(self.heads[step](h) / self.logit_scale)  # ENAS-style tanh cap
 
-    def sample(self, generator: torch.Generator) -> dict[str, int]:
-        """Indices of the chosen values, one per active label."""
+    def sample(self, generator: torch.Generator) -> tuple[dict[str, int], float]:
+        """Indices of the chosen values, one per active label, and their log-probability."""
         actions: dict[str, int] = {}
+        log_prob = 0.0
         partial: Sample = {}
         h = torch.zeros(1, self.cell.hidden_size)
         prev = self.start
@@ -46,10 +47,11 @@ class Controller(nn.Module):
                 h = self.cell(x.unsqueeze(0), h)
                 probs = torch.softmax(self._logits(h, step), dim=-1)
                 index = int(torch.multinomial(probs, 1, generator=generator))
+                log_prob += float(torch.log(probs[0, index]))
                 actions[label] = index
                 partial[label] = self.space.choices[label].values[index]
                 prev = self.offsets[step] + index
-        return actions
+        return actions, log_prob
 
     def log_prob_and_entropy(self, batch: list[dict[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probability of each action dict in ``batch`` and the summed
@@ -96,18 +98,25 @@ class PolicyBasedRL(Strategy):
         self.baseline: float | None = None
         self._buffer: list[tuple[dict[str, int], float, float]] = []  # actions, old log-prob, reward
         self.updates = 0
+        self._suggested: tuple[str, float] | None = None  # (sample key, log-prob) of the last suggestion
 
     def _suggest(self) -> Sample:
-        actions = self.controller.sample(self.generator)
-        return {label: self.space.choices[label].values[i] for label, i in actions.items()}
+        actions, log_prob = self.controller.sample(self.generator)
+        sample = {label: self.space.choices[label].values[i] for label, i in actions.items()}
+        self._suggested = (self.space.sample_key(sample), log_prob)
+        return sample
 
     def _actions(self, sample: Sample) -> dict[str, int]:
         return {label: self.space.choices[label].index(value) for label, value in sample.items()}
 
     def _accepted(self, sample: Sample, extra: dict[str, Any]) -> None:
         extra["actions"] = self._actions(sample)
-        with torch.no_grad():
-            extra["log_prob"] = float(self.controller.log_prob_and_entropy([extra["actions"]])[0][0])
+        if self._suggested is not None and self._suggested[0] == self.space.sample_key(sample):
+            extra["log_prob"] = self._suggested[1]
+        else:  # a fallback sample from the base class: score it under the current policy
+            with torch.no_grad():
+                extra["log_prob"] = float(self.controller.log_prob_and_entropy([extra["actions"]])[0][0])
+        self._suggested = None
 
     def _learn(self, sample: Sample, score: float, extra: dict[str, Any]) -> None:
         self._buffer.append((extra["actions"], extra["log_prob"], score))

@@ -39,11 +39,11 @@ def digits_cell_space() -> SearchSpace:
 
 
 def make_op(sample: dict, i: int, width: int) -> nn.Module:
-    """The op of node ``i``: conv (1x1 or 3x3) + ReLU, 3x3 max/avg pooling, or identity."""
+    """The op of node ``i``: conv (1x1 or 3x3) + BatchNorm + ReLU, 3x3 max/avg pooling, or identity."""
     op = sample[f"node{i}_op"]
     if op == "conv":
         k = sample[f"node{i}_kernel"]
-        return nn.Sequential(nn.Conv2d(width, width, k, padding=k // 2), nn.ReLU())
+        return nn.Sequential(nn.Conv2d(width, width, k, padding=k // 2, bias=False), nn.BatchNorm2d(width), nn.ReLU())
     if op == "pool":
         cls = nn.MaxPool2d if sample[f"node{i}_pool"] == "max" else nn.AvgPool2d
         return cls(3, stride=1, padding=1)
@@ -98,6 +98,7 @@ def train_and_evaluate(sample: dict, data) -> float:
             opt.zero_grad()
             loss.backward()
             opt.step()
+    model.eval()
     with torch.no_grad():
         return (model(x_va).argmax(1) == y_va).float().mean().item()
 
