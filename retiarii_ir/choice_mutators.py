@@ -9,7 +9,8 @@ graph's state_dict keys equal to those of the ``fixed_arch`` model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .graph import Graph
 from .module_spec import ModuleSpec
@@ -17,9 +18,13 @@ from .mutator import Mutator, mark
 from .nn.choices import chosen_indices
 from .nn.value_choice import evaluate, leaves_of
 from .node import Node
-from .rewrite import eliminate_dead_code_keeping_state, forget_modules, inline, set_module
+from .rewrite import (
+    eliminate_dead_code_keeping_state,
+    forget_modules,
+    inline,
+    set_module,
+)
 from .search_space import Choice, _key
-
 
 CHOICE_CLASS_NAMES = frozenset({"LayerChoice", "InputChoice", "Repeat", "LooseEndMerge"})
 """Classes of the choice modules whose (opaque) specs go once their choice is resolved."""
@@ -54,7 +59,7 @@ class SiteMutator(Mutator):
     def site_nodes(self, graph: Graph) -> list[Node]:
         return [n for n in graph.nodes if n.op == "call_module" and n.target == self.site]
 
-    def lifted(self, prefix: str, parent: tuple[str, Any] | None) -> "SiteMutator":
+    def lifted(self, prefix: str, parent: tuple[str, Any] | None) -> SiteMutator:
         """This mutator for the same site seen from an enclosing module (path ``prefix.site``)."""
         twin = copy.copy(self)
         twin.site = f"{prefix}.{self.site}" if self.site else prefix
@@ -126,7 +131,7 @@ class InputChoiceMutator(SiteMutator):
 
     def _reduce(self, graph: Graph, node: Node, items: list[Any]) -> tuple[Any, list[Node]]:
         added: list[Node] = [i for i in items if isinstance(i, Node) and i.name.startswith(node.name)]
-        add = lambda op, target, args, kwargs=None: added.append(graph.add_node(  # noqa: E731
+        add = lambda op, target, args, kwargs=None: added.append(graph.add_node(
             op, target, args, kwargs, name=graph.unique_name(node.name), scope=node.scope, before=node)) or added[-1]
         if self.reduction == "none":
             return add("call_function", "builtins.list", (list(items),)), added

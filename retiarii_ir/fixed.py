@@ -12,7 +12,8 @@ import contextlib
 import json
 import os
 import warnings
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from .nn.context import FixedContext, enter_fixed, exit_fixed
 from .search_space import InvalidSampleError

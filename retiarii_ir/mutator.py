@@ -10,7 +10,8 @@ first candidate each time), which is how a custom mutator's search space is foun
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .analysis import structural_hash
 from .errors import IRError

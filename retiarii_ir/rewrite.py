@@ -7,7 +7,8 @@ nodes, so the result validates and builds without further bookkeeping.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import GraphValidationError
 from .graph import Graph
@@ -26,7 +27,7 @@ def inline(graph: Graph, node: Node, sub: Graph, module_prefix: str,
     site_name = node.name
     name_of = name_of or (lambda n: f"{site_name}_{n}")
     graph.rename(node, graph.unique_name(f"{site_name}_replaced"))  # frees its name for the inlined nodes
-    rename = lambda q: _prefixed(module_prefix, q)  # noqa: E731
+    rename = lambda q: _prefixed(module_prefix, q)
     env: dict[str, Any] = _bind_inputs(node, sub)
     added: list[Node] = []
     for sub_node in sub.nodes:
@@ -93,7 +94,7 @@ def _bind_inputs(node: Node, sub: Graph) -> dict[str, Any]:
 def forget_modules(graph: Graph, prefix: str) -> None:
     """Drop the specs and class names of ``prefix`` and below unless a node still calls them."""
     called = {n.target for n in graph.nodes if n.op == "call_module"}
-    inside = lambda q: q == prefix or q.startswith(prefix + ".")  # noqa: E731
+    inside = lambda q: q == prefix or q.startswith(prefix + ".")
     for qualname in [q for q in graph.modules if inside(q) and q not in called]:
         del graph.modules[qualname]
     if not any(inside(q) for q in called):
@@ -178,7 +179,7 @@ def relocate(graph: Graph, old: str, new: str) -> Graph:
             raise GraphValidationError(f"relocate: {q!r} is not under {old!r}")
         return _prefixed(new, q[len(old) + 1:])
 
-    inside = lambda q: q == old or q.startswith(old + ".")  # noqa: E731
+    inside = lambda q: q == old or q.startswith(old + ".")
     for node in graph.nodes:
         if node.op in ("call_module", "get_attr"):
             node.target = move(node.target)

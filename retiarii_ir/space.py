@@ -10,7 +10,8 @@ graph never changes.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -36,7 +37,7 @@ class ModelSpace:
     @classmethod
     def from_module(cls, model: nn.Module, example_inputs: Any = (), example_kwargs: dict | None = None, *,
                     mutators: Iterable[Mutator] = (), batch_dim: int | None = 0,
-                    leaf_modules: Iterable[type | str] = (), trust: Iterable[str] = ()) -> "ModelSpace":
+                    leaf_modules: Iterable[type | str] = (), trust: Iterable[str] = ()) -> ModelSpace:
         from .space_trace import trace_space_graph
 
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)

@@ -8,15 +8,22 @@ so its graph can be inlined later and its own choices become nested mutators.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from .choice_mutators import (
+    InputChoiceMutator,
+    LayerChoiceMutator,
+    LooseEndMutator,
+    RepeatMutator,
+    SiteMutator,
+    ValueChoiceMutator,
+)
 from .errors import TraceError
 from .graph import Graph
-from .choice_mutators import (InputChoiceMutator, LayerChoiceMutator, LooseEndMutator, RepeatMutator,
-                              SiteMutator, ValueChoiceMutator)
 from .nn.cell import LooseEndMerge
 from .nn.choices import InputChoice, LayerChoice, Repeat
 from .nn.wrapped import ValueChoiceLayer, plain_spec
@@ -64,7 +71,7 @@ def trace_space_graph(model: nn.Module, args: tuple, kwargs: dict | None = None,
     captured = _capture_inputs(model, args, kwargs)
     graph = trace(model, args, kwargs, leaf_modules=CHOICE_MODULES + leaf_modules, batch_dim=batch_dim, name=name)
     mutators: list[SiteMutator] = []
-    sub = dict(batch_dim=batch_dim, leaf_modules=leaf_modules)
+    sub = {"batch_dim": batch_dim, "leaf_modules": leaf_modules}
     for site in _sites_in_order(graph, model):
         module = model.get_submodule(site)
         if isinstance(module, ValueChoiceLayer):

@@ -9,7 +9,13 @@ import torch
 from torch import nn as tnn
 
 import retiarii_ir
-from retiarii_ir import InvalidSampleError, ShapeMismatchError, fixed_arch, nn, trace_space
+from retiarii_ir import (
+    InvalidSampleError,
+    ShapeMismatchError,
+    fixed_arch,
+    nn,
+    trace_space,
+)
 
 torch.set_num_threads(1)
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -98,12 +104,12 @@ def test_value_outside_choice_lists_valid_values(small):
 
 
 def test_fixed_arch_rejects_unknown_labels_and_bad_values():
-    with pytest.raises(InvalidSampleError, match=r"labels \['nope'\] do not exist.*valid labels: \['width'"):
-        with fixed_arch({"width": 4, "op": "pool", "depth": 1, "nope": 3}):
-            Small()
-    with pytest.raises(InvalidSampleError, match=r"value 'avg' is not a candidate of 'op'; valid values: \['conv', 'pool'\]"):
-        with fixed_arch({"width": 4, "op": "avg", "depth": 1}):
-            Small()
+    unknown = r"labels \['nope'\] do not exist.*valid labels: \['width'"
+    with pytest.raises(InvalidSampleError, match=unknown), fixed_arch({"width": 4, "op": "pool", "depth": 1, "nope": 3}):
+        Small()
+    bad_value = r"value 'avg' is not a candidate of 'op'; valid values: \['conv', 'pool'\]"
+    with pytest.raises(InvalidSampleError, match=bad_value), fixed_arch({"width": 4, "op": "avg", "depth": 1}):
+        Small()
 
 
 def test_fixed_arch_from_json_file(tmp_path, small):

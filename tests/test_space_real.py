@@ -48,7 +48,7 @@ def test_sizes_and_choice_kinds(traced):
 
 
 def test_same_sample_gives_identical_graphs(traced):
-    case, space = traced
+    _, space = traced
     sample = space.random_sample(11)
     assert space.freeze(sample).to_json() == space.freeze(dict(sample)).to_json()
 

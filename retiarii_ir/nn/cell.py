@@ -10,7 +10,7 @@ either all nodes or only the loose ends, the nodes no other node reads.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn

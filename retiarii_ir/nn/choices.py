@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

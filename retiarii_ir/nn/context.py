@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _counters: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("_counters", default=None)
 _global_counters: dict[str, int] = {}
-_fixed: contextvars.ContextVar["FixedContext | None"] = contextvars.ContextVar("_fixed", default=None)
+_fixed: contextvars.ContextVar[FixedContext | None] = contextvars.ContextVar("_fixed", default=None)
 
 
 class FixedContext:

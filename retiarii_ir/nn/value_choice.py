@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .context import auto_label, check_label, current_fixed
 
@@ -32,7 +33,7 @@ class ValueExpr:
         """The value when every choice takes its first candidate."""
         return self.evaluate({c.label: c.candidates[0] for c in self.leaves()})
 
-    def leaves(self) -> list["ValueChoice"]:
+    def leaves(self) -> list[ValueChoice]:
         """The ValueChoices this expression reads, each label once."""
         found: dict[str, ValueChoice] = {}
         for operand in self._operands:
@@ -58,7 +59,7 @@ class ValueExpr:
     __hash__ = object.__hash__
 
     # --------------------------------------------------------------- arithmetic
-    def _binary(self, other: Any, fn: Callable, symbol: str, reverse: bool = False) -> "ValueExpr":
+    def _binary(self, other: Any, fn: Callable, symbol: str, reverse: bool = False) -> ValueExpr:
         a, b = (other, self) if reverse else (self, other)
         return ValueExpr(fn, (a, b), f"({a!r} {symbol} {b!r})")
 
@@ -100,7 +101,7 @@ class ValueExpr:
 class ResolvedInt(int):
     """An int ValueChoice resolved by ``fixed_arch``; remembers its candidates (for Repeat)."""
 
-    def __new__(cls, value: int, candidates: list[int]) -> "ResolvedInt":
+    def __new__(cls, value: int, candidates: list[int]):
         resolved = super().__new__(cls, value)
         resolved.candidates = list(candidates)
         return resolved
@@ -142,7 +143,7 @@ class ValueChoice(ValueExpr):
             raise KeyError(f"no value for choice {self.label!r}; candidates: {self.candidates}")
         return values[self.label]
 
-    def leaves(self) -> list["ValueChoice"]:
+    def leaves(self) -> list[ValueChoice]:
         return [self]
 
 

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..module_spec import ModuleSpec, spec_of
-
 from .context import current_fixed
 from .value_choice import ValueExpr, default_of, leaves_of
 

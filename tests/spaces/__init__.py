@@ -7,8 +7,8 @@ frozen graph and the ``fixed_arch`` module with the same weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -53,4 +53,4 @@ def frozen_and_fixed(space: retiarii_ir.ModelSpace, case: SpaceCase, sample: dic
     return graph_module.eval(), fixed.eval()
 
 
-__all__ = ["DartsSpace", "MobileNetV3Space", "NasBench201", "SPACES", "SpaceCase", "frozen_and_fixed", "trace_case"]
+__all__ = ["SPACES", "DartsSpace", "MobileNetV3Space", "NasBench201", "SpaceCase", "frozen_and_fixed", "trace_case"]

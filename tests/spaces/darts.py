@@ -71,7 +71,7 @@ class DartsCell(nn.Module):
         self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else nn.Sequential(
             nn.ReLU(), nn.Conv2d(c_pp, c, 1, bias=False), nn.BatchNorm2d(c))
         self.pre1 = nn.Sequential(nn.ReLU(), nn.Conv2d(c_p, c, 1, bias=False), nn.BatchNorm2d(c))
-        stride_of = lambda k: 2 if reduction and k < 2 else 1  # noqa: E731
+        stride_of = lambda k: 2 if reduction and k < 2 else 1
         ops = {name: (lambda k, name=name: make_op(name, c, stride_of(k))) for name in OPS}
         self.cell = rnn.Cell(ops, num_nodes=num_nodes, num_ops_per_node=2, num_predecessors=2, label=label)
 
