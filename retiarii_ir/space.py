@@ -111,6 +111,7 @@ class ModelSpace:
             history.append(mutator.history_entry(used))
         eliminate_dead_code_keeping_state(graph, CHOICE_CLASS_NAMES)
         _check_resolved(graph, clean)
+        _prune_module_types(graph)
         graph.meta["sample"] = dict(clean)
         graph.meta["derived_from"] = {"graph": self.base.name, "structural_hash": self._base_hash}
         graph.meta["history"] = history
@@ -169,6 +170,16 @@ def _ordered(declared: Mapping[str, Choice]) -> SearchSpace:
         if not progress:
             raise IRError(f"choices {[c.label for c in pending]} depend on each other in a cycle")
     return space
+
+
+def _prune_module_types(graph: Graph) -> None:
+    """Forget the class names of modules that hold nothing any more (unchosen candidates)."""
+    paths = [*graph.modules, *graph.attributes, *graph.aliases]
+    keep = {""}
+    for path in paths:
+        parts = path.split(".")
+        keep.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    graph.module_types = {q: t for q, t in graph.module_types.items() if q in keep}
 
 
 def _check_resolved(graph: Graph, sample: Mapping[str, Any]) -> None:

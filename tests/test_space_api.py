@@ -81,6 +81,19 @@ def test_base_graph_never_changes_and_freezing_is_deterministic(small):
     assert retiarii_ir.Graph.from_json(first.to_json()).to_json() == first.to_json()
 
 
+def test_base_graph_keeps_choice_points(small):
+    small.base.validate(check_types=False)
+    sites = {n.target: small.base.modules[n.target].class_name for n in small.base.nodes if n.op == "call_module"}
+    assert sites == {"stem": "Conv2d", "op": "LayerChoice", "blocks": "Repeat", "head": "Linear"}
+    assert retiarii_ir.Graph.from_json(small.base.to_json(), trust=["retiarii_ir"]).to_json() == small.base.to_json()
+
+
+def test_a_model_without_choices_is_a_space_of_one():
+    space = trace_space(tnn.Sequential(tnn.Conv2d(3, 4, 1)), X)
+    assert space.size == 1 and list(space.grid()) == [{}]
+    assert str(space.freeze({}).output.type) == "f32[B,4,8,8]"
+
+
 def test_frozen_graph_is_typed_and_plain(small):
     graph = small.freeze({"width": 8, "op": "pool", "depth": 0})
     assert str(graph.output.type) == "f32[B,5]"
@@ -216,7 +229,8 @@ def test_value_choice_arithmetic():
 
 
 # ---------------------------------------------------------------------- InputChoice and Cell
-@pytest.mark.parametrize("reduction, n_chosen", [("sum", 1), ("sum", 2), ("mean", 2), ("concat", 2), ("none", 2)])
+@pytest.mark.parametrize("reduction, n_chosen",
+                         [("sum", 1), ("sum", 2), ("mean", 2), ("concat", 2), ("none", 2), ("mean", None)])
 def test_input_choice_reductions(reduction, n_chosen):
     class Inputs(tnn.Module):
         def __init__(self):
@@ -229,7 +243,7 @@ def test_input_choice_reductions(reduction, n_chosen):
             return torch.cat(out, 1) if reduction == "none" else out
 
     space = trace_space(Inputs(), X)
-    assert space.size == 3  # C(3, 1) == C(3, 2)
+    assert space.size == (7 if n_chosen is None else 3)  # C(3, 1) == C(3, 2); any non-empty subset: 7
     for sample in space.grid():
         _compare(space, Inputs, sample)
 
