@@ -270,3 +270,38 @@ def test_cell_with_loose_end_merge():
                           "cell/op_1_0_1": "conv", "cell/input_2_0": 0, "cell/op_2_0_0": "conv"})
     merged = [n for n in graph.nodes if n.op == "call_function" and n.target == "torch.cat"]
     assert len(merged) == 1 and len(merged[0].args[0]) == 2  # node 0 is read by node 1: not a loose end
+
+
+# ---------------------------------------------------------------------- deeper nesting
+@nn.model_wrapper
+class Deep(tnn.Module):
+    """Two levels of nesting, a ValueChoice depth over blocks with their own choices, and
+    one LayerChoice called twice (its weights are shared between the calls)."""
+
+    def __init__(self):
+        super().__init__()
+        conv_then_act = tnn.Sequential(tnn.Conv2d(3, 3, 3, padding=1),
+                                       nn.LayerChoice([tnn.ReLU(), tnn.Tanh()], label="inner_act"))
+        inner = nn.LayerChoice([tnn.Conv2d(3, 3, 1), conv_then_act], label="inner")
+        self.outer = nn.LayerChoice({"a": inner, "b": tnn.Identity()}, label="outer")
+        self.rep = nn.Repeat(lambda i: nn.LayerChoice([tnn.Conv2d(3, 3, 1), tnn.Identity()], label=f"rep_op{i}"),
+                             depth=nn.ValueChoice([1, 3], label="rep_depth"))
+        self.shared = nn.LayerChoice([tnn.Conv2d(3, 3, 1), tnn.Conv2d(3, 3, 3, padding=1)], label="shared")
+
+    def forward(self, x):
+        return self.shared(self.shared(self.rep(self.outer(x))))
+
+
+def test_deep_nesting_value_choice_depth_and_a_choice_called_twice():
+    space = trace_space(Deep(), X)
+    parents = {label: c.parent for label, c in space.search_space.choices.items()}
+    assert parents["inner"] == ("outer", "a") and parents["inner_act"] == ("inner", 1)
+    assert parents["rep_op2"] is None  # blocks past the chosen depth keep inert choices
+    assert space.size == (1 + 1 * (1 + 2)) * 2 * 2 ** 3 * 2
+    for seed in range(8):
+        _compare(space, Deep, space.random_sample(seed))
+    graph = space.freeze({"outer": "a", "inner": 1, "inner_act": 1, "rep_depth": 3,
+                          "rep_op0": 0, "rep_op1": 1, "rep_op2": 0, "shared": 1})
+    assert [n.target for n in graph.nodes if n.op == "call_module"] == [
+        "outer.0", "outer.1", "rep.0", "rep.1", "rep.2", "shared", "shared"]
+    assert graph.modules["outer.1"].type == "torch.nn.Tanh"
