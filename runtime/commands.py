@@ -65,5 +65,23 @@ def demo_command(args: argparse.Namespace) -> int:
     return run_demo(quick=args.quick)
 
 
+def _codegen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="model factory as package.module:ClassOrFactory, or a graph JSON file")
+    p.add_argument("--out", required=True, help="write the generated PyTorch module here (model.py)")
+    p.add_argument("--onnx", help="also export ONNX here (model.onnx), checked with onnx.checker")
+    p.add_argument("--input-shape", action="append", type=parse_shape, default=[],
+                   help="example input shape for a model factory, once per input, e.g. 2,3,32,32")
+    p.add_argument("--weights", help="state_dict file (torch.save) whose weights go into the ONNX model")
+    p.add_argument("--class-name", help="name of the generated class (default: the graph's name)")
+
+
+@command("codegen", "Generate a standalone PyTorch module (and optionally ONNX) from a model or IR JSON.",
+         _codegen_args)
+def codegen_command(args: argparse.Namespace) -> int:
+    from codegen.command import run
+
+    return run(args.source, args.out, args.onnx, args.input_shape, args.weights, args.class_name, load_model)
+
+
 if __name__ == "__main__":
     sys.exit(0)

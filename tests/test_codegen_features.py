@@ -1,0 +1,205 @@
+"""What the tracer produces, each kind at least once: in-place ops, operators, numeric module
+names, the torch.export fallback, embedded constants, merged multi-trial graphs, the CLI."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import codegen
+import retiarii_ir as ir
+from codegen.literals import tensor_literal
+from tests.helpers import max_abs_diff
+
+
+def _check(model, *args, **kwargs):
+    """Trace, generate, load the original weights strictly, compare; returns (graph, source)."""
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = ir.trace(model, args, kwargs)
+    source = codegen.to_source(graph)
+    generated = codegen.load(graph)().eval()
+    generated.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert max_abs_diff(generated(*args, **kwargs), model(*args, **kwargs)) <= 1e-6
+    return graph, source
+
+
+class InPlace(nn.Module):
+    def forward(self, x):
+        y = x.clone()
+        y.add_(1.0)
+        y.masked_fill_(y > 2, 0.0)
+        torch.relu_(y)
+        y *= 2
+        return y, -y, ~(y > 1), y // 2, y % 3, y ** 2, (y @ y.transpose(0, 1)).shape[0]
+
+
+def test_in_place_ops_and_operators_become_python_syntax():
+    _, source = _check(InPlace(), torch.randn(3, 4))
+    assert ".add_(1.0)" in source and "torch.relu_(" in source and ".masked_fill_(" in source
+    for text in (" // 2", " % 3", "**2", " @ ", "~", "-"):
+        assert text in source
+    assert "import operator" not in source
+
+
+def test_setitem_becomes_an_assignment():
+    """``x[:, 0] = v`` (operator.setitem) in a hand-edited graph: a statement, order kept."""
+    graph = ir.trace(nn.Sequential(nn.Linear(4, 4)), torch.randn(2, 4))
+    linear = next(n for n in graph.nodes if n.op == "call_module")
+    clone = graph.add_node("call_method", "clone", (linear,), name="y")
+    graph.add_node("call_function", "operator.setitem", (clone, (slice(None), 0), -1.5), name="store")
+    graph.add_node("call_function", "operator.iadd", (clone, 1.0), name="bump")
+    graph.output.args = (clone,)
+    source = codegen.to_source(graph)
+    assert "y[:, 0] = -1.5" in source and "import operator" in source
+    generated = codegen.load(graph)()
+    reference = ir.build_module(graph)
+    generated.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        assert torch.equal(generated(x), reference(x)) and (generated(x)[:, 0] == -0.5).all()
+
+
+def test_sequential_root_uses_numeric_names():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 2))
+    _, source = _check(model, torch.randn(2, 4))
+    assert 'getattr(self, "2")[0](' in source
+    assert 'self.add_module("0", torch.nn.Linear(4, 8))' in source
+
+
+class Branchy(nn.Module):
+    """Python control flow on a shape: symbolic tracing fails, torch.export takes over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.shape[-1] > 2:
+            x = x * 2
+        return self.fc(x).softmax(-1)
+
+
+def test_export_fallback_graph_with_aten_ops():
+    graph, source = _check(Branchy(), torch.randn(2, 4))
+    assert graph.meta["traced_with"] == "torch.export"
+    assert "torch.ops.aten." in source
+
+
+class WithConstants(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.linspace(-1, 1, 300).reshape(3, 100)  # large: embedded as bytes
+        self.ids = torch.tensor([2, 0, 1])
+        self.register_buffer("counts", torch.arange(4, dtype=torch.int64), persistent=False)
+        self.fc = nn.Linear(100, 4)
+
+    def forward(self, x):
+        picked = self.table[self.ids]
+        out = self.fc(x + picked.sum(0)) + self.counts.to(x.dtype)
+        return out.to(torch.float64), x.new_zeros(1, dtype=torch.int32), out[..., None]
+
+
+def test_constants_buffers_and_dtypes_are_embedded():
+    graph, source = _check(WithConstants(), torch.randn(2, 100))
+    assert "torch.frombuffer(" in source and "persistent=False" in source
+    assert "torch.float64" in source and "torch.int32" in source and "[..., None]" in source
+    module = codegen.load(graph)()
+    assert not any("table" in k or "counts" in k for k in module.state_dict()), "constants must stay out"
+    assert module.to(torch.float64) is module  # buffers move with .to()
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.randn(3, 5), torch.randn(200, dtype=torch.float64), torch.arange(10), torch.tensor(7),
+    torch.tensor([True, False]), torch.randn(2, 70).to(torch.bfloat16), torch.randn(4).half(),
+    torch.empty(0, 3), torch.tensor([math.inf, -math.inf, math.nan, -0.0]), torch.randint(0, 255, (80,), dtype=torch.uint8),
+])
+def test_tensor_literals_are_exact(tensor):
+    rebuilt = eval(tensor_literal(tensor), {"torch": torch})
+    assert rebuilt.dtype == tensor.dtype and rebuilt.shape == tensor.shape
+    assert torch.equal(rebuilt.nan_to_num(0.0), tensor.nan_to_num(0.0)) if tensor.is_floating_point() else torch.equal(
+        rebuilt, tensor)
+
+
+class Trial(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class MergedTrials(nn.Module):
+    """The shape of a merged multi-model graph: one input per trial, one output per trial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trial_0 = Trial(8)
+        self.trial_1 = Trial(16)
+
+    def forward(self, x_0, x_1):
+        return {"trial_0": self.trial_0(x_0), "trial_1": (self.trial_1(x_1), x_1.mean())}
+
+
+def test_merged_graphs_with_several_inputs_and_outputs():
+    _, source = _check(MergedTrials(), torch.randn(2, 4), torch.randn(3, 4))
+    assert "def forward(self, x_0, x_1):" in source
+    assert source.count("class Trial") == 2  # different widths, different holder classes
+
+
+class Defaults(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, mask=None, scale: float = 0.5):
+        y = self.fc(x) * scale
+        if mask is not None:
+            y = y.masked_fill(mask, 0.0)
+        return y
+
+
+def test_inputs_keep_names_and_defaults():
+    mask = torch.tensor([[True, False, False, True]] * 2)
+    graph, source = _check(Defaults(), torch.randn(2, 4), mask=mask)
+    assert "def forward(self, x, mask" in source
+    generated = codegen.load(graph)()
+    generated.load_state_dict(Defaults().state_dict())
+
+
+def test_same_graph_gives_the_same_bytes_in_another_process():
+    """No dependence on hash seeds, ids or dict accidents: a fresh interpreter emits the same text."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    here = codegen.to_source(ir.trace(MergedTrials(), (torch.randn(2, 4), torch.randn(3, 4))))
+    script = ("import torch, codegen, retiarii_ir as ir; from tests.test_codegen_features import MergedTrials;"
+              "torch.manual_seed(0); g = ir.trace(MergedTrials(), (torch.randn(2, 4), torch.randn(3, 4)));"
+              "print(codegen.to_source(g), end='')")
+    there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=Path(__file__).parent.parent).stdout
+    assert there == here
+
+
+def test_write_module_and_cli(tmp_path, capsys):
+    from runtime.cli import main
+
+    out = tmp_path / "model.py"
+    assert main(["codegen", "tests.test_codegen_features:MergedTrials", "--input-shape", "2,4",
+                 "--input-shape", "3,4", "--out", str(out)]) == 0
+    assert out.read_text().startswith('"""MergedTrials')
+    graph = ir.trace(Trial(8), torch.randn(2, 4))
+    graph_json = tmp_path / "trial.json"
+    graph_json.write_text(graph.to_json())
+    onnx_path = tmp_path / "trial.onnx"
+    assert main(["codegen", str(graph_json), "--out", str(tmp_path / "trial.py"), "--onnx", str(onnx_path)]) == 0
+    assert onnx_path.stat().st_size > 0
+    assert main(["codegen", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
