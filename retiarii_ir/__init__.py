@@ -22,9 +22,9 @@ __all__ = [
 ]
 
 # Model spaces and mutators.
-from . import nn  # noqa: E402
-from .fixed import fixed_arch  # noqa: E402
-from .mutator import Mutator, ShapeMismatchError  # noqa: E402
-from .space import ModelSpace, trace_space  # noqa: E402
+from . import nn
+from .fixed import fixed_arch
+from .mutator import Mutator, ShapeMismatchError
+from .space import ModelSpace, trace_space
 
 __all__ += ["ModelSpace", "Mutator", "ShapeMismatchError", "fixed_arch", "nn", "trace_space"]

@@ -9,6 +9,7 @@ graph's state_dict keys equal to those of the ``fixed_arch`` model.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,34 +116,43 @@ class InputChoiceMutator(SiteMutator):
         chosen = chosen_indices(self.choice(self.values, self.label))
         for node in self.site_nodes(graph):
             users = graph.users(node)
-            items = self._items(graph, node, chosen)
-            result, added = self._reduce(graph, node, items)
+            added: list[Node] = []
+            emit = functools.partial(_emit, graph, node, added)
+            items = self._items(node, chosen, emit)
+            result = self._reduce(items, emit)
             graph.replace_all_uses(node, result)
             graph.remove_node(node)
             forget_modules(graph, self.site)
             mark(added + users, [self.label])
 
-    def _items(self, graph: Graph, node: Node, chosen: list[int]) -> list[Any]:
+    @staticmethod
+    def _items(node: Node, chosen: list[int], emit) -> list[Any]:
         inputs = node.args[0] if node.args else node.kwargs.get("inputs")
         if isinstance(inputs, (list, tuple)):
             return [inputs[i] for i in chosen]
-        return [graph.add_node("call_function", "operator.getitem", (inputs, i), name=graph.unique_name(
-            f"{node.name}_{i}"), scope=node.scope, before=node) for i in chosen]
+        return [emit("operator.getitem", (inputs, i)) for i in chosen]  # a node holding the list
 
-    def _reduce(self, graph: Graph, node: Node, items: list[Any]) -> tuple[Any, list[Node]]:
-        added: list[Node] = [i for i in items if isinstance(i, Node) and i.name.startswith(node.name)]
-        add = lambda op, target, args, kwargs=None: added.append(graph.add_node(
-            op, target, args, kwargs, name=graph.unique_name(node.name), scope=node.scope, before=node)) or added[-1]
+    def _reduce(self, items: list[Any], emit) -> Any:
+        """The same operations as ``reduce_inputs``, which the fixed_arch module runs."""
         if self.reduction == "none":
-            return add("call_function", "builtins.list", (list(items),)), added
+            return emit("builtins.list", (list(items),))
         if self.reduction == "concat":
-            return add("call_function", "torch.cat", (list(items),), {"dim": 1}), added
+            return emit("torch.cat", (list(items),), {"dim": 1})
         total = items[0]
         for item in items[1:]:
-            total = add("call_function", "operator.add", (total, item))
+            total = emit("operator.add", (total, item))
         if self.reduction == "mean" and len(items) > 1:
-            total = add("call_function", "operator.truediv", (total, len(items)))
-        return total, added
+            total = emit("operator.truediv", (total, len(items)))
+        return total
+
+
+def _emit(graph: Graph, site_node: Node, added: list[Node], target: str, args: tuple,
+          kwargs: dict | None = None) -> Node:
+    """A call_function node placed where ``site_node`` is, named after it."""
+    node = graph.add_node("call_function", target, args, kwargs, name=graph.unique_name(site_node.name),
+                          scope=site_node.scope, before=site_node)
+    added.append(node)
+    return node
 
 
 class ValueChoiceMutator(SiteMutator):

@@ -228,7 +228,7 @@ class Graph:
 
     # ------------------------------------------------------------------ rewrites (for mutators)
     # Thin wrappers over retiarii_ir.rewrite, which documents each edit.
-    def inline(self, node: Node, subgraph: "Graph", module_prefix: str, name_of=None) -> list[Node]:
+    def inline(self, node: Node, subgraph: Graph, module_prefix: str, name_of=None) -> list[Node]:
         """Replace call node ``node`` by a copy of ``subgraph``, its modules under ``module_prefix``."""
         from .rewrite import inline
 
