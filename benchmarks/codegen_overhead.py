@@ -1,0 +1,101 @@
+"""Does generated code cost anything? Forward+backward time of the generated module relative to
+the original eager module (goal 1.00x), and the time to emit and load a ResNet-50-sized graph.
+
+    python benchmarks/codegen_overhead.py            # ResNet-50 at 2x3x128x128 + three corpus models
+    python benchmarks/codegen_overhead.py --quick    # smaller input, fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import codegen  # noqa: E402
+import retiarii_ir as ir  # noqa: E402
+from tests.corpus import CORPUS, resnet50  # noqa: E402
+
+
+def _step(model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    out = model(*args, **kwargs)
+    leaves = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    sum(t.float().sum() for t in leaves).backward()
+
+
+def time_pair(original: torch.nn.Module, generated: torch.nn.Module, args: tuple, kwargs: dict,
+              repeats: int) -> tuple[float, float]:
+    """Median seconds per forward+backward, measured alternately so both see the same machine load."""
+    for model in (original, generated):
+        model.zero_grad(set_to_none=True)
+        _step(model, args, kwargs)  # warm-up
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for index, model in enumerate((original, generated)):
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            _step(model, args, kwargs)
+            times[index].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def generated_twin(model: torch.nn.Module, graph: ir.Graph) -> torch.nn.Module:
+    twin = codegen.load(graph)()
+    twin.load_state_dict(model.state_dict(), strict=True)
+    return twin.train(model.training)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64x64 input and 3 repeats")
+    parser.add_argument("--threads", type=int, default=1)
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    warnings.simplefilter("ignore")
+    size, repeats = (64, 3) if options.quick else (128, 7)
+
+    torch.manual_seed(0)
+    model = resnet50(num_classes=1000).train()
+    example = torch.randn(2, 3, size, size)
+    start = time.perf_counter()
+    graph = ir.trace(model, example)
+    traced = time.perf_counter() - start
+    start = time.perf_counter()
+    source = codegen.to_source(graph)
+    emitted = time.perf_counter() - start
+    start = time.perf_counter()
+    cls = codegen.load(graph)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    instance = cls()
+    built = time.perf_counter() - start
+    print(f"ResNet-50 graph: {len(graph)} nodes, {len(graph.modules)} modules -> {len(source.splitlines())} lines")
+    print(f"  trace {traced:.2f} s | emit source {emitted:.2f} s | emit+compile class {loaded:.2f} s | "
+          f"instantiate {built:.2f} s")
+    del instance
+
+    print(f"\nforward+backward, median of {repeats}, {options.threads} thread(s), train mode")
+    print(f"{'model':<22}{'original ms':>13}{'generated ms':>14}{'ratio':>8}")
+    rows = [("resnet50", model, (example,), {}, graph)]
+    for name in ("resnet_bottleneck", "vit", "bert"):
+        case = CORPUS[name]
+        torch.manual_seed(0)
+        m = case.build().train()
+        args, kwargs = case.example_args(), case.example_kwargs()
+        rows.append((name, m, args, kwargs, ir.trace(m, args, kwargs)))
+    for name, m, args, kwargs, g in rows:
+        twin = generated_twin(m, g)
+        torch.manual_seed(0)
+        base, gen = time_pair(m, twin, args, kwargs, repeats)
+        print(f"{name:<22}{base * 1e3:>13.1f}{gen * 1e3:>14.1f}{gen / base:>7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
