@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import codegen  # noqa: E402
-import retiarii_ir as ir  # noqa: E402
-from tests.corpus import CORPUS, resnet50  # noqa: E402
+import codegen
+import retiarii_ir as ir
+from tests.corpus import CORPUS, resnet50
 
 
 def _step(model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
