@@ -305,3 +305,12 @@ def test_deep_nesting_value_choice_depth_and_a_choice_called_twice():
     assert [n.target for n in graph.nodes if n.op == "call_module"] == [
         "outer.0", "outer.1", "rep.0", "rep.1", "rep.2", "shared", "shared"]
     assert graph.modules["outer.1"].type == "torch.nn.Tanh"
+
+
+def test_the_documented_example_runs():
+    doc = retiarii_ir.nn.__doc__
+    code = doc.split("Example::\n", 1)[1].split("\n\n``LayerChoice``", 1)[0]
+    namespace: dict = {}
+    exec(compile("\n".join(line[4:] for line in code.splitlines()), "retiarii_ir.nn example", "exec"), namespace)  # noqa: S102 - our own docstring
+    assert namespace["space"].choices() == {"width": [8, 16], "op": ["conv", "pool"], "depth": [0, 1, 2]}
+    assert isinstance(namespace["model"], tnn.Module) and str(namespace["graph"].output.type) == "f32[B,10]"
