@@ -30,7 +30,12 @@ from .nn.wrapped import ValueChoiceLayer, plain_spec
 from .rewrite import relocate
 from .tracer import trace
 
-CHOICE_MODULES: tuple[type, ...] = (LayerChoice, InputChoice, Repeat, LooseEndMerge, ValueChoiceLayer)
+STRUCTURAL_CHOICES: tuple[type, ...] = (LayerChoice, InputChoice, Repeat, LooseEndMerge)
+
+
+def is_choice_layer(module: nn.Module) -> bool:
+    """A torch layer built with ValueChoice arguments (not a user subclass of one)."""
+    return isinstance(module, ValueChoiceLayer) and "value_args" in module.__dict__
 
 
 class _Holder1(nn.Module):
@@ -69,12 +74,14 @@ def trace_space_graph(model: nn.Module, args: tuple, kwargs: dict | None = None,
     kwargs = dict(kwargs or {})
     leaf_modules = tuple(leaf_modules)
     captured = _capture_inputs(model, args, kwargs)
-    graph = trace(model, args, kwargs, leaf_modules=CHOICE_MODULES + leaf_modules, batch_dim=batch_dim, name=name)
+    wrapped = [q for q, m in model.named_modules() if is_choice_layer(m)]
+    graph = trace(model, args, kwargs, leaf_modules=STRUCTURAL_CHOICES + leaf_modules + tuple(wrapped),
+                  batch_dim=batch_dim, name=name)
     mutators: list[SiteMutator] = []
     sub = {"batch_dim": batch_dim, "leaf_modules": leaf_modules}
     for site in _sites_in_order(graph, model):
         module = model.get_submodule(site)
-        if isinstance(module, ValueChoiceLayer):
+        if is_choice_layer(module):
             spec = plain_spec(module)
             graph.modules[site] = spec
             graph.module_types[site] = spec.class_name
@@ -115,7 +122,8 @@ def _sites_in_order(graph: Graph, model: nn.Module) -> list[str]:
         if node.op == "call_module" and node.target not in order:
             order.append(node.target)
     order += [q for q in graph.modules if q not in order]
-    return [q for q in order if isinstance(model.get_submodule(q), CHOICE_MODULES)]
+    return [q for q in order if isinstance(model.get_submodule(q), STRUCTURAL_CHOICES)
+            or is_choice_layer(model.get_submodule(q))]
 
 
 def _trace_part(part: nn.Module, call_args: tuple, site: str, **options: Any) -> tuple[Graph, list[SiteMutator]]:

@@ -314,3 +314,27 @@ def test_the_documented_example_runs():
     exec(compile("\n".join(line[4:] for line in code.splitlines()), "retiarii_ir.nn example", "exec"), namespace)  # noqa: S102 - our own docstring
     assert namespace["space"].choices() == {"width": [8, 16], "op": ["conv", "pool"], "depth": [0, 1, 2]}
     assert isinstance(namespace["model"], tnn.Module) and str(namespace["graph"].output.type) == "f32[B,10]"
+
+
+def test_nn_reads_like_torch_nn():
+    assert nn.Module is tnn.Module and nn.Sequential is tnn.Sequential and nn.functional is tnn.functional
+    assert type(nn.Conv2d(3, 4, 1)) is tnn.Conv2d  # plain arguments: the torch layer itself
+
+    class Doubled(nn.Conv2d):  # a user subclass of a wrapped layer stays the user's class
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = Doubled(3, 4, 1)
+            self.b = nn.Conv2d(4, nn.ValueChoice([2, 3], label="w"), 1)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    space = trace_space(Net(), X)
+    assert space.choices() == {"w": [2, 3]}
+    _compare(space, Net, {"w": 3})
+    with pytest.raises(TypeError, match="pass ValueChoice arguments to retiarii_ir.nn.Conv2d itself"):
+        Doubled(3, nn.ValueChoice([4, 8]), 1)

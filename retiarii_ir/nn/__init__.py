@@ -60,17 +60,27 @@ Embedding = wrap_layer(_torch_nn.Embedding)
 MultiheadAttention = wrap_layer(_torch_nn.MultiheadAttention)
 
 
+Module = _torch_nn.Module  # so that ``class Net(nn.Module)`` reads as in plain PyTorch
+Sequential = _torch_nn.Sequential
+ModuleList = _torch_nn.ModuleList
+ModuleDict = _torch_nn.ModuleDict
+
+
 def __getattr__(name: str):
-    """Any other torch.nn layer, wrapped on first use (``retiarii_ir.nn.Hardswish``)."""
-    layer = getattr(_torch_nn, name, None)
-    if isinstance(layer, type) and issubclass(layer, _torch_nn.Module):
-        return wrap_layer(layer)
-    raise AttributeError(f"module 'retiarii_ir.nn' has no attribute {name!r}")
+    """Any other torch.nn layer, wrapped on first use (``retiarii_ir.nn.Hardswish``); other
+    torch.nn names (``functional``, ``Parameter``, ``init``) as they are."""
+    try:
+        value = getattr(_torch_nn, name)
+    except AttributeError:
+        raise AttributeError(f"module 'retiarii_ir.nn' has no attribute {name!r}") from None
+    if isinstance(value, type) and issubclass(value, _torch_nn.Module) and not name.startswith("_"):
+        return wrap_layer(value)
+    return value
 
 
 __all__ = [
     "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Cell", "ChosenInputs", "Conv1d", "Conv2d", "Conv3d",
     "Dropout", "Embedding", "GroupNorm", "InputChoice", "LayerChoice", "LayerNorm", "Linear",
-    "LooseEndMerge", "MaxPool2d", "MultiheadAttention", "Repeat", "ValueChoice", "ValueChoiceLayer",
+    "LooseEndMerge", "MaxPool2d", "Module", "ModuleDict", "ModuleList", "MultiheadAttention", "Repeat", "Sequential", "ValueChoice", "ValueChoiceLayer",
     "ValueExpr", "model_wrapper", "wrap_layer",
 ]

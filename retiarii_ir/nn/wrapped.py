@@ -37,13 +37,19 @@ def wrap_layer(base: type) -> type:
     signature = inspect.signature(base.__init__)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        if not args and not kwargs:  # copy.deepcopy re-creating an instance
+        if cls is not wrapper or not args and not kwargs:  # a user subclass, or copy.deepcopy
             return nn.Module.__new__(cls)
         if current_fixed() is not None or not leaves_of((args, kwargs)):
             return base(*args, **kwargs)
         return nn.Module.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if type(self) is not wrapper:
+            if leaves_of((args, kwargs)):
+                raise TypeError(f"{type(self).__name__} subclasses retiarii_ir.nn.{base.__name__}: pass "
+                                f"ValueChoice arguments to retiarii_ir.nn.{base.__name__} itself, not to a subclass")
+            base.__init__(self, *args, **kwargs)
+            return
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as e:
