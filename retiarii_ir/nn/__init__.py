@@ -3,19 +3,18 @@
 Example::
 
     import torch
-    from torch import nn as tnn
     import retiarii_ir
-    from retiarii_ir import nn
+    from retiarii_ir import nn                 # reads like torch.nn
 
-    @nn.model_wrapper                      # stable automatic labels
-    class Net(tnn.Module):
+    @nn.model_wrapper                          # stable automatic labels
+    class Net(nn.Module):
         def __init__(self):
             super().__init__()
             width = nn.ValueChoice([8, 16], label="width")
             self.stem = nn.Conv2d(3, width, 3, padding=1)      # layers accept choices
             self.op = nn.LayerChoice({"conv": nn.Conv2d(width, width, 3, padding=1),
-                                      "pool": tnn.MaxPool2d(3, 1, 1)}, label="op")
-            self.blocks = nn.Repeat(lambda i: tnn.Sequential(nn.Conv2d(width, width, 1), tnn.ReLU()),
+                                      "pool": nn.MaxPool2d(3, 1, 1)}, label="op")
+            self.blocks = nn.Repeat(lambda i: nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU()),
                                     depth=(0, 2), label="depth")
             self.head = nn.Linear(width, 10)
 
