@@ -119,6 +119,12 @@ def _format(text: str) -> str:
         compile(text, "<generated>", "exec")
     except SyntaxError as e:  # a bug here, never the user's: say where
         raise CodegenError(f"generated source does not parse (line {e.lineno}): {e.msg}") from None
+    return _black(text)
+
+
+@lru_cache(maxsize=64)
+def _black(text: str) -> str:
+    """Black is a pure function of the text and most of the emit time: remember recent results."""
     try:
         import black
     except ImportError:

@@ -10,7 +10,7 @@ from tests.corpus import CORPUS
 pytest.importorskip("onnxscript")
 
 
-@pytest.mark.parametrize("name", ["resnet_basic", "transformer_encoder", "kwargs_masked_pooling"])
+@pytest.mark.parametrize("name", ["resnet_basic", "transformer_encoder"])
 def test_onnx_export_is_checked_and_matches_onnxruntime(name, tmp_path):
     case = CORPUS[name]
     model = case.build().eval()
@@ -24,6 +24,6 @@ def test_onnx_export_is_checked_and_matches_onnxruntime(name, tmp_path):
 
 
 def test_export_failure_is_a_clear_error(tmp_path):
-    graph = ir.trace(CORPUS["vgg"].build().eval(), CORPUS["vgg"].example_args())
-    with pytest.raises(codegen.CodegenError, match="ONNX export of graph 'VGG' failed"):
-        codegen.to_onnx(graph, tmp_path / "vgg.onnx", (torch.randn(2, 5),))
+    graph = ir.trace(torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.randn(2, 4), name="Tiny")
+    with pytest.raises(codegen.CodegenError, match="ONNX export of graph 'Tiny' failed"):
+        codegen.to_onnx(graph, tmp_path / "tiny.onnx", (torch.randn(2, 5),))
