@@ -35,6 +35,10 @@ def time_pair(original: torch.nn.Module, generated: torch.nn.Module, args: tuple
     for model in (original, generated):
         model.zero_grad(set_to_none=True)
         _step(model, args, kwargs)  # warm-up
+    start = time.perf_counter()
+    _step(original, args, kwargs)
+    once = time.perf_counter() - start
+    repeats = max(repeats, min(300, int(1.0 / max(once, 1e-4))))  # small models: about a second each
     times: dict[int, list[float]] = {0: [], 1: []}
     for _ in range(repeats):
         for index, model in enumerate((original, generated)):
@@ -80,7 +84,7 @@ def main() -> int:
           f"instantiate {built:.2f} s")
     del instance
 
-    print(f"\nforward+backward, median of {repeats}, {options.threads} thread(s), train mode")
+    print(f"\nforward+backward, median of at least {repeats} alternating runs, {options.threads} thread(s), train mode")
     print(f"{'model':<22}{'original ms':>13}{'generated ms':>14}{'ratio':>8}")
     rows = [("resnet50", model, (example,), {}, graph)]
     for name in ("resnet_bottleneck", "vit", "bert"):
