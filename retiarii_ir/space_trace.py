@@ -35,7 +35,7 @@ STRUCTURAL_CHOICES: tuple[type, ...] = (LayerChoice, InputChoice, Repeat, LooseE
 
 def is_choice_layer(module: nn.Module) -> bool:
     """A torch layer built with ValueChoice arguments (not a user subclass of one)."""
-    return isinstance(module, ValueChoiceLayer) and "value_args" in module.__dict__
+    return isinstance(module, ValueChoiceLayer) and bool(module.__dict__.get("value_args"))
 
 
 class _Holder1(nn.Module):

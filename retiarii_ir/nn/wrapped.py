@@ -19,6 +19,7 @@ from .context import current_fixed
 from .value_choice import ValueExpr, default_of, leaves_of
 
 _WRAPPERS: dict[type, type] = {}
+_COPYING = "__retiarii_copy__"  # what copy.deepcopy passes to __new__ (see __getnewargs_ex__)
 
 
 class ValueChoiceLayer:
@@ -37,7 +38,7 @@ def wrap_layer(base: type) -> type:
     signature = inspect.signature(base.__init__)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        if cls is not wrapper or not args and not kwargs:  # a user subclass, or copy.deepcopy
+        if cls is not wrapper or args == (_COPYING,):  # a user subclass, or copy.deepcopy
             return nn.Module.__new__(cls)
         if current_fixed() is not None or not leaves_of((args, kwargs)):
             return base(*args, **kwargs)
@@ -66,8 +67,12 @@ def wrap_layer(base: type) -> type:
         self.value_args = value_args
         self.plain_args = plain_args
 
+    def __getnewargs_ex__(self) -> tuple[tuple, dict]:
+        return (_COPYING,), {}
+
     wrapper = type(base.__name__, (ValueChoiceLayer, base),
-                   {"__new__": __new__, "__init__": __init__, "__module__": "retiarii_ir.nn",
+                   {"__new__": __new__, "__init__": __init__, "__getnewargs_ex__": __getnewargs_ex__,
+                    "__module__": "retiarii_ir.nn",
                     "base_class": base, "__doc__": f"{base.__name__} that accepts ValueChoice arguments."})
     _WRAPPERS[base] = wrapper
     return wrapper
