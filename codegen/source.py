@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import linecache
 import os
-import sys
 import types
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,8 +59,9 @@ def _check_structure(graph: Graph) -> None:
 def to_source(graph: Graph, class_name: str | None = None) -> str:
     """Python source of one module class for ``graph``; the same graph always gives the same text."""
     _check_structure(graph)
+    graph_name = check_name(graph.name, "graph name")
     module_scope = NameTable(RESERVED)
-    root_name = module_scope.claim(check_name(class_name or graph.name, "class name"), "class name")
+    root_name = module_scope.claim(check_name(class_name or graph_name, "class name"), "class name")
     hierarchy = Hierarchy(graph, root_name, module_scope)
     taken = {m.name for m in hierarchy.root_members}
     constants, constant_names = constant_members(graph, taken)
@@ -86,11 +86,11 @@ def to_source(graph: Graph, class_name: str | None = None) -> str:
 
     text = _environment().get_template("module.py.j2").render(
         title=f"{root_name}: a standalone PyTorch module.",
-        graph_name=check_name(graph.name, "graph name"),
+        graph_name=graph_name,
         imports=["torch", *sorted(writer.imports)],
         classes=hierarchy.classes,
         root=_Root(root_name, hierarchy.root_members + constants),
-        root_doc=f"The {graph.name} network; forward runs one line per operation of the graph.",
+        root_doc=f"The {graph_name} network; forward runs one line per operation of the graph.",
         shared=hierarchy.shared, parameters=parameters, statements=statements, result=result)
     return _format(text)
 
@@ -152,7 +152,6 @@ def load(graph: Graph, class_name: str | None = None) -> type[nn.Module]:
     module.__file__ = filename
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - source built from a validated graph
-    sys.modules.setdefault(module_name, module)
     classes = [v for v in module.__dict__.values() if isinstance(v, type) and issubclass(v, nn.Module)
                and v.__module__ == module_name]
     return classes[-1]  # the root class is defined last
