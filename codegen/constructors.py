@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
 from retiarii_ir.errors import UnsafeTargetError
 from retiarii_ir.module_spec import ModuleSpec
 from retiarii_ir.node import Node
@@ -38,10 +40,42 @@ def constructor_call(spec: ModuleSpec, what: str) -> str:
     for key in spec.kwargs:
         if not is_identifier(key):
             raise CodegenError(f"{what}: constructor argument name {key!r} is not a plain identifier")
-    positional = _leading_required(cls, spec.kwargs)
-    parts = [literal(spec.kwargs[k], _no_nodes, what) for k in positional]
-    parts += [f"{k}={literal(v, _no_nodes, what)}" for k, v in spec.kwargs.items() if k not in positional]
+    kwargs = _simplest_kwargs(spec)
+    positional = _leading_required(cls, kwargs)
+    parts = [literal(kwargs[k], _no_nodes, what) for k in positional]
+    parts += [f"{k}={literal(v, _no_nodes, what)}" for k, v in kwargs.items() if k not in positional]
     return f"{spec.type}({', '.join(parts)})"
+
+
+_SIMPLEST: dict[str, dict] = {}
+
+
+def _simplest_kwargs(spec: ModuleSpec) -> dict:
+    """``kernel_size=3`` rather than ``(3,)``, kept only where the module built is the same."""
+    key = repr(spec)
+    if key not in _SIMPLEST:
+        kwargs = dict(spec.kwargs)
+        reference = _signature(spec.type, kwargs)
+        for name, value in spec.kwargs.items():
+            if (isinstance(value, tuple) and value and len(set(value)) == 1 and type(value[0]) is int
+                    and reference is not None):
+                trial = {**kwargs, name: value[0]}
+                if _signature(spec.type, trial) == reference:
+                    kwargs = trial
+        if len(_SIMPLEST) > 4096:
+            _SIMPLEST.clear()
+        _SIMPLEST[key] = kwargs
+    return _SIMPLEST[key]
+
+
+def _signature(type_name: str, kwargs: dict) -> tuple | None:
+    """What must not change when an argument is simplified: printout and tensor shapes."""
+    try:
+        with torch.device("meta"):
+            module = ModuleSpec(type_name, kwargs).build()
+    except Exception:  # noqa: BLE001 - an argument the class refuses: keep the recorded form
+        return None
+    return repr(module), [(k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()]
 
 
 def _leading_required(cls: type, kwargs: dict) -> list[str]:

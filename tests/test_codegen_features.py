@@ -179,6 +179,11 @@ def test_write_module_and_cli(tmp_path, capsys):
     assert main(["codegen", "tests.test_codegen_features:MergedTrials", "--input-shape", "2,4",
                  "--input-shape", "3,4", "--out", str(out)]) == 0
     assert out.read_text().startswith('"""MergedTrials')
+    import subprocess
+    import sys
+
+    for check in (["-m", "py_compile", str(out)], ["-m", "black", "--check", "--quiet", str(out)]):
+        assert subprocess.run([sys.executable, *check], check=False).returncode == 0, check
     graph = ir.trace(Trial(8), torch.randn(2, 4))
     graph_json = tmp_path / "trial.json"
     graph_json.write_text(graph.to_json())
