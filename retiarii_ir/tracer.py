@@ -38,6 +38,8 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]) -> None:
         super().__init__()
+        # Buffers as graph values, so `self.mean.view(...)` reads the loaded state, not a copy.
+        self.proxy_buffer_attributes = True
         self.leaf_types = leaf_types
         self.leaf_names = leaf_names
         self.failed_module: str | None = None

@@ -173,3 +173,25 @@ def test_non_tensor_keyword_inputs_are_constants():
 def test_trace_rejects_non_modules_clearly():
     with pytest.raises(TypeError, match="needs an nn.Module"):
         ir.trace(lambda x: x, (torch.randn(1),))
+
+
+def test_buffer_transformed_in_forward_stays_a_buffer():
+    """A buffer reshaped in forward reads the state loaded later, not a frozen copy."""
+
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("shift", torch.zeros(3))
+
+        def forward(self, x):
+            return x + self.shift.view(1, -1, 1, 1)
+
+    model = Shifted().eval()
+    x = torch.randn(2, 3, 4, 4)
+    graph = ir.trace(model, (x,))
+    assert not graph.constants
+    rebuilt = ir.build_module(graph)
+    state = {"shift": torch.tensor([1.0, 2.0, 3.0])}
+    model.load_state_dict(state)
+    rebuilt.load_state_dict(state)
+    assert max_abs_diff(rebuilt(x), model(x)) == 0
