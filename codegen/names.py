@@ -27,7 +27,7 @@ CALLED_BUILTINS = frozenset({
 def is_identifier(name: object) -> bool:
     """A plain ASCII identifier that is not a keyword and not a dunder name."""
     return (isinstance(name, str) and bool(_IDENTIFIER.match(name)) and not keyword.iskeyword(name)
-            and not keyword.issoftkeyword(name) and not name.startswith("__"))
+            and not name.startswith("__"))
 
 
 def is_public_attribute(name: object) -> bool:
@@ -71,7 +71,7 @@ class NameTable:
         """A fresh name close to ``wanted`` (which must be an identifier)."""
         base = check_name(wanted, what)
         shadowed = _BUILTINS if avoid_builtins else CALLED_BUILTINS
-        if keyword.iskeyword(base) or keyword.issoftkeyword(base) or base in RESERVED or base in shadowed:
+        if keyword.iskeyword(base) or base in RESERVED or base in shadowed:
             base = base + "_"
         name, index = base, 1
         while name in self._used or keyword.iskeyword(name):

@@ -11,6 +11,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import codegen
@@ -228,3 +230,17 @@ def test_opaque_module_error_names_the_module(graph):
     g.modules["fc"] = ModuleSpec("torch.nn.Linear", None)
     with pytest.raises(codegen.CodegenError, match=r"module 'fc' \(torch.nn.Linear\) is opaque"):
         codegen.to_source(g)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=40), name=st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True))
+def test_any_string_stays_a_string_and_any_identifier_is_usable(graph, text, name):
+    g = graph.copy()
+    node = g.node("interpolate")
+    node.kwargs = {**node.kwargs, "mode": text}
+    if not name.startswith("__") and name not in g:
+        g.rename(g.node("mean"), name)
+    source = codegen.to_source(g)
+    _assert_inert(source)
+    strings = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)]
+    assert text in strings
