@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retiarii_ir.errors import UnsafeTargetError
 from retiarii_ir.node import Node
@@ -12,7 +12,10 @@ from retiarii_ir.targets import check_method, resolve_function
 
 from .errors import CodegenError
 from .literals import function_path, literal, operand, subscript
-from .names import check_dotted, is_identifier, is_public_attribute
+from .names import NameTable, check_dotted, is_identifier, is_public_attribute
+
+if TYPE_CHECKING:
+    from .hierarchy import Hierarchy
 
 BINARY = {
     "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%",
@@ -21,6 +24,17 @@ BINARY = {
     "is_": "is", "is_not": "is not",
 }
 UNARY = {"neg": "-", "pos": "+", "invert": "~", "not_": "not "}
+LINE = 80  # characters of a forward statement (after its indent) before black would wrap it
+
+
+def _local_name(prefix: str) -> str:
+    """``encoder.layer.0`` -> ``layer_0``: the container's name and the index."""
+    parts = prefix.split(".")
+    start = len(parts) - 1
+    while start > 0 and parts[start].isdigit():
+        start -= 1
+    name = "_".join(parts[start:])
+    return name if not name[0].isdigit() else f"module_{name}"
 
 
 @dataclass(frozen=True)
@@ -34,11 +48,13 @@ class Statement:
 class ForwardWriter:
     """Writes the statements of ``forward``, one per node, in the graph's order."""
 
-    def __init__(self, variables: dict[str, str], module_path: Callable[[str], str],
-                 constant_path: Callable[[str], str]) -> None:
+    def __init__(self, variables: dict[str, str], hierarchy: Hierarchy, constant_path: Callable[[str], str],
+                 local_names: NameTable) -> None:
         self.variables = variables
-        self.module_path = module_path
+        self.hierarchy = hierarchy
         self.constant_path = constant_path
+        self.local_names = local_names
+        self.module_locals: dict[str, str] = {}  # indexed container prefix -> local variable
         self.imports: set[str] = set()
 
     def ref(self, node: Node) -> str:
@@ -50,10 +66,8 @@ class ForwardWriter:
     def statements(self, node: Node) -> list[Statement]:
         target = self.variables[node.name]
         what = f"node {node.name!r}"
-        if node.op == "call_module":
-            return [Statement(target, self._call(self.module_path(node.target), node, node.args, what))]
-        if node.op == "get_attr":
-            return [Statement(target, self.module_path(node.target))]
+        if node.op in ("call_module", "get_attr"):
+            return self._module_statements(node, target, what)
         if node.op == "constant":
             return [Statement(target, self.constant_path(node.target))]
         if node.op == "call_method":
@@ -61,6 +75,25 @@ class ForwardWriter:
         if node.op == "call_function":
             return self._function(node, target, what)
         raise CodegenError(f"{what}: op {node.op!r} has no statement form")
+
+    # ------------------------------------------------------------------ modules
+    def _module_statements(self, node: Node, target: str, what: str) -> list[Statement]:
+        """``target = self.a[0].b(x)``; a long line first binds ``a_0 = self.a[0]`` to a local."""
+        found = self.hierarchy.indexed_prefix(node.target)
+        before: list[Statement] = []
+        path = self.hierarchy.path(node.target)
+        if found is not None:
+            prefix, prefix_expression, rest = found
+            if prefix not in self.module_locals and len(self._module_text(node, target, path, what)) > LINE:
+                self.module_locals[prefix] = self.local_names.claim(_local_name(prefix), "module local")
+                before.append(Statement(self.module_locals[prefix], prefix_expression))
+            if prefix in self.module_locals:
+                path = self.module_locals[prefix] + rest
+        return [*before, Statement(target, self._module_text(node, None, path, what))]
+
+    def _module_text(self, node: Node, target: str | None, path: str, what: str) -> str:
+        text = self._call(path, node, node.args, what) if node.op == "call_module" else path
+        return f"{target} = {text}" if target else text
 
     # ------------------------------------------------------------------ calls
     def _arguments(self, args: tuple, kwargs: dict, what: str) -> str:

@@ -197,11 +197,27 @@ class Hierarchy:
     # ------------------------------------------------------------------ forward
     def path(self, qualname: str) -> str:
         """The expression reaching module/parameter ``qualname`` from ``self``."""
+        return self._resolve(qualname)[0]
+
+    def indexed_prefix(self, qualname: str) -> tuple[str, str, str] | None:
+        """(prefix qualname, its expression, the rest) for the deepest ``[i]`` step before the end.
+
+        ``forward`` binds such a prefix to a local (``layer_0 = self.encoder.layer[0]``) when a
+        line would otherwise be too long to read.
+        """
+        expression, boundaries = self._resolve(qualname)
+        for prefix, prefix_expression in reversed(boundaries):
+            if expression.startswith(prefix_expression) and expression != prefix_expression:
+                return prefix, prefix_expression, expression[len(prefix_expression):]
+        return None
+
+    def _resolve(self, qualname: str) -> tuple[str, list[tuple[str, str]]]:
         expression, node = "self", self.tree
+        boundaries: list[tuple[str, str]] = []
         parts = check_path(qualname, "module or tensor")
         for i, segment in enumerate(parts):
             if segment in node.aliases:
-                return self.path(".".join([node.aliases[segment], *parts[i + 1:]]))
+                return self._resolve(".".join([node.aliases[segment], *parts[i + 1:]]))
             form = self._forms.get(node.qualname, "class")
             if form == "sequence":
                 expression += f"[{int(segment)}]"
@@ -211,11 +227,13 @@ class Hierarchy:
                 expression += f".{segment}"
             else:
                 expression = f"getattr({expression}, {segment!r})"
+            if form != "class" and i < len(parts) - 1:
+                boundaries.append((".".join(parts[:i + 1]), expression))
             if segment in node.children:
                 node = node.children[segment]
             elif not (i == len(parts) - 1 and (segment in node.attributes or node.spec is not None)):
                 raise CodegenError(f"{qualname!r} names neither a module nor a parameter/buffer of the graph")
-        return expression
+        return expression, boundaries
 
 
 def _plain(name: str) -> bool:

@@ -79,7 +79,7 @@ def to_source(graph: Graph, class_name: str | None = None) -> str:
         if node.op not in ("input", "output"):
             variables[node.name] = local.claim(node.name, "node name")
 
-    writer = ForwardWriter(variables, hierarchy.path, lambda key: f"self.{constant_names[key]}")
+    writer = ForwardWriter(variables, hierarchy, lambda key: f"self.{constant_names[key]}", local)
     statements = [s for node in graph.nodes if node.op not in ("input", "output")
                   for s in writer.statements(node)]
     result = output_expression(graph.output, writer.ref)
