@@ -46,7 +46,8 @@ def _load(source: str, input_shapes: list[tuple[int, ...]], load_model) -> tuple
 
 
 def run(source: str, out: str, onnx: str | None, input_shapes: list[tuple[int, ...]],
-        weights: str | None, class_name: str | None, load_model) -> int:
+        weights: str | None, class_name: str | None, load_model, dynamic_batch: bool = False,
+        check_onnx: bool = False) -> int:
     """Write the module source (and ONNX); errors are one line on stderr and exit code 2."""
     try:
         graph, state_dict, inputs = _load(source, input_shapes, load_model)
@@ -56,7 +57,7 @@ def run(source: str, out: str, onnx: str | None, input_shapes: list[tuple[int, .
         print(f"wrote {graph.name} ({len(graph)} nodes) to {path}")
         if onnx:
             onnx_path = to_onnx(graph, onnx, inputs if inputs is not None else example_inputs(graph),
-                                state_dict=state_dict)
+                                state_dict=state_dict, dynamic_batch=dynamic_batch, check_outputs=check_onnx)
             print(f"wrote ONNX to {onnx_path}" + ("" if state_dict is not None else " (fresh weights: pass --weights)"))
     except (IRError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

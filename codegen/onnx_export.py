@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 import warnings
@@ -30,20 +31,36 @@ def build(graph: Graph, state_dict: dict[str, torch.Tensor] | None = None) -> to
     return module.eval()
 
 
+def _batch_dims(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Dimension 0 of every tensor input left to the exporter to keep symbolic."""
+    names = list(inspect.signature(module.forward).parameters)
+    dynamic: dict[str, Any] = {}
+    for name, value in [*zip(names, args), *kwargs.items()]:
+        dynamic[name] = {0: torch.export.Dim.AUTO} if isinstance(value, torch.Tensor) else None
+    return dynamic
+
+
 def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
             example_kwargs: dict | None = None, state_dict: dict[str, torch.Tensor] | None = None,
+            dynamic_batch: bool = False, check_outputs: bool = False, atol: float = 1e-4,
             opset_version: int | None = None) -> Path:
-    """Export the generated module of ``graph`` to ``path`` and check the file with onnx.checker."""
+    """Export the generated module of ``graph`` to ``path`` and check the file with onnx.checker.
+
+    ``dynamic_batch`` keeps dimension 0 of the inputs symbolic; ``check_outputs`` also runs the
+    file in onnxruntime and raises unless its outputs are within ``atol`` of the module's.
+    """
     import onnx
 
     module = build(graph, state_dict)
+    args, kwargs = _as_tuple(example_inputs), dict(example_kwargs or {})
+    dynamic = _batch_dims(module, args, kwargs) if dynamic_batch else None
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     noise = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, _as_tuple(example_inputs), str(target), kwargs=example_kwargs or None,
+            torch.onnx.export(module, args, str(target), kwargs=kwargs or None, dynamic_shapes=dynamic,
                               dynamo=True, opset_version=opset_version, verbose=False)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -52,6 +69,11 @@ def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
         onnx.checker.check_model(onnx.load(str(target)), full_check=True)
     except onnx.checker.ValidationError as e:
         raise CodegenError(f"ONNX model of graph {graph.name!r} does not pass onnx.checker: {e}") from None
+    if check_outputs:
+        difference = compare_onnx(target, module, args, kwargs)
+        if not difference <= atol:
+            raise CodegenError(f"onnxruntime's outputs for graph {graph.name!r} differ from torch's by "
+                               f"{difference:.3g} (more than {atol:g})")
     return target
 
 

@@ -73,6 +73,8 @@ def _codegen_args(p: argparse.ArgumentParser) -> None:
                    help="example input shape for a model factory, once per input, e.g. 2,3,32,32")
     p.add_argument("--weights", help="state_dict file (torch.save) whose weights go into the ONNX model")
     p.add_argument("--class-name", help="name of the generated class (default: the graph's name)")
+    p.add_argument("--dynamic-batch", action="store_true", help="ONNX: keep the batch dimension symbolic")
+    p.add_argument("--check-onnx", action="store_true", help="ONNX: run onnxruntime and compare with torch")
 
 
 @command("codegen", "Generate a standalone PyTorch module (and optionally ONNX) from a model or IR JSON.",
@@ -80,7 +82,8 @@ def _codegen_args(p: argparse.ArgumentParser) -> None:
 def codegen_command(args: argparse.Namespace) -> int:
     from codegen.command import run
 
-    return run(args.source, args.out, args.onnx, args.input_shape, args.weights, args.class_name, load_model)
+    return run(args.source, args.out, args.onnx, args.input_shape, args.weights, args.class_name, load_model,
+               dynamic_batch=args.dynamic_batch, check_onnx=args.check_onnx)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ def test_write_module_and_cli(tmp_path, capsys):
     graph_json = tmp_path / "trial.json"
     graph_json.write_text(graph.to_json())
     onnx_path = tmp_path / "trial.onnx"
-    assert main(["codegen", str(graph_json), "--out", str(tmp_path / "trial.py"), "--onnx", str(onnx_path)]) == 0
+    assert main(["codegen", str(graph_json), "--out", str(tmp_path / "trial.py"), "--onnx", str(onnx_path),
+                 "--dynamic-batch", "--check-onnx"]) == 0
     assert onnx_path.stat().st_size > 0
     assert main(["codegen", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err

@@ -17,10 +17,20 @@ def test_onnx_export_is_checked_and_matches_onnxruntime(name, tmp_path):
     args, kwargs = case.example_args(), case.example_kwargs()
     graph = ir.trace(model, args, kwargs)
     path = codegen.to_onnx(graph, tmp_path / f"{name}.onnx", args, example_kwargs=kwargs,
-                           state_dict=model.state_dict())
+                           state_dict=model.state_dict(), dynamic_batch=name == "resnet_basic")
     assert path.stat().st_size > 0
     pytest.importorskip("onnxruntime")
     assert codegen.compare_onnx(path, model, args, kwargs) <= 1e-4
+    if name == "resnet_basic":  # a batch size the export never saw
+        larger = tuple(torch.cat([a, a[:1]]) for a in args)
+        assert codegen.compare_onnx(path, model, larger) <= 1e-4
+
+
+def test_check_outputs_runs_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    graph = ir.trace(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GELU()), torch.randn(2, 4))
+    path = codegen.to_onnx(graph, tmp_path / "tiny.onnx", torch.randn(2, 4), check_outputs=True)
+    assert len(codegen.run_onnx(path, torch.randn(2, 4))) == 1
 
 
 def test_export_failure_is_a_clear_error(tmp_path):
