@@ -20,7 +20,7 @@ def _no_nodes(node: Node) -> str:
 
 
 def constructor_call(spec: ModuleSpec, what: str) -> str:
-    """The expression that builds a fresh module of ``spec``; leading required arguments positional."""
+    """The expression that builds a fresh module of ``spec``; the first required arguments positional."""
     from .literals import literal
 
     if not isinstance(spec, ModuleSpec):
@@ -78,8 +78,9 @@ def _signature(type_name: str, kwargs: dict) -> tuple | None:
     return repr(module), [(k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()]
 
 
-def _leading_required(cls: type, kwargs: dict) -> list[str]:
-    """Names of the required arguments that start the signature and are given: written positionally."""
+def _leading_required(cls: type, kwargs: dict, limit: int = 2) -> list[str]:
+    """The first (at most two) required arguments, written positionally as people do:
+    ``Conv2d(3, 64, kernel_size=7)``, ``Linear(512, 10)``."""
     try:
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     except (TypeError, ValueError):
@@ -90,4 +91,4 @@ def _leading_required(cls: type, kwargs: dict) -> list[str]:
                 or param.name not in kwargs):
             break
         names.append(param.name)
-    return names
+    return names[:limit]

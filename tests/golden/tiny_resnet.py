@@ -12,7 +12,7 @@ class Block(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.conv = torch.nn.Conv2d(8, 8, kernel_size=3, padding=1, bias=False)
         self.bn = torch.nn.BatchNorm2d(8)
 
 
@@ -22,7 +22,7 @@ class TinyResNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False),
             torch.nn.BatchNorm2d(8),
             torch.nn.ReLU(inplace=True),
         )
