@@ -160,7 +160,7 @@ class Hierarchy:
     def _holder_class(self, node: TreeNode) -> str:
         members = self._members(node)
         origin = self.graph.module_types.get(node.qualname, "")
-        base = origin if is_identifier(origin) and not origin.startswith("_") else "Block"
+        base = origin if is_identifier(origin) else "Block"
         key = (base, tuple(members))
         if key not in self._bodies:
             name = self.class_names.claim(base, "class name")
