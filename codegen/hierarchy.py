@@ -121,7 +121,7 @@ def _form(node: TreeNode) -> str:
 class Hierarchy:
     """Writes the holder classes and answers how ``forward`` reaches any module or tensor."""
 
-    def __init__(self, graph: Graph, root_class: str, class_names: NameTable) -> None:
+    def __init__(self, graph: Graph, class_names: NameTable) -> None:
         self.graph = graph
         self.tree = build_tree(graph)
         self.class_names = class_names
@@ -129,7 +129,6 @@ class Hierarchy:
         self._bodies: dict[tuple, str] = {}
         self._forms: dict[str, str] = {n.qualname: _form(n) for n in _walk(self.tree)}
         self.root_members = self._members(self.tree)
-        self.root_class = root_class
         self.shared = [m for m in (self._share(node, name, original) for node in _walk(self.tree)
                                    for name, original in node.aliases.items()) if m is not None]
 

@@ -62,7 +62,7 @@ def to_source(graph: Graph, class_name: str | None = None) -> str:
     graph_name = check_name(graph.name, "graph name")
     module_scope = NameTable(RESERVED)
     root_name = module_scope.claim(check_name(class_name or graph_name, "class name"), "class name")
-    hierarchy = Hierarchy(graph, root_name, module_scope)
+    hierarchy = Hierarchy(graph, module_scope)
     taken = {m.name for m in hierarchy.root_members}
     constants, constant_names = constant_members(graph, taken)
 
