@@ -54,7 +54,7 @@ class ForwardWriter:
         self.hierarchy = hierarchy
         self.constant_path = constant_path
         self.local_names = local_names
-        self.module_locals: dict[str, str] = {}  # indexed container prefix -> local variable
+        self.module_locals: dict[str, str] = {}  # owner module qualname -> local variable
         self.imports: set[str] = set()
 
     def ref(self, node: Node) -> str:
@@ -78,8 +78,8 @@ class ForwardWriter:
 
     # ------------------------------------------------------------------ modules
     def _module_statements(self, node: Node, target: str, what: str) -> list[Statement]:
-        """``target = self.a[0].b(x)``; a long line first binds ``a_0 = self.a[0]`` to a local."""
-        found = self.hierarchy.indexed_prefix(node.target)
+        """``target = self.a[0].b(x)``; a long line first binds the owner ``a_0 = self.a[0]`` to a local."""
+        found = self.hierarchy.owner_prefix(node.target)
         before: list[Statement] = []
         path = self.hierarchy.path(node.target)
         if found is not None:

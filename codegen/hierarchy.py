@@ -160,6 +160,9 @@ class Hierarchy:
         members = self._members(node)
         origin = self.graph.module_types.get(node.qualname, "")
         base = origin if is_identifier(origin) else "Block"
+        if origin in _TORCH_CONTAINERS:  # a class of ours must not look like torch's own
+            segment = next((p for p in reversed(node.qualname.split(".")) if not p.isdigit()), "block")
+            base = "".join(w[:1].upper() + w[1:] for w in segment.split("_") if w) or "Block"
         key = (base, tuple(members))
         if key not in self._bodies:
             name = self.class_names.claim(base, "class name")
@@ -198,10 +201,10 @@ class Hierarchy:
         """The expression reaching module/parameter ``qualname`` from ``self``."""
         return self._resolve(qualname)[0]
 
-    def indexed_prefix(self, qualname: str) -> tuple[str, str, str] | None:
-        """(prefix qualname, its expression, the rest) for the deepest ``[i]`` step before the end.
+    def owner_prefix(self, qualname: str) -> tuple[str, str, str] | None:
+        """(owner qualname, its expression, the rest) for the module that holds ``qualname``.
 
-        ``forward`` binds such a prefix to a local (``layer_0 = self.encoder.layer[0]``) when a
+        ``forward`` binds the owner to a local (``layer_0 = self.encoder.layer[0]``) when a
         line would otherwise be too long to read.
         """
         expression, boundaries = self._resolve(qualname)
@@ -226,13 +229,16 @@ class Hierarchy:
                 expression += f".{segment}"
             else:
                 expression = f"getattr({expression}, {segment!r})"
-            if form != "class" and i < len(parts) - 1:
+            if i < len(parts) - 1:
                 boundaries.append((".".join(parts[:i + 1]), expression))
             if segment in node.children:
                 node = node.children[segment]
             elif not (i == len(parts) - 1 and (segment in node.attributes or node.spec is not None)):
                 raise CodegenError(f"{qualname!r} names neither a module nor a parameter/buffer of the graph")
         return expression, boundaries
+
+
+_TORCH_CONTAINERS = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
 
 
 def _plain(name: str) -> bool:
