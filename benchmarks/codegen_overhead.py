@@ -50,6 +50,17 @@ def time_pair(original: torch.nn.Module, generated: torch.nn.Module, args: tuple
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def _median_time(fn, repeats: int = 5) -> float:
+    """Median seconds of ``fn()``, each run without black's memory of earlier output."""
+    times = []
+    for _ in range(repeats):
+        _black_cache.cache_clear()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def generated_twin(model: torch.nn.Module, graph: ir.Graph) -> torch.nn.Module:
     twin = codegen.load(graph)()
     twin.load_state_dict(model.state_dict(), strict=True)
@@ -74,21 +85,13 @@ def main() -> int:
     start = time.perf_counter()
     source = codegen.to_source(graph)
     first = time.perf_counter() - start
-    _black_cache.cache_clear()
-    start = time.perf_counter()
-    codegen.to_source(graph)
-    emitted = time.perf_counter() - start
-    _black_cache.cache_clear()
-    start = time.perf_counter()
+    emitted = _median_time(lambda: codegen.to_source(graph))
+    loaded = _median_time(lambda: codegen.load(graph))
     cls = codegen.load(graph)
-    loaded = time.perf_counter() - start
-    start = time.perf_counter()
-    instance = cls()
-    built = time.perf_counter() - start
+    built = _median_time(cls)
     print(f"ResNet-50 graph: {len(graph)} nodes, {len(graph.modules)} modules -> {len(source.splitlines())} lines")
     print(f"  trace {traced:.2f} s | emit source {emitted:.2f} s (first call, with imports: {first:.2f} s) | "
           f"emit + load class {loaded:.2f} s | instantiate {built:.2f} s")
-    del instance
 
     print(f"\nforward+backward, median of at least {repeats} alternating runs, {options.threads} thread(s), train mode")
     print(f"{'model':<22}{'original ms':>13}{'generated ms':>14}{'ratio':>8}")
