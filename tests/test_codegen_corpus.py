@@ -124,3 +124,21 @@ def test_generated_files_run_in_a_fresh_interpreter_with_only_torch(traced, sour
         with torch.no_grad():
             expected = model(*args, **kwargs)
         assert max_abs_diff(torch.load(tmp_path / f"{name}.out.pt", weights_only=True), expected) <= 1e-5, name
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "vit", "lstm"])
+def test_training_step_gives_the_same_gradients(name, traced):
+    """Train mode (batch statistics, dropout with the same seed): same loss, same gradients."""
+    model, args, kwargs, graph = traced(name)
+    original = CORPUS[name].build()
+    original.load_state_dict(model.state_dict())
+    generated = codegen.load(graph)()
+    generated.load_state_dict(model.state_dict(), strict=True)
+    grads = []
+    for module in (original.train(), generated.train()):
+        torch.manual_seed(1)
+        loss = sum(t.float().pow(2).mean() for t in torch.utils._pytree.tree_leaves(module(*args, **kwargs)))
+        loss.backward()
+        grads.append({k: p.grad for k, p in module.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert max(max_abs_diff(grads[0][k], grads[1][k]) for k in grads[0]) <= 1e-5
