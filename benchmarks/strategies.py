@@ -19,15 +19,24 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from strategies import TPE, Budget, GridSearch, PolicyBasedRL, Random, RegularizedEvolution, run_strategy  # noqa: E402
-from strategies.landscapes import TabularBenchmark, interaction_landscape  # noqa: E402
+from strategies import (
+    TPE,
+    Budget,
+    GridSearch,
+    PolicyBasedRL,
+    Random,
+    RegularizedEvolution,
+    run_strategy,
+)
+from strategies.landscapes import TabularBenchmark, interaction_landscape
 
 DIGITS_TABLE = Path(__file__).with_name("tabular") / "digits_cell.json"
 
@@ -110,10 +119,9 @@ def main(argv=None) -> None:
         parser.error("--budget must be at least 100 (regret is reported at 100 trials)")
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    methods: dict[str, Callable] = {name: (lambda make: lambda b, s, n, k: run_ours(make, b, s, n, k))(make)
-                                    for name, make in OURS.items()}
-    methods["Optuna TPESampler (default)"] = lambda b, s, n, k: run_optuna("tpe", b, s, n, k)
-    methods["Optuna RandomSampler"] = lambda b, s, n, k: run_optuna("random", b, s, n, k)
+    methods: dict[str, Callable] = {name: partial(run_ours, make) for name, make in OURS.items()}
+    methods["Optuna TPESampler (default)"] = partial(run_optuna, "tpe")
+    methods["Optuna RandomSampler"] = partial(run_optuna, "random")
     if args.methods:
         methods = {k: v for k, v in methods.items() if any(m.lower() in k.lower() for m in args.methods)}
     for table in args.tables:

@@ -7,5 +7,17 @@ from .random_search import GridSearch, Random
 from .rl import PolicyBasedRL
 from .tpe import TPE
 
-__all__ = ["Budget", "GridSearch", "PolicyBasedRL", "Random", "RegularizedEvolution", "SpaceExhausted",
-           "Strategy", "StrategyError", "TPE", "Trial", "resolve_space", "run_strategy"]
+__all__ = [
+           "TPE",
+           "Budget",
+           "GridSearch",
+           "PolicyBasedRL",
+           "Random",
+           "RegularizedEvolution",
+           "SpaceExhausted",
+           "Strategy",
+           "StrategyError",
+           "Trial",
+           "resolve_space",
+           "run_strategy",
+]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from retiarii_ir.search_space import InvalidSampleError, Sample, SearchSpace
 
@@ -139,7 +140,7 @@ class Strategy:
 
     def observe_failure(self, sample: Mapping[str, Any], error: BaseException | str | None = None) -> Trial:
         """Tell that a proposed sample's trial crashed; the strategy keeps going."""
-        key, pending = self._pop_pending(sample)
+        _, pending = self._pop_pending(sample)
         message = error if isinstance(error, str) or error is None else f"{type(error).__name__}: {error}"
         trial = Trial(pending.number, pending.sample, "failed", error=message)
         self.history.append(trial)

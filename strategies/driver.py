@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from retiarii_ir.search_space import Sample
 

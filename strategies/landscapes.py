@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from retiarii_ir.search_space import Choice, Sample, SearchSpace
 
@@ -30,7 +31,7 @@ class TabularBenchmark:
         self.calls = 0
 
     @classmethod
-    def from_json(cls, path: str | Path, metric: str = "accuracy") -> "TabularBenchmark":
+    def from_json(cls, path: str | Path, metric: str = "accuracy") -> TabularBenchmark:
         """Load a table written by ``benchmarks/tabular/build_digits_table.py``."""
         data = json.loads(Path(path).read_text())
         space = SearchSpace.from_json(data["space"])

@@ -9,8 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from retiarii_ir.search_space import Choice, SearchSpace, product_space
-from strategies import (TPE, Budget, GridSearch, PolicyBasedRL, Random, RegularizedEvolution, SpaceExhausted,
-                        StrategyError, run_strategy)
+from strategies import (
+    TPE,
+    Budget,
+    GridSearch,
+    PolicyBasedRL,
+    Random,
+    RegularizedEvolution,
+    SpaceExhausted,
+    StrategyError,
+    run_strategy,
+)
 from strategies.landscapes import interaction_landscape
 
 ALL = [Random, GridSearch, RegularizedEvolution, TPE, PolicyBasedRL]
@@ -134,7 +143,7 @@ def test_model_filter_runs_before_training(cls, bench):
         evaluated.append(sample)
         return bench(sample)
 
-    small = lambda s: s["x1"] != "v0"  # noqa: E731  (e.g. "parameter count under a limit")
+    small = lambda s: s["x1"] != "v0"
     strategy = make(cls, bench.space, seed=0, model_filter=small)
     history = run_strategy(strategy, evaluate, Budget(max_trials=30), concurrency=2)
     assert len(evaluated) == 30 and all(small(s) for s in evaluated)

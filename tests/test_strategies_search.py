@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from strategies import TPE, Budget, GridSearch, PolicyBasedRL, Random, RegularizedEvolution, run_strategy
+from strategies import (
+    TPE,
+    Budget,
+    GridSearch,
+    PolicyBasedRL,
+    Random,
+    RegularizedEvolution,
+    run_strategy,
+)
 from strategies.landscapes import TabularBenchmark, interaction_landscape
 
 DIGITS_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular" / "digits_cell.json"

@@ -79,7 +79,7 @@ def load_split():
     x, y = load_digits(return_X_y=True)
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=RECIPE["validation_fraction"],
                                               random_state=RECIPE["split_seed"], stratify=y)
-    to_x = lambda a: torch.tensor(a, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0  # noqa: E731
+    to_x = lambda a: torch.tensor(a, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
     return to_x(x_tr), torch.tensor(y_tr), to_x(x_va), torch.tensor(y_va)
 
 
