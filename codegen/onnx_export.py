@@ -31,6 +31,14 @@ def build(graph: Graph, state_dict: dict[str, torch.Tensor] | None = None) -> to
     return module.eval()
 
 
+_PROTOBUF_LIMIT = 1_800_000_000  # bytes; larger weights go to a side file next to the model
+
+
+def _state_bytes(module: torch.nn.Module) -> int:
+    """Size of the weights: one self-contained .onnx file unless protobuf cannot hold them."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
 def _batch_dims(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Dimension 0 of every tensor input left to the exporter to keep symbolic."""
     names = list(inspect.signature(module.forward).parameters)
@@ -61,7 +69,8 @@ def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
         with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(target), kwargs=kwargs or None, dynamic_shapes=dynamic,
-                              dynamo=True, opset_version=opset_version, verbose=False)
+                              dynamo=True, opset_version=opset_version, verbose=False,
+                              external_data=_state_bytes(module) > _PROTOBUF_LIMIT)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CodegenError(f"ONNX export of graph {graph.name!r} failed: {first}") from e
