@@ -74,18 +74,20 @@ def test_source_is_deterministic_formatted_and_plain_torch(name, traced, sources
     assert set(imports) <= {"import torch", "import math", "import operator"}, imports
 
 
-def test_generated_files_run_in_a_fresh_interpreter_with_only_torch(traced, sources, tmp_path):
-    """Write every corpus module to disk and import it where this project cannot be imported."""
+def run_in_torch_only_interpreter(directory, cases: dict) -> dict:
+    """Import each generated source in a fresh ``python -I`` that cannot import this project.
+
+    ``cases`` maps a name to (source, state_dict, args, kwargs); returns each name's outputs.
+    """
     manifest = {}
-    for name in sorted(CORPUS):
-        model, args, kwargs, _ = traced(name)
-        path = tmp_path / f"{name}.py"
-        path.write_text(sources(name))
-        torch.save(model.state_dict(), tmp_path / f"{name}.weights.pt")
-        torch.save({"args": list(args), "kwargs": kwargs}, tmp_path / f"{name}.inputs.pt")
-        root_class = re.findall(r"^class (\w+)\(", path.read_text(), flags=re.MULTILINE)[-1]
+    for name, (source, state_dict, args, kwargs) in cases.items():
+        path = directory / f"{name}.py"
+        path.write_text(source)
+        torch.save(state_dict, directory / f"{name}.weights.pt")
+        torch.save({"args": list(args), "kwargs": kwargs}, directory / f"{name}.inputs.pt")
+        root_class = re.findall(r"^class (\w+)\(", source, flags=re.MULTILINE)[-1]
         manifest[name] = {"file": str(path), "class": root_class}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     script = textwrap.dedent(f"""
         import importlib.abc, importlib.util, json, sys
         FORBIDDEN = {{"retiarii_ir", "codegen", "runtime", "optimizer", "strategies", "tests"}}
@@ -100,7 +102,7 @@ def test_generated_files_run_in_a_fresh_interpreter_with_only_torch(traced, sour
         sys.path = [p for p in sys.path if p and not p.startswith({ROOT!r})]
         import torch
         torch.set_num_threads(1)
-        directory = {str(tmp_path)!r}
+        directory = {str(directory)!r}
         for name, entry in json.load(open(directory + "/manifest.json")).items():
             spec = importlib.util.spec_from_file_location("generated_" + name, entry["file"])
             module = importlib.util.module_from_spec(spec)
@@ -115,15 +117,24 @@ def test_generated_files_run_in_a_fresh_interpreter_with_only_torch(traced, sour
         assert not leaked, leaked
         print("ran", len(json.load(open(directory + "/manifest.json"))))
     """)
-    result = subprocess.run([sys.executable, "-I", "-c", script], check=False, cwd=tmp_path, capture_output=True,
+    result = subprocess.run([sys.executable, "-I", "-c", script], check=False, cwd=directory, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"ran {len(CORPUS)}" in result.stdout
+    assert f"ran {len(cases)}" in result.stdout
+    return {name: torch.load(directory / f"{name}.out.pt", weights_only=True) for name in cases}
+
+
+def test_generated_files_run_in_a_fresh_interpreter_with_only_torch(traced, sources, tmp_path):
+    """Write every corpus module to disk and import it where this project cannot be imported."""
+    cases = {}
+    for name in sorted(CORPUS):
+        model, args, kwargs, _ = traced(name)
+        cases[name] = (sources(name), model.state_dict(), args, kwargs)
+    outputs = run_in_torch_only_interpreter(tmp_path, cases)
     for name in sorted(CORPUS):
         model, args, kwargs, _ = traced(name)
         with torch.no_grad():
-            expected = model(*args, **kwargs)
-        assert max_abs_diff(torch.load(tmp_path / f"{name}.out.pt", weights_only=True), expected) <= 1e-5, name
+            assert max_abs_diff(outputs[name], model(*args, **kwargs)) <= 1e-5, name
 
 
 @pytest.mark.parametrize("name", ["resnet_basic", "vit", "lstm"])
