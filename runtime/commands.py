@@ -55,14 +55,15 @@ def trace_command(args: argparse.Namespace) -> int:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="smaller run")
+    p.add_argument("--quick", action="store_true", help="fewer trials and epochs")
+    p.add_argument("--out", default="retiarii-demo", help="folder for the winning model (default: retiarii-demo)")
 
 
 @command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
 def demo_command(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(quick=args.quick)
+    return run_demo(quick=args.quick, out_dir=args.out)
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:

@@ -1,28 +1,44 @@
-"""``retiarii demo``: the system end to end on real data (scikit-learn's digits)."""
+"""``retiarii demo``: neural architecture search end to end on real data (scikit-learn's
+digits): a model space in plain PyTorch → typed IR → a strategy explores it, training
+several candidates at a time → the winner comes back as a standalone PyTorch file."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import retiarii_ir as ir
+from retiarii_ir import nn
 
 
-class DigitsNet(nn.Module):
-    """A small residual CNN for 8x8 digit images, written the usual way."""
+@nn.model_wrapper
+class DigitsSpace(nn.Module):
+    """A small CNN space for 8x8 digits: width, one block's op, depth of extra blocks."""
 
-    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
+        width = nn.ValueChoice([16, 32], label="width")
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.op = nn.LayerChoice({
+            "conv3x3": nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()),
+            "conv5x5": nn.Sequential(nn.Conv2d(width, width, 5, padding=2), nn.ReLU()),
+            "sepconv": nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width),
+                                     nn.Conv2d(width, width, 1), nn.ReLU()),
+            "maxpool": nn.MaxPool2d(3, stride=1, padding=1),
+        }, label="op")
+        self.blocks = nn.Repeat(
+            lambda i: nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU()), depth=(0, 2), label="depth")
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = F.relu(self.block(x) + x)
+        x = self.blocks(self.op(self.stem(x)))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -40,45 +56,90 @@ def load_digits_tensors(seed: int = 0):
     return x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
 
 
-def train(model: nn.Module, data, epochs: int = 3, seed: int = 0) -> float:
+def train(model: torch.nn.Module, data, epochs: int = 3, seed: int = 0) -> float:
     """Train with a fixed recipe; returns validation accuracy."""
     torch.manual_seed(seed)
     train_x, train_y, val_x, val_y = data
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(epochs):
         for i in range(0, len(train_x), 64):
             optimizer.zero_grad()
             F.cross_entropy(model(train_x[i:i + 64]), train_y[i:i + 64]).backward()
             optimizer.step()
+    return accuracy(model, data)
+
+
+def accuracy(model: torch.nn.Module, data) -> float:
     model.eval()
     with torch.no_grad():
-        return (model(val_x).argmax(1) == val_y).float().mean().item()
+        return (model(data[2]).argmax(1) == data[3]).float().mean().item()
 
 
-def run_demo(quick: bool = False) -> int:
+_CHECK_STANDALONE = """
+import sys, torch
+sys.path = [p for p in sys.path if p not in ("", ".")]
+import importlib.util
+spec = importlib.util.spec_from_file_location("best_model", sys.argv[1])
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+model = module.{cls}()
+model.load_state_dict(torch.load(sys.argv[2]), strict=True)
+data = torch.load(sys.argv[3])
+model.eval()
+with torch.no_grad():
+    print((model(data["x"]).argmax(1) == data["y"]).float().mean().item())
+print("imported:", sorted(m for m in sys.modules if m.startswith(("retiarii_ir", "codegen", "runtime"))))
+"""
+
+
+def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
+    from codegen import write_module
+    from strategies import Budget, RegularizedEvolution, run_strategy
+
     torch.manual_seed(0)
     data = load_digits_tensors()
-    print(f"digits: {len(data[0])} training and {len(data[2])} validation images of 8x8")
+    print(f"digits: {len(data[0])} training and {len(data[2])} validation images, 8x8")
 
-    model = DigitsNet().eval()
     start = time.perf_counter()
-    graph = ir.trace(model, (data[0][:4],))
-    print(f"\n1. traced {type(model).__name__} into {len(graph)} typed nodes "
-          f"in {time.perf_counter() - start:.2f}s:\n{graph}")
+    space = ir.trace_space(DigitsSpace(), data[0][:4])
+    print(f"\n1. traced the model space in {time.perf_counter() - start:.2f}s: {space.size} architectures")
+    for label, values in space.choices().items():
+        print(f"   {label:>6}: {values}")
 
-    graph.validate()
-    text = graph.to_json()
-    assert ir.Graph.from_json(text).to_json() == text
-    print(f"\n2. validated; JSON round trip exact ({len(text) / 1e3:.1f} kB)")
+    trials = 6 if quick else 16
+    epochs = 2 if quick else 5
+    strategy = RegularizedEvolution(space, population_size=4, sample_size=2, seed=0)
 
-    rebuilt = ir.build_module(ir.Graph.from_json(text))
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    rebuilt.eval()
-    with torch.no_grad():
-        diff = (rebuilt(data[2]) - model(data[2])).abs().max().item()
-    print(f"3. module rebuilt from the JSON alone, original weights loaded strictly: max |diff| = {diff:.1e}")
+    def evaluate(sample):
+        graph = space.freeze(sample)          # concrete typed graph, validated
+        return train(ir.build_module(graph), data, epochs=epochs)
 
-    accuracy = train(rebuilt, data, epochs=1 if quick else 3)
-    print(f"4. trained the rebuilt module on digits: validation accuracy {accuracy:.3f}")
-    return 0
+    print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight, {epochs} epoch(s) each:")
+    history = run_strategy(strategy, evaluate, Budget(max_trials=trials), concurrency=4, progress=True)
+    best = strategy.best()
+    print(f"   best: trial {best.number}, accuracy {best.metric:.3f}, sample {json.dumps(best.sample)}")
+    print(f"   {sum(t.status == 'succeeded' for t in history)} of {len(history)} trials succeeded")
+
+    graph = space.freeze(best.sample)
+    model = ir.build_module(graph)
+    final = train(model, data, epochs=epochs)
+    os.makedirs(out_dir, exist_ok=True)
+    source_path = write_module(graph, os.path.join(out_dir, "best_model.py"), class_name="BestModel")
+    weights_path = os.path.join(out_dir, "best_model.pt")
+    data_path = os.path.join(out_dir, "validation.pt")
+    torch.save(model.state_dict(), weights_path)
+    torch.save({"x": data[2], "y": data[3]}, data_path)
+    with open(os.path.join(out_dir, "best_sample.json"), "w") as f:
+        json.dump(best.sample, f, indent=1)
+    print(f"\n3. wrote the winner as plain PyTorch: {source_path} (+ weights {weights_path})")
+
+    check = subprocess.run([sys.executable, "-I", "-c", _CHECK_STANDALONE.format(cls="BestModel"),
+                            str(source_path), weights_path, data_path],
+                           capture_output=True, text=True, cwd=out_dir)
+    if check.returncode != 0:
+        print(check.stderr, file=sys.stderr)
+        return 1
+    standalone, imported = check.stdout.splitlines()[:2]
+    print(f"4. fresh interpreter, only torch: accuracy {float(standalone):.3f} "
+          f"(in-process {final:.3f}); {imported}")
+    return 0 if abs(float(standalone) - final) < 1e-6 else 1
