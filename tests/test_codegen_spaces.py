@@ -29,7 +29,7 @@ def traced(request):
 def test_frozen_samples_generate_code_equal_to_fixed_arch(traced):
     case, space = traced
     x = case.example_input()
-    for seed in range(2):
+    for seed in (0, 5):
         sample = json.loads(json.dumps(space.random_sample(seed)))
         graph = space.freeze(sample)
         with space.fixed_arch(sample):
