@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from retiarii_ir.graph import AttributeSpec, Graph
 from retiarii_ir.module_spec import ModuleSpec
 from retiarii_ir.types import dtype_from_name
@@ -246,6 +248,8 @@ def _plain(name: str) -> bool:
 
 
 def _tensor_member(name: str, attr: AttributeSpec, qualname: str) -> Member:
+    if not isinstance(attr, AttributeSpec):
+        raise CodegenError(f"{qualname!r} is described by a {type(attr).__name__}, not an AttributeSpec")
     if attr.kind not in ("parameter", "buffer"):
         raise CodegenError(f"{qualname!r} has unknown kind {attr.kind!r}")
     try:
@@ -258,6 +262,8 @@ def _tensor_member(name: str, attr: AttributeSpec, qualname: str) -> Member:
     dtype_text = "" if str(attr.dtype) == "float32" else torch_enum(dtype)
     value = ""
     if getattr(attr, "value", None) is not None:  # non-persistent buffers carry their value
+        if not isinstance(attr.value, torch.Tensor):
+            raise CodegenError(f"value of {qualname!r} is a {type(attr.value).__name__}, not a tensor")
         value = tensor_literal(attr.value, f"value of {qualname!r}")
         if tuple(attr.value.shape) != tuple(attr.shape) or attr.value.dtype != dtype:
             raise CodegenError(f"{qualname!r}: value does not match shape {attr.shape} and dtype {attr.dtype}")
@@ -267,8 +273,6 @@ def _tensor_member(name: str, attr: AttributeSpec, qualname: str) -> Member:
 
 def _leaf_tensor_kind(node: TreeNode, name: str) -> str | None:
     """Whether tensor ``name`` of a leaf module is a parameter or a buffer (built on 'meta')."""
-    import torch
-
     try:
         with torch.device("meta"):
             module = node.spec.build()
@@ -286,6 +290,8 @@ def constant_members(graph: Graph, taken: set[str]) -> tuple[list[Member], dict[
     table = NameTable(taken)
     members, names = [], {}
     for key, tensor in graph.constants.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CodegenError(f"constant {key!r} is a {type(tensor).__name__}, not a tensor")
         name = table.claim(check_name(key, "constant name"), "constant name", avoid_builtins=False)
         names[key] = name
         members.append(Member("constant", name, _plain(name), tensor_literal(tensor, f"constant {key!r}")))

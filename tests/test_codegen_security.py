@@ -209,6 +209,10 @@ def _edit_graph(graph, attack):
     elif attack == "kwarg key":
         node = g.node("interpolate")
         node.kwargs = {**node.kwargs, "mode=1); import os; (": 1}
+    elif attack == "constant that is not a tensor":
+        g.constants["_tensor_constant0"] = "__import__('os')"
+    elif attack == "attribute that is not a spec":
+        g.attributes["scale"] = {"kind": "parameter"}
     elif attack == "unserialisable constant":
         node = g.node("interpolate")
         node.kwargs = {**node.kwargs, "mode": object()}
@@ -217,7 +221,8 @@ def _edit_graph(graph, attack):
 
 @pytest.mark.parametrize("attack", ["node name", "function target", "method target", "module target",
                                     "module class", "opaque module", "non-torch function ref", "class name",
-                                    "constant key", "attribute path", "kwarg key", "unserialisable constant"])
+                                    "constant key", "attribute path", "kwarg key", "unserialisable constant",
+                                    "constant that is not a tensor", "attribute that is not a spec"])
 def test_hostile_graph_objects_are_rejected(attack, graph):
     """Graphs built in Python skip the JSON checks; codegen checks again on its own."""
     with pytest.raises(IRError) as info:
