@@ -1,7 +1,13 @@
 """IR → code: standalone PyTorch source through Jinja templates, and ONNX through torch's exporter.
 
-``to_source(graph)`` gives a file's text, ``write_module`` writes it, ``load`` returns the
-generated class, ``to_onnx`` exports and checks an ONNX model.
+    source = codegen.to_source(graph)              # one file's text: imports only torch
+    codegen.write_module(graph, "model.py")        # the same text, on disk
+    Model = codegen.load(graph)                    # the generated class, compiled in memory
+    Model().load_state_dict(original.state_dict(), strict=True)
+    codegen.to_onnx(graph, "model.onnx", example_inputs, state_dict=..., check_outputs=True)
+
+The same graph always gives byte-identical source. Every name and constant is validated
+or re-spelled from its type, so a graph from untrusted JSON cannot inject code.
 """
 
 from .errors import CodegenError
