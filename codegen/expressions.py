@@ -135,15 +135,13 @@ class ForwardWriter:
 
     def _builtin(self, node: Node, name: str, what: str) -> str:
         args = node.args
-        if name == "getattr":
-            if len(args) != 2 or node.kwargs or type(args[1]) is not str:
-                if len(args) >= 2 and type(args[1]) is str and not args[1].startswith("_"):
-                    return self._call("getattr", node, args, what)
-                raise CodegenError(f"{what}: getattr needs an object and an attribute name")
-            if not is_public_attribute(args[1]):
-                raise CodegenError(f"{what}: attribute {args[1]!r} is not a public attribute name")
-            return f"{operand(args[0], self.ref, what)}.{args[1]}"
-        return self._call(name, node, args, what)
+        if name != "getattr":
+            return self._call(name, node, args, what)
+        if len(args) not in (2, 3) or node.kwargs or not is_public_attribute(args[1]):
+            raise CodegenError(f"{what}: getattr needs an object and a public attribute name, got {args[1:]!r}")
+        if len(args) == 3:  # with a default: keep the call
+            return self._call("getattr", node, args, what)
+        return f"{operand(args[0], self.ref, what)}.{args[1]}"
 
     def _operator(self, node: Node, name: str, target: str, what: str) -> list[Statement]:
         args = node.args
