@@ -193,3 +193,16 @@ def test_write_module_and_cli(tmp_path, capsys):
     assert onnx_path.stat().st_size > 0
     assert main(["codegen", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_class_name_and_inspectable_forward(tmp_path):
+    import inspect
+
+    graph = ir.trace(Trial(8), torch.randn(2, 4))
+    path = codegen.write_module(graph, tmp_path / "nested" / "winner.py", class_name="Winner")
+    assert "class Winner(torch.nn.Module):" in path.read_text()
+    Winner = codegen.load(graph, class_name="Winner")
+    assert Winner.__name__ == "Winner"
+    assert "def forward(self, x):" in inspect.getsource(Winner.forward)
+    with pytest.raises(codegen.CodegenError, match="not a plain identifier"):
+        codegen.to_source(graph, class_name="Winner(object): pass\nclass X")
