@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 import torch
@@ -14,6 +15,8 @@ from .cli import command
 def load_model(spec: str) -> torch.nn.Module:
     """``package.module:factory`` → the nn.Module that factory (or class) returns."""
     module_name, sep, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` does: the user's own modules are importable
+        sys.path.insert(0, os.getcwd())
     if not sep or not attr:
         raise SystemExit(f"error: model spec {spec!r} must look like 'package.module:ClassOrFactory'")
     try:
