@@ -1,8 +1,9 @@
 """TPE through Optuna's TPESampler (optional dependency), driven by ask/tell over our space.
 
 Nested choices map onto Optuna's define-by-run API: a child label is only suggested when
-its parent took the right value, and ``group=True`` lets the multivariate TPE model each
-conditional sub-space on its own. Choices are suggested by index, so any candidate value
+its parent took the right value; the multivariate TPE models the labels that are
+always active jointly (``group=True`` would model each conditional sub-space on its own,
+but measured slower and no better on our tables). Choices are suggested by index, so any candidate value
 (tuples, modules names, ...) works. Optuna may re-propose a known sample; we never pass
 that on: it is told the value already measured and asked again.
 """
@@ -30,13 +31,13 @@ def _import_optuna():
 class TPE(Strategy):
     """Tree-structured Parzen Estimator (Bergstra et al. 2011) via ``optuna.samplers.TPESampler``.
 
-    Defaults are tuned for small categorical NAS spaces: multivariate + grouped TPE,
-    ``n_startup_trials`` random trials first, constant liar for concurrent proposals.
+    Defaults: multivariate TPE, ``n_startup_trials`` random trials first, constant liar so
+    that concurrent proposals spread out.
     ``sampler_options`` are passed to TPESampler unchanged.
     """
 
     def __init__(self, space: Any, *, n_startup_trials: int = 10, multivariate: bool = True,
-                 group: bool = True, constant_liar: bool = True, sampler_options: dict | None = None,
+                 group: bool = False, constant_liar: bool = True, sampler_options: dict | None = None,
                  **kwargs: Any):
         super().__init__(space, **kwargs)
         optuna = _import_optuna()
