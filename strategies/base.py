@@ -97,6 +97,7 @@ class Strategy:
         self._scores: dict[str, float] = {}
         self._grid_keys: list[tuple[str, Sample]] | None = None
         self._number = 0
+        self._space_size = self.space.size
 
     # ---- public ask/tell -------------------------------------------------------------
     def propose(self) -> Sample:
@@ -162,7 +163,7 @@ class Strategy:
 
     @property
     def exhausted(self) -> bool:
-        return len(self._seen) >= self.space.size
+        return len(self._seen) >= self._space_size
 
     # ---- hooks for subclasses -------------------------------------------------------
     def _suggest(self) -> Sample:
@@ -184,7 +185,7 @@ class Strategy:
     # ---- internals ------------------------------------------------------------------
     def _next_unseen(self) -> Sample:
         if self.exhausted:
-            raise SpaceExhausted(f"all {self.space.size} samples of the space have been proposed")
+            raise SpaceExhausted(f"all {self._space_size} samples of the space have been proposed")
         for _ in range(self.max_suggest_retries):
             sample = self._checked(self._suggest())
             if self.space.sample_key(sample) not in self._seen:
@@ -204,8 +205,8 @@ class Strategy:
             sample = self.space.random_sample(self.rng)
             if self.space.sample_key(sample) not in self._seen:
                 return sample
-        if self.space.size > MAX_GRID_FOR_FALLBACK:
-            raise StrategyError(f"could not find an unseen sample in {self.space.size} after 100 random draws")
+        if self._space_size > MAX_GRID_FOR_FALLBACK:
+            raise StrategyError(f"could not find an unseen sample in {self._space_size} after 100 random draws")
         if self._grid_keys is None:
             self._grid_keys = [(self.space.sample_key(s), s) for s in self.space.grid()]
         unseen = [s for k, s in self._grid_keys if k not in self._seen]
