@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retiarii_ir.errors import UnsafeTargetError
-from retiarii_ir.node import Node
+from retiarii_ir.node import TRAINING_FLAG, Node
 from retiarii_ir.targets import check_method, resolve_function
 
 from .errors import CodegenError
@@ -66,6 +66,8 @@ class ForwardWriter:
     def statements(self, node: Node) -> list[Statement]:
         target = self.variables[node.name]
         what = f"node {node.name!r}"
+        if node.op == "get_attr" and node.target == TRAINING_FLAG:
+            return [Statement(target, "self.training")]
         if node.op in ("call_module", "get_attr"):
             return self._module_statements(node, target, what)
         if node.op == "constant":

@@ -15,6 +15,10 @@ the module called; the dotted name of the function; the tensor method name; the 
 name of a parameter or buffer; the key into ``Graph.constants``; and ``"output"``."""
 
 
+TRAINING_FLAG = "training"
+"""``get_attr`` target meaning the model's own train/eval flag (``self.training``)."""
+
+
 class Node:
     """One operation. Arguments may hold other nodes (the edges) and plain constants."""
 

@@ -21,7 +21,7 @@ from torch import nn
 from .errors import SchemaError, TraceError
 from .graph import AttributeSpec, Graph
 from .module_spec import spec_of
-from .node import Node
+from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
 from .shape_inference import record_types
 from .targets import qualified_name
@@ -31,6 +31,12 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+
+
+def _inside(name: str, seen: dict, root: nn.Module) -> bool:
+    """Whether module ``name`` lies inside a leaf (its flag is its leaf's business)."""
+    parts = name.split(".")
+    return any(root.get_submodule(".".join(parts[:i])) not in seen for i in range(1, len(parts)))
 
 
 class _Tracer(fx.Tracer):
@@ -50,6 +56,42 @@ class _Tracer(fx.Tracer):
         if isinstance(m, _CONTAINERS):  # never called, only indexed: look inside
             return False
         return super().is_leaf_module(m, module_qualified_name)
+
+    def trace(self, root, concrete_args=None):
+        """Trace with ``self.training`` of every traced-through module as a graph value, so
+        ``F.dropout(x, training=self.training)`` follows ``train()``/``eval()`` later."""
+        self.training_value = root.training
+        flags: dict[nn.Module, bool] = {}
+        self.training_proxy = None
+        self.warned_training_branch = False
+        try:
+            for name, module in root.named_modules():
+                if not name or not self.is_leaf_module(module, name) and not _inside(name, flags, root):
+                    flags[module] = module.training
+            self._patched_flags = flags
+            return super().trace(root, concrete_args)
+        finally:
+            for module, flag in flags.items():
+                module.__dict__["training"] = flag
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        result = super().create_args_for_root(root_fn, is_module, concrete_args)
+        self.training_proxy = self.create_proxy("get_attr", TRAINING_FLAG, (), {})
+        for module in self._patched_flags:
+            module.__dict__["training"] = self.training_proxy
+        return result
+
+    def to_bool(self, obj) -> bool:
+        """Python control flow on ``self.training`` is specialised to the mode traced in."""
+        if self.training_proxy is not None and obj.node is self.training_proxy.node:
+            if not self.warned_training_branch:
+                self.warned_training_branch = True
+                warnings.warn(f"Python control flow on self.training was fixed to "
+                              f"{'train' if self.training_value else 'eval'} mode, the mode traced in; "
+                              f"functional calls taking training=self.training still follow the mode",
+                              stacklevel=4)
+            return bool(self.training_value)
+        return super().to_bool(obj)
 
     def call_module(self, m, forward, args, kwargs):
         try:
@@ -185,6 +227,8 @@ def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.
         return graph.add_node("input", next(input_names), args, name=fx_node.name)
     if op == "output":
         return graph.add_node("output", "output", (args[0],), name="output")
+    if op == "get_attr" and target == TRAINING_FLAG:
+        return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
     if op == "get_attr":
         value = _fetch(owner, target)
         if isinstance(value, torch.Tensor) and not _is_state(model, target):

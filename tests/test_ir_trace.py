@@ -195,3 +195,46 @@ def test_buffer_transformed_in_forward_stays_a_buffer():
     model.load_state_dict(state)
     rebuilt.load_state_dict(state)
     assert max_abs_diff(rebuilt(x), model(x)) == 0
+
+
+class FunctionalDropout(nn.Module):
+    """torchvision's DenseNet style: ``F.dropout(..., training=self.training)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.dropout(self.fc(x), p=0.5, training=self.training)
+
+
+class BranchOnTraining(FunctionalDropout):
+    def forward(self, x):
+        x = self.fc(x)
+        if self.training:
+            x = x + 1
+        return x
+
+
+def test_training_flag_is_a_graph_value_that_follows_train_and_eval():
+    model = nn.Sequential(FunctionalDropout()).eval()
+    x = torch.randn(3, 4)
+    graph = ir.Graph.from_json(ir.trace(model, (x,)).to_json())
+    assert any(n.op == "get_attr" and n.target == "training" for n in graph.nodes)
+    rebuilt = ir.build_module(graph)
+    rebuilt.load_state_dict(model.state_dict())
+    for mode in (True, False):
+        model.train(mode), rebuilt.train(mode)
+        torch.manual_seed(1)
+        expected = model(x)
+        torch.manual_seed(1)
+        assert max_abs_diff(rebuilt(x), expected) == 0
+    assert model[0].__dict__["training"] is False, "the user's flags are restored after tracing"
+
+
+def test_python_branch_on_training_is_specialised_with_a_warning():
+    model = BranchOnTraining().eval()
+    x = torch.randn(3, 4)
+    with pytest.warns(UserWarning, match="self.training was fixed to eval mode"):
+        graph = ir.trace(model, (x,))
+    assert max_abs_diff(ir.run_graph(graph, model, x), model(x)) == 0
