@@ -239,3 +239,38 @@ def test_history_is_plain_data(bench):
     history = run_strategy(Random(bench.space, seed=0), bench, Budget(max_trials=3))
     text = json.dumps([t.to_dict() for t in history])
     assert json.loads(text)[0]["status"] == "succeeded" and not math.isnan(history[0].metric)
+
+
+def test_drives_a_real_model_space_with_a_parameter_count_filter():
+    """Proposals freeze into concrete graphs; the filter sees the real parameter count."""
+    import torch
+
+    import retiarii_ir
+    from retiarii_ir import nn
+
+    @nn.model_wrapper
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            width = nn.ValueChoice([8, 16], label="width")
+            self.stem = nn.Conv2d(3, width, 3, padding=1)
+            self.op = nn.LayerChoice({"conv": nn.Conv2d(width, width, 3, padding=1),
+                                      "pool": nn.MaxPool2d(3, 1, 1)}, label="op")
+            self.blocks = nn.Repeat(lambda i: nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU()),
+                                    depth=(0, 2), label="depth")
+            self.head = nn.Linear(width, 10)
+
+        def forward(self, x):
+            return self.head(self.blocks(self.op(self.stem(x))).mean((2, 3)))
+
+    space = retiarii_ir.trace_space(Net(), torch.randn(2, 3, 8, 8))
+
+    def parameters(sample):
+        return sum(p.numel() for p in retiarii_ir.build_module(space.freeze(sample)).parameters())
+
+    strategy = TPE(space, seed=0, optimize_mode="minimize", model_filter=lambda s: parameters(s) < 1500)
+    history = run_strategy(strategy, parameters, Budget(max_trials=20), concurrency=2)
+    trained = [t for t in history if t.status == "succeeded"]
+    assert len(history) == space.size == 12 and len(trained) == 9
+    assert all(t.metric < 1500 for t in trained)
+    assert strategy.best().metric == min(parameters(s) for s in space.grid())
