@@ -7,14 +7,14 @@ from .graph import AttributeSpec, Graph
 from .interpreter import Interpreter, IRModule, NodeExecutionError, build_module, run_graph
 from .module_spec import FunctionRef, ModuleSpec, spec_of
 from .node import OP_KINDS, Node
-from .search_space import Choice, InvalidSampleError, Sample, SearchSpace
+from .search_space import AnyOf, Choice, InvalidSampleError, Sample, SearchSpace
 from .serialize import SCHEMA_VERSION, graph_from_json, graph_to_json
 from .shape_inference import infer_types
 from .tracer import trace
 from .types import BATCH, DictType, ScalarType, TensorType, TupleType
 
 __all__ = [
-    "AttributeSpec", "BATCH", "DictType", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
+    "AnyOf", "AttributeSpec", "BATCH", "DictType", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
     "Interpreter", "ModuleSpec", "Node", "NodeExecutionError", "OP_KINDS", "SCHEMA_VERSION",
     "ScalarType", "SchemaError", "TensorType", "TraceError", "TupleType", "TypeMismatchError",
     "UnsafeTargetError", "build_module", "graph_from_json", "graph_to_json", "infer_types",

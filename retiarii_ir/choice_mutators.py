@@ -25,7 +25,7 @@ from .rewrite import (
     inline,
     set_module,
 )
-from .search_space import Choice, _key
+from .search_space import Choice, parent_allows
 
 CHOICE_CLASS_NAMES = frozenset({"LayerChoice", "InputChoice", "Repeat", "LooseEndMerge"})
 """Classes of the choice modules whose (opaque) specs go once their choice is resolved."""
@@ -55,7 +55,7 @@ class SiteMutator(Mutator):
 
     def parent_holds(self, sample: Mapping[str, Any]) -> bool:
         """Whether the candidate this site lives in was chosen (always, for a top-level site)."""
-        return self.parent is None or (self.parent[0] in sample and _key(sample[self.parent[0]]) == _key(self.parent[1]))
+        return parent_allows(self.parent, sample)
 
     def site_nodes(self, graph: Graph) -> list[Node]:
         return [n for n in graph.nodes if n.op == "call_module" and n.target == self.site]

@@ -24,11 +24,38 @@ class InvalidSampleError(IRError, ValueError):
 
 
 @dataclass(frozen=True)
+class AnyOf:
+    """A parent condition met by several values, e.g. blocks of a Repeat exist for every
+    depth above their index: ``parent=("depth", AnyOf((2, 3)))``."""
+
+    values: tuple[Any, ...]
+
+    def keys(self) -> set[str]:
+        return {_key(v) for v in self.values}
+
+
+def parent_allows(parent: tuple[str, Any] | None, sample: Mapping[str, Any]) -> bool:
+    """Whether the parent choice took (one of) the value(s) that makes a choice exist."""
+    if parent is None:
+        return True
+    label, wanted = parent
+    if label not in sample:
+        return False
+    if isinstance(wanted, AnyOf):
+        return _key(sample[label]) in wanted.keys()
+    return _key(sample[label]) == _key(wanted)
+
+
+def _parent_values(parent: tuple[str, Any]) -> tuple[Any, ...]:
+    return parent[1].values if isinstance(parent[1], AnyOf) else (parent[1],)
+
+
+@dataclass(frozen=True)
 class Choice:
     """One decision: a label, its candidate values, and when it is active.
 
-    ``parent`` is ``(label, value)``: this choice only exists when that choice took that
-    value; None for a top-level choice.
+    ``parent`` is ``(label, value)`` or ``(label, AnyOf(values))``: this choice only exists
+    when that choice took that value (one of those values); None for a top-level choice.
     """
 
     label: str
@@ -75,10 +102,11 @@ class SearchSpace:
         if choice.label in self.choices:
             raise ValueError(f"label {choice.label!r} is defined twice")
         if choice.parent is not None:
-            parent_label, parent_value = choice.parent
+            parent_label = choice.parent[0]
             if parent_label not in self.choices:
                 raise ValueError(f"choice {choice.label!r} depends on unknown or later label {parent_label!r}")
-            self.choices[parent_label].index(parent_value)
+            for value in _parent_values(choice.parent):
+                self.choices[parent_label].index(value)
         self.choices[choice.label] = choice
 
     def __len__(self) -> int:
@@ -97,10 +125,9 @@ class SearchSpace:
     def is_active(self, label: str, sample: Mapping[str, Any]) -> bool:
         choice = self.choices[label]
         while choice.parent is not None:
-            parent_label, parent_value = choice.parent
-            if parent_label not in sample or _key(sample[parent_label]) != _key(parent_value):
+            if not parent_allows(choice.parent, sample):
                 return False
-            choice = self.choices[parent_label]
+            choice = self.choices[choice.parent[0]]
         return True
 
     def active_labels(self, sample: Mapping[str, Any]) -> list[str]:
@@ -131,8 +158,11 @@ class SearchSpace:
     def _children(self) -> dict[tuple[str, str] | None, list[Choice]]:
         children: dict[tuple[str, str] | None, list[Choice]] = {}
         for choice in self:
-            key = None if choice.parent is None else (choice.parent[0], _key(choice.parent[1]))
-            children.setdefault(key, []).append(choice)
+            if choice.parent is None:
+                children.setdefault(None, []).append(choice)
+                continue
+            for value in _parent_values(choice.parent):
+                children.setdefault((choice.parent[0], _key(value)), []).append(choice)
         return children
 
     @property
@@ -180,12 +210,28 @@ class SearchSpace:
 
     def to_json(self) -> list[dict]:
         return [{"label": c.label, "values": list(c.values), "kind": c.kind,
-                 "parent": list(c.parent) if c.parent else None} for c in self]
+                 "parent": _parent_to_json(c.parent)} for c in self]
 
     @classmethod
     def from_json(cls, data: list[dict]) -> "SearchSpace":
-        return cls.of([Choice(d["label"], tuple(d["values"]), tuple(d["parent"]) if d.get("parent") else None,
+        return cls.of([Choice(d["label"], tuple(d["values"]), _parent_from_json(d.get("parent")),
                               d.get("kind", "categorical")) for d in data])
+
+
+def _parent_to_json(parent: tuple[str, Any] | None) -> Any:
+    if parent is None:
+        return None
+    if isinstance(parent[1], AnyOf):
+        return {"label": parent[0], "any_of": list(parent[1].values)}
+    return [parent[0], parent[1]]
+
+
+def _parent_from_json(data: Any) -> tuple[str, Any] | None:
+    if not data:
+        return None
+    if isinstance(data, dict):
+        return data["label"], AnyOf(tuple(data["any_of"]))
+    return data[0], data[1]
 
 
 def product_space(**choices: Sequence[Any]) -> SearchSpace:

@@ -28,6 +28,7 @@ from .nn.cell import LooseEndMerge
 from .nn.choices import InputChoice, LayerChoice, Repeat
 from .nn.wrapped import ValueChoiceLayer, plain_spec
 from .rewrite import relocate
+from .search_space import AnyOf
 from .tracer import trace
 
 STRUCTURAL_CHOICES: tuple[type, ...] = (LayerChoice, InputChoice, Repeat, LooseEndMerge)
@@ -103,7 +104,10 @@ def trace_space_graph(model: nn.Module, args: tuple, kwargs: dict | None = None,
             for i in range(max(module.depths)):
                 block_graph, block_mutators = _trace_part(module.block(i), (x,), f"{site}.{i}", **sub)
                 blocks.append(block_graph)
-                nested += [m.lifted(f"{site}.{i}", None) for m in block_mutators]
+                deeper = tuple(d for d in module.depths if d > i)
+                always = len(deeper) == len(module.depths)
+                exists_when = None if always else (module.label, AnyOf(deeper))
+                nested += [m.lifted(f"{site}.{i}", exists_when) for m in block_mutators]
                 with torch.no_grad():
                     x = module.block(i)(x)
             mutators.append(RepeatMutator(site, module.label, module.depths, blocks))

@@ -16,6 +16,7 @@ from retiarii_ir import (
     nn,
     trace_space,
 )
+from retiarii_ir.search_space import AnyOf
 
 torch.set_num_threads(1)
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -296,8 +297,9 @@ def test_deep_nesting_value_choice_depth_and_a_choice_called_twice():
     space = trace_space(Deep(), X)
     parents = {label: c.parent for label, c in space.search_space.choices.items()}
     assert parents["inner"] == ("outer", "a") and parents["inner_act"] == ("inner", 1)
-    assert parents["rep_op2"] is None  # blocks past the chosen depth keep inert choices
-    assert space.size == (1 + 1 * (1 + 2)) * 2 * 2 ** 3 * 2
+    assert parents["rep_op0"] is None  # block 0 exists at every depth
+    assert parents["rep_op2"] == ("rep_depth", AnyOf((3,)))  # block 2 only at depth 3
+    assert space.size == (1 + 1 * (1 + 2)) * (2 + 2 ** 3) * 2
     for seed in range(8):
         _compare(space, Deep, space.random_sample(seed))
     graph = space.freeze({"outer": "a", "inner": 1, "inner_act": 1, "rep_depth": 3,
@@ -338,3 +340,27 @@ def test_nn_reads_like_torch_nn():
     _compare(space, Net, {"w": 3})
     with pytest.raises(TypeError, match="pass ValueChoice arguments to retiarii_ir.nn.Conv2d itself"):
         Doubled(3, nn.ValueChoice([4, 8]), 1)
+
+
+def test_choices_inside_repeat_blocks_exist_only_when_the_block_does():
+    @nn.model_wrapper
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 1)
+            self.blocks = nn.Repeat(
+                lambda i: nn.LayerChoice([nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)], label=f"op{i}"),
+                depth=(0, 2), label="depth")
+
+        def forward(self, x):
+            return self.blocks(self.stem(x))
+
+    space = retiarii_ir.trace_space(Deep(), torch.randn(2, 3, 6, 6))
+    assert space.search_space.active_labels({"depth": 0}) == ["depth"]
+    assert space.search_space.active_labels({"depth": 1, "op0": 0}) == ["depth", "op0"]
+    samples = list(space.grid())
+    assert space.size == len(samples) == 1 + 2 + 4
+    hashes = {retiarii_ir.structural_hash(space.freeze(s)) for s in samples}
+    assert len(hashes) == len(samples), "every sample is a different architecture: no wasted trials"
+    with pytest.raises(retiarii_ir.InvalidSampleError, match="not active"):
+        space.freeze({"depth": 0, "op0": 1})

@@ -60,6 +60,9 @@ def test_mobilenet_depth_zero_and_max():
     for depth in (0, 2):
         sample = space.default_sample()
         sample.update({"stage0/depth": depth, "stage1/depth": depth, "stage1/width": 24})
+        choices = space.search_space
+        sample = {label: sample.get(label, choices.choices[label].values[0])
+                  for label in choices.labels() if choices.is_active(label, sample)}  # blocks' own choices
         graph = space.freeze(sample)
         blocks = {n.target.split(".")[3] for n in graph.nodes
                   if n.op == "call_module" and n.target.startswith("stages.1.1.")}
