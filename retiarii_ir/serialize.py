@@ -13,7 +13,6 @@ import json
 import math
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from .errors import SchemaError
