@@ -22,10 +22,11 @@ from .types import dtype_from_name
 class NodeExecutionError(IRError):
     """A node failed while running; names the node and the types it was given."""
 
-    def __init__(self, message: str, node_name: str, reason: str) -> None:
+    def __init__(self, message: str, node_name: str, reason: str, given: str = "") -> None:
         super().__init__(message)
         self.node_name = node_name
         self.reason = reason
+        self.given = given  # the argument types the node was actually called with
 
 
 class Interpreter:
@@ -79,7 +80,8 @@ class Interpreter:
         except IRError:
             raise
         except Exception as e:
-            raise NodeExecutionError(_failure_message(node, args, kwargs, e), node.name, _first_line(e)) from e
+            given = ", ".join(_describe_value(a) for a in args)
+            raise NodeExecutionError(_failure_message(node, given, e), node.name, _first_line(e), given) from e
 
     def _dispatch(self, node: Node, args: tuple, kwargs: dict) -> Any:
         op = node.op
@@ -130,9 +132,8 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _failure_message(node: Node, args: tuple, kwargs: dict, error: Exception) -> str:
+def _failure_message(node: Node, given: str, error: Exception) -> str:
     inputs = ", ".join(f"{i.name}: {i.type}" for i in node.inputs) or "no node inputs"
-    given = ", ".join(_describe_value(a) for a in args)
     return (f"node {node.describe()} in scope {node.scope or '<root>'!r} failed: {_first_line(error)}\n"
             f"  reads {inputs}\n  got ({given})")
 

@@ -127,10 +127,11 @@ def infer_after_mutation(graph: Graph, sample: Mapping[str, Any], trust: Iterabl
     except NodeExecutionError as e:
         labels = labels_reaching(graph, e.node_name, sample)
         node = graph.node(e.node_name) if e.node_name in graph else None
-        inputs = ", ".join(f"{i.name}: {i.type}" for i in node.inputs) if node else "?"
+        inputs = ", ".join(i.name for i in node.inputs) if node else "?"
         where = node.describe() if node else repr(e.node_name)
         raise ShapeMismatchError(
-            f"sample makes shapes incompatible: node {where} fails ({e.reason}); it reads {inputs}. "
+            f"sample makes shapes incompatible: node {where} fails ({e.reason}); "
+            f"it reads {inputs}, given ({e.given}). "
             f"Labels involved (nearest first): {_brief(sample, labels)}", labels, e.node_name) from None
     return graph
 
