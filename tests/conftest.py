@@ -16,3 +16,23 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def traced():
+    """Corpus cases traced once per run: ``traced(name) -> (model, args, kwargs, graph)``."""
+    import retiarii_ir as ir
+    from tests.corpus import CORPUS
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            torch.manual_seed(0)
+            case = CORPUS[name]
+            model = case.build().eval()
+            args, kwargs = case.example_args(), case.example_kwargs()
+            cache[name] = (model, args, kwargs, ir.trace(model, args, kwargs))
+        return cache[name]
+
+    return get

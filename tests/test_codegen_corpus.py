@@ -33,23 +33,6 @@ def sources(traced):
     return get
 
 
-@pytest.fixture(scope="module")
-def traced():
-    """Each case traced once: (model, args, kwargs, graph)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            case = CORPUS[name]
-            model = case.build().eval()
-            args, kwargs = case.example_args(), case.example_kwargs()
-            cache[name] = (model, args, kwargs, ir.trace(model, args, kwargs))
-        return cache[name]
-
-    return get
-
-
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_generated_module_matches_the_original(name, traced):
     model, args, kwargs, graph = traced(name)

@@ -10,23 +10,6 @@ from tests.corpus import CORPUS
 from tests.helpers import max_abs_diff
 
 
-@pytest.fixture(scope="module")
-def traced():
-    """Each case traced once: (model, args, kwargs, graph)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            case = CORPUS[name]
-            model = case.build().eval()
-            args, kwargs = case.example_args(), case.example_kwargs()
-            cache[name] = (model, args, kwargs, ir.trace(model, args, kwargs))
-        return cache[name]
-
-    return get
-
-
 def test_corpus_covers_the_families_people_use():
     tags = {t for case in CORPUS.values() for t in case.tags}
     assert len(CORPUS) >= 15
