@@ -136,16 +136,14 @@ class Graph:
             user.kwargs = map_args(user.kwargs, swap)
 
     def remove_node(self, node: Node) -> None:
-        """Remove a node nobody reads; raise naming its users otherwise."""
+        """Remove a node nobody reads; raise naming its users otherwise. A module it called
+        stays in ``modules``: its weights are part of the model's state either way."""
         users = self.users(node)
         if users:
             raise GraphValidationError(
                 f"cannot remove node {node.name!r}: still read by {', '.join(u.name for u in users)}")
         self.nodes.pop(self._index(node))
         del self._by_name[node.name]
-        if node.op == "call_module" and not any(
-                n.op == "call_module" and n.target == node.target for n in self.nodes):
-            self.modules.pop(node.target, None)
 
     def rename(self, node: Node, new_name: str) -> None:
         if new_name in self._by_name:

@@ -194,9 +194,10 @@ def relocate(graph: Graph, old: str, new: str) -> Graph:
 def eliminate_dead_code_keeping_state(graph: Graph, drop_classes: frozenset[str] = frozenset()) -> list[str]:
     """Remove dead nodes but keep the modules they called (their weights stay in the
     state_dict, as in the eager model), except modules of the classes in ``drop_classes``."""
-    modules = dict(graph.modules)
+    called_before = {n.target for n in graph.nodes if n.op == "call_module"}
     removed = graph.eliminate_dead_code()
-    for qualname, spec in modules.items():
-        if qualname not in graph.modules and spec.class_name not in drop_classes:
-            graph.modules[qualname] = spec
+    called_now = {n.target for n in graph.nodes if n.op == "call_module"}
+    for qualname in called_before - called_now:
+        if graph.modules[qualname].class_name in drop_classes:
+            del graph.modules[qualname]
     return removed

@@ -238,3 +238,21 @@ def test_python_branch_on_training_is_specialised_with_a_warning():
     with pytest.warns(UserWarning, match="self.training was fixed to eval mode"):
         graph = ir.trace(model, (x,))
     assert max_abs_diff(ir.run_graph(graph, model, x), model(x)) == 0
+
+
+def test_module_whose_result_is_unused_keeps_its_weights():
+    class AuxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 4)
+            self.aux = nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.body(x)
+            self.aux(h)  # computed and dropped, as with an auxiliary head at inference
+            return h
+
+    model = AuxHead().eval()
+    graph = ir.trace(model, (torch.randn(2, 4),))
+    assert "aux" not in {n.target for n in graph.nodes} and "aux" in graph.modules
+    ir.build_module(graph).load_state_dict(model.state_dict(), strict=True)
