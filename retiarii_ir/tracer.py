@@ -8,7 +8,10 @@ says so; when both fail, the error names the module and source line to mark as a
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import logging
 import os
 import traceback
 import warnings
@@ -325,9 +328,14 @@ def _record_tied_tensors(graph: Graph, model: nn.Module, covered: list[str]) -> 
 def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, batch_dim: int | None) -> Graph:
     was_training = _training_flags(model)
     model.eval()
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
     try:
-        exported = _export(model, args, kwargs, batch_dim)
+        with contextlib.redirect_stderr(io.StringIO()):  # it also prints the failing graph
+            exported = _export(model, args, kwargs, batch_dim)
     finally:
+        torch_log.setLevel(level)
         _restore_training(model, was_training)
     gm = exported.module()
     return _from_fx(model, gm.graph, None, name, "torch.export")

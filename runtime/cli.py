@@ -29,8 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help_text, add_arguments, _) in sorted(COMMANDS.items()):
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
+    from retiarii_ir import IRError
+
     try:
         return COMMANDS[args.command][2](args)
+    except IRError as e:  # a clear message already: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

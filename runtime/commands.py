@@ -23,7 +23,10 @@ def load_model(spec: str) -> torch.nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise SystemExit(f"error: cannot load {spec!r}: {e}") from None
-    model = factory()
+    try:
+        model = factory()
+    except Exception as e:  # noqa: BLE001 - the user's factory: report, don't dump a traceback
+        raise SystemExit(f"error: {spec} raised {type(e).__name__}: {e}") from None
     if not isinstance(model, torch.nn.Module):
         raise SystemExit(f"error: {spec!r} returned {type(model).__name__}, not an nn.Module")
     return model
@@ -46,8 +49,9 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def trace_command(args: argparse.Namespace) -> int:
     import retiarii_ir as ir
 
+    shape = parse_shape(args.input_shape)
     model = load_model(args.model).eval()
-    graph = ir.trace(model, torch.randn(parse_shape(args.input_shape)))
+    graph = ir.trace(model, torch.randn(shape))
     if args.out:
         with open(args.out, "w") as f:
             f.write(graph.to_json(indent=1))
