@@ -269,8 +269,13 @@ _SIDE_EFFECT_FUNCTIONS = {"operator.setitem", "builtins.setattr", "torch._assert
 
 
 def _has_side_effect(node: Node) -> bool:
+    """In-place ops (``add_``, ``aten.fill_.Scalar``) and assertions run even if unread."""
     if node.op == "call_function":
-        return node.target in _SIDE_EFFECT_FUNCTIONS or node.target.endswith("_") and "." in node.target
+        parts = node.target.split(".")
+        # torch.ops.aten.<op>.<overload> names the op third from the end
+        op = parts[3] if parts[:2] == ["torch", "ops"] and len(parts) > 3 else parts[-1]
+        return (node.target in _SIDE_EFFECT_FUNCTIONS or op.endswith("_") and not op.startswith("__")
+                or op.startswith(("_assert", "sym_constrain")))
     if node.op == "call_method":
         return node.target.endswith("_") and not node.target.startswith("_") or node.target == "__setitem__"
     return False

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import SchemaError, TraceError
@@ -189,10 +190,13 @@ def _scope(fx_node: fx.Node) -> str:
     return list(stack.values())[-1][0] or ""
 
 
-def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name: str, how: str) -> Graph:
+def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name: str, how: str,
+             owner: nn.Module | None = None) -> Graph:
+    """Convert an fx graph; ``owner`` holds what its get_attr nodes read (default: a
+    GraphModule over ``model``, which also holds fx's tensor constants)."""
     graph = Graph(_identifier(name))
     graph.meta["traced_with"] = how
-    owner = fx.GraphModule(model, fx_graph) if tracer is not None else model
+    owner = owner if owner is not None else fx.GraphModule(model, fx_graph)
     _record_state(graph, model, tracer)
     mapping: dict[fx.Node, Node] = {}
     input_names = iter(_input_names(model, fx_graph))
@@ -338,7 +342,12 @@ def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, b
         torch_log.setLevel(level)
         _restore_training(model, was_training)
     gm = exported.module()
-    return _from_fx(model, gm.graph, None, name, "torch.export")
+    graph = _from_fx(model, gm.graph, None, name, "torch.export", owner=gm)
+    # export returns outputs flattened; give the graph the model's own output structure
+    output = graph.output
+    flat = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
+    output.args = (pytree.tree_unflatten(list(flat), exported.call_spec.out_spec),)
+    return graph
 
 
 def _export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):

@@ -256,3 +256,38 @@ def test_module_whose_result_is_unused_keeps_its_weights():
     graph = ir.trace(model, (torch.randn(2, 4),))
     assert "aux" not in {n.target for n in graph.nodes} and "aux" in graph.modules
     ir.build_module(graph).load_state_dict(model.state_dict(), strict=True)
+
+
+class ItemAssignment(nn.Module):
+    """Tensor item assignment, which symbolic tracing cannot record."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        y[:, 0] = 0.0
+        z = torch.zeros_like(y)
+        z[y > 0] = 1.0
+        return y + z, {"features": y}
+
+
+def test_item_assignment_falls_back_to_export_keeping_in_place_ops_and_output_structure():
+    import codegen
+
+    model = ItemAssignment().eval()
+    x = torch.randn(3, 4)
+    with pytest.warns(UserWarning, match="torch.export"):
+        graph = ir.trace(model, (x,))
+    assert any(n.target.startswith("torch.ops.aten.fill_") for n in graph.nodes), "in-place op kept"
+    assert str(graph.output.type) == "(f32[B,4], {features: f32[B,4]})"
+    again = ir.Graph.from_json(graph.to_json())
+    rebuilt = ir.build_module(again)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    generated = codegen.load(again)()
+    generated.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        expected = model(x)
+        assert max_abs_diff(rebuilt(x), expected) == 0
+        assert max_abs_diff(generated(x), expected) == 0
