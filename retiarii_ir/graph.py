@@ -269,7 +269,10 @@ _SIDE_EFFECT_FUNCTIONS = {"operator.setitem", "builtins.setattr", "torch._assert
 
 
 def _has_side_effect(node: Node) -> bool:
-    """In-place ops (``add_``, ``aten.fill_.Scalar``) and assertions run even if unread."""
+    """In-place ops (``add_``, ``aten.fill_.Scalar``, ``inplace=True``) and assertions run
+    even if unread."""
+    if node.kwargs.get("inplace") is True:
+        return True
     if node.op == "call_function":
         parts = node.target.split(".")
         # torch.ops.aten.<op>.<overload> names the op third from the end

@@ -291,3 +291,18 @@ def test_item_assignment_falls_back_to_export_keeping_in_place_ops_and_output_st
         expected = model(x)
         assert max_abs_diff(rebuilt(x), expected) == 0
         assert max_abs_diff(generated(x), expected) == 0
+
+
+def test_in_place_calls_whose_result_is_unused_are_kept():
+    class InPlace(nn.Module):
+        def forward(self, x):
+            x = x * 1.0
+            F.relu(x, inplace=True)
+            x.add_(1.0)
+            return x
+
+    model = InPlace()
+    x = torch.randn(2, 3)
+    graph = ir.trace(model, (x,))
+    assert {"relu", "add_"} <= {n.name for n in graph.nodes}
+    assert max_abs_diff(ir.run_graph(graph, model, x), model(x)) == 0
