@@ -127,23 +127,23 @@ def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "
     return tuple(values)
 
 
-def observe_types(graph: Graph, batch_sizes: tuple[int, int] = (2, 3), trust: Iterable[str] = ()
-                  ) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
-    """Types seen at two batch sizes on random weights (meta device first, CPU if needed)."""
-    symbolic = graph.meta.get("symbolic_batch", True)
-    sizes = batch_sizes if symbolic else (_fixed_batch(graph),) * 2
-    for device in ("meta", "cpu"):
-        try:
-            module = build_module(graph, trust, device=device)
-            return tuple(_observe(graph, module, example_inputs(graph, b, device), {}, trust)  # type: ignore[return-value]
-                         for b in sizes)
-        except NodeExecutionError:
-            if device == "cpu":
-                raise
-        except (NotImplementedError, RuntimeError):
-            if device == "cpu":
-                raise
-    raise AssertionError("unreachable")
+PROBE_BATCH_SIZES = (2, 3)
+
+
+def observe_types(graph: Graph, trust: Iterable[str] = ()) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
+    """Types seen at the two probe batch sizes on fresh weights: on the meta device (no
+    arithmetic), or on the CPU where an op has no meta kernel (a real error repeats there)."""
+    sizes = PROBE_BATCH_SIZES if graph.meta.get("symbolic_batch", True) else (_fixed_batch(graph),) * 2
+
+    def observe_on(device: str) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
+        module = build_module(graph, trust, device=device)
+        small, large = (_observe(graph, module, example_inputs(graph, b, device), {}, trust) for b in sizes)
+        return small, large
+
+    try:
+        return observe_on("meta")
+    except (NodeExecutionError, NotImplementedError, RuntimeError):
+        return observe_on("cpu")
 
 
 def _fixed_batch(graph: Graph) -> int:
@@ -157,5 +157,5 @@ def infer_types(graph: Graph, trust: Iterable[str] = ()) -> Graph:
     """Recompute every node's type from the input types (after a mutation, say)."""
     small, large = observe_types(graph, trust=trust)
     symbolic = graph.meta.get("symbolic_batch", True)
-    _merge(graph, small, large if symbolic else None, 2, 3)
+    _merge(graph, small, large if symbolic else None, *PROBE_BATCH_SIZES)
     return graph
