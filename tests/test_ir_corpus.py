@@ -55,3 +55,18 @@ def test_rebuilt_module_at_another_batch_size(name, traced):
     args6, kwargs6 = tuple(grow(a) for a in args), {k: grow(v) for k, v in kwargs.items()}
     with torch.no_grad():
         assert max_abs_diff(ir.run_graph(graph, model, *args6, **kwargs6), model(*args6, **kwargs6)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_traced_in_eval_then_trained_behaves_like_the_original_in_train_mode(name, traced):
+    """Batch statistics, dropout (also ``F.dropout(training=self.training)``): same numbers."""
+    model, args, kwargs, graph = traced(name)
+    original = CORPUS[name].build()
+    original.load_state_dict(model.state_dict())
+    rebuilt = ir.build_module(graph)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    outputs = []
+    for module in (original.train(), rebuilt.train()):
+        torch.manual_seed(5)
+        outputs.append(module(*args, **kwargs))
+    assert max_abs_diff(outputs[0], outputs[1]) <= 1e-5
