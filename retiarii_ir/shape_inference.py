@@ -8,7 +8,8 @@ back to the CPU for ops that have no meta kernel.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -88,11 +89,21 @@ def _merge(graph: Graph, small: dict, large: dict | None, b_small: int | None, b
         node.type = observed
 
 
-def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None) -> None:
-    """Type ``graph`` by running it with ``model``'s weights on the example inputs."""
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for a while; every module's own flag is restored after."""
     flags = {name: m.training for name, m in model.named_modules()}
     model.eval()
     try:
+        yield model
+    finally:
+        for name, m in model.named_modules():
+            m.training = flags.get(name, m.training)
+
+
+def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None) -> None:
+    """Type ``graph`` by running it with ``model``'s weights on the example inputs."""
+    with evaluation_mode(model):
         small = _observe(graph, model, args, kwargs)  # real values decide the structure
         large, b_small, b_large = None, None, None
         b_small = _batch_size(args, kwargs, batch_dim) if batch_dim is not None else None
@@ -105,9 +116,6 @@ def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batc
                 large = None  # the model fixes its batch size: keep concrete shapes
         graph.meta["symbolic_batch"] = large is not None
         _merge(graph, small, large, b_small, b_large)
-    finally:
-        for name, m in model.named_modules():
-            m.training = flags.get(name, m.training)
 
 
 def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "cpu") -> tuple:

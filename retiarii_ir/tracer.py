@@ -27,7 +27,7 @@ from .graph import AttributeSpec, Graph
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
-from .shape_inference import record_types
+from .shape_inference import evaluation_mode, record_types
 from .targets import qualified_name
 from .types import dtype_name
 
@@ -330,17 +330,15 @@ def _record_tied_tensors(graph: Graph, model: nn.Module, covered: list[str]) -> 
 
 # ---------------------------------------------------------------------- export fallback
 def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, batch_dim: int | None) -> Graph:
-    was_training = _training_flags(model)
-    model.eval()
     torch_log = logging.getLogger("torch")
     level = torch_log.level
     torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # it also prints the failing graph
+        # export prints the failing graph to stderr as well
+        with evaluation_mode(model), contextlib.redirect_stderr(io.StringIO()):
             exported = _export(model, args, kwargs, batch_dim)
     finally:
         torch_log.setLevel(level)
-        _restore_training(model, was_training)
     gm = exported.module()
     graph = _from_fx(model, gm.graph, None, name, "torch.export", owner=gm)
     # export returns outputs flattened; give the graph the model's own output structure
@@ -361,15 +359,6 @@ def _export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
         except Exception:  # noqa: BLE001 - retry with every shape static
             pass
     return torch.export.export(model, args, kwargs)
-
-
-def _training_flags(model: nn.Module) -> dict[str, bool]:
-    return {name: m.training for name, m in model.named_modules()}
-
-
-def _restore_training(model: nn.Module, flags: dict[str, bool]) -> None:
-    for name, m in model.named_modules():
-        m.training = flags.get(name, m.training)
 
 
 __all__: Sequence[str] = ["trace"]
