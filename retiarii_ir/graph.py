@@ -157,14 +157,24 @@ class Graph:
         self.nodes.insert(self._index(anchor), node)
 
     def eliminate_dead_code(self) -> list[str]:
-        """Remove nodes whose value no one uses (inputs, output and in-place calls stay)."""
+        """Remove nodes whose value no one uses (inputs, output and in-place calls stay).
+
+        One pass from the end with use counts, so a long chain of dead nodes costs O(N)."""
+        uses = {n.name: 0 for n in self.nodes}
+        for node in self.nodes:
+            for source in node.inputs:
+                uses[source.name] += 1
         removed: list[str] = []
         for node in reversed(list(self.nodes)):
-            if node.op in ("input", "output") or _has_side_effect(node):
+            if node.op in ("input", "output") or _has_side_effect(node) or uses[node.name]:
                 continue
-            if not self.users(node):
-                self.remove_node(node)
-                removed.append(node.name)
+            for source in node.inputs:
+                uses[source.name] -= 1
+            removed.append(node.name)
+        dead = set(removed)
+        self.nodes = [n for n in self.nodes if n.name not in dead]
+        for name in dead:
+            del self._by_name[name]
         return removed
 
     def copy(self) -> "Graph":
