@@ -10,10 +10,12 @@ import builtins
 import keyword
 import re
 
+from retiarii_ir.errors import UnsafeTargetError
+from retiarii_ir.targets import check_identifier, check_qualname
+
 from .errors import CodegenError
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 
 # Names the generated file itself relies on: a variable must never hide them.
 RESERVED = frozenset({"self", "torch", "math", "operator", "super"})
@@ -36,21 +38,21 @@ def is_public_attribute(name: object) -> bool:
 
 
 def check_name(name: object, what: str) -> str:
-    """``name`` when it is a plain identifier; CodegenError otherwise."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("__"):
-        raise CodegenError(f"{what} {name!r} is not a plain identifier")
-    return name
+    """``name`` when it is a plain identifier (the IR's own rule); CodegenError otherwise."""
+    try:
+        return check_identifier(name, what)
+    except UnsafeTargetError as e:
+        raise CodegenError(str(e)) from None
 
 
 def check_path(qualname: object, what: str) -> list[str]:
     """The segments of a module path like ``layer1.0.conv``; CodegenError if any is unsafe."""
     if not isinstance(qualname, str) or not qualname:
         raise CodegenError(f"{what} {qualname!r} is not a module path")
-    parts = qualname.split(".")
-    for part in parts:
-        if not _SEGMENT.match(part) or part.startswith("__"):
-            raise CodegenError(f"{what} {qualname!r} has a forbidden segment {part!r}")
-    return parts
+    try:
+        return check_qualname(qualname, what).split(".")
+    except UnsafeTargetError as e:
+        raise CodegenError(str(e)) from None
 
 
 def check_dotted(path: object, what: str) -> str:
