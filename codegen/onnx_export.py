@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
+from retiarii_ir.errors import first_line
 from retiarii_ir.graph import Graph
 
 from .errors import CodegenError
@@ -72,8 +73,7 @@ def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
                               dynamo=True, opset_version=opset_version, verbose=False,
                               external_data=_state_bytes(module) > _PROTOBUF_LIMIT)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CodegenError(f"ONNX export of graph {graph.name!r} failed: {first}") from e
+        raise CodegenError(f"ONNX export of graph {graph.name!r} failed: {first_line(e)}") from e
     try:
         onnx.checker.check_model(onnx.load(str(target)), full_check=True)
     except onnx.checker.ValidationError as e:

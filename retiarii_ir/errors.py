@@ -1,6 +1,13 @@
 """Errors raised by the IR. Each names the nodes, modules or fields involved."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none), for
+    one-line summaries of what a library below us raised."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class IRError(Exception):
     """Base class for every error the IR raises on purpose."""
 

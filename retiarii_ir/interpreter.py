@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .errors import IRError
+from .errors import IRError, first_line
 from .graph import Graph
 from .node import Node, map_args
 from .targets import check_method, resolve_function
@@ -81,7 +81,7 @@ class Interpreter:
             raise
         except Exception as e:
             given = ", ".join(_describe_value(a) for a in args)
-            raise NodeExecutionError(_failure_message(node, given, e), node.name, _first_line(e), given) from e
+            raise NodeExecutionError(_failure_message(node, given, e), node.name, first_line(e), given) from e
 
     def _dispatch(self, node: Node, args: tuple, kwargs: dict) -> Any:
         op = node.op
@@ -127,14 +127,9 @@ def _describe_value(value: Any) -> str:
     return type(value).__name__
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _failure_message(node: Node, given: str, error: Exception) -> str:
     inputs = ", ".join(f"{i.name}: {i.type}" for i in node.inputs) or "no node inputs"
-    return (f"node {node.describe()} in scope {node.scope or '<root>'!r} failed: {_first_line(error)}\n"
+    return (f"node {node.describe()} in scope {node.scope or '<root>'!r} failed: {first_line(error)}\n"
             f"  reads {inputs}\n  got ({given})")
 
 

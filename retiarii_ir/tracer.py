@@ -22,7 +22,7 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import SchemaError, TraceError
+from .errors import SchemaError, TraceError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
@@ -138,7 +138,7 @@ def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | Non
             raise _trace_error(model, module, where, fx_error, export_error) from export_error
         warnings.warn(
             f"symbolic tracing of {graph_name} failed in {_module_label(model, module)} at {where}: "
-            f"{_first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
+            f"{first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
             f"structure flattened). Mark that module as a leaf to keep the structure.",
             stacklevel=2)
     record_types(graph, model, args, kwargs, batch_dim)
@@ -149,11 +149,6 @@ def _concrete_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict | None
     """Non-tensor keyword inputs (flags, scales) are traced as constants."""
     concrete = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor) and v is not None}
     return concrete or None
-
-
-def _first_line(error: BaseException | None) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _user_frame(error: BaseException) -> str:
@@ -174,9 +169,9 @@ def _module_label(model: nn.Module, qualname: str) -> str:
 
 def _trace_error(model, module, where, fx_error, export_error) -> TraceError:
     message = (f"cannot trace {type(model).__name__}: {_module_label(model, module)} failed at {where}\n"
-               f"  symbolic tracing: {_first_line(fx_error)}")
+               f"  symbolic tracing: {first_line(fx_error)}")
     if export_error is not None:
-        message += f"\n  torch.export: {_first_line(export_error)}"
+        message += f"\n  torch.export: {first_line(export_error)}"
     hint = (f"mark it as a leaf: trace(model, ..., leaf_modules=[{type(model.get_submodule(module)).__name__}])"
             if module else "move the data-dependent code into a submodule and mark that submodule as a leaf")
     return TraceError(f"{message}\n  hint: {hint}")
