@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from retiarii_ir.errors import UnsafeTargetError
 from retiarii_ir.node import TRAINING_FLAG, Node
-from retiarii_ir.targets import check_method, resolve_function
+from retiarii_ir.targets import check_call, check_method, resolve_function
 
 from .errors import CodegenError
 from .literals import function_path, literal, operand, subscript
@@ -123,6 +123,7 @@ class ForwardWriter:
         path = check_dotted(node.target, f"{what} function")
         try:
             resolve_function(path)
+            check_call(path, node.args, node.kwargs, what)
         except UnsafeTargetError as e:
             raise CodegenError(f"{what}: {e}") from None
         root, _, name = path.partition(".")

@@ -15,7 +15,7 @@ from retiarii_ir.targets import check_identifier, check_qualname
 
 from .errors import CodegenError
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Names the generated file itself relies on: a variable must never hide them.
 RESERVED = frozenset({"self", "torch", "math", "operator", "super"})

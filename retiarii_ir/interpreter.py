@@ -7,15 +7,17 @@ weights, the original state_dict keys) whose forward is the interpreter.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
+from . import limits
 from .errors import IRError, first_line
 from .graph import Graph
-from .node import Node, map_args
-from .targets import check_method, resolve_function
+from .node import TRAINING_FLAG, Node, map_args
+from .targets import check_call, check_method, check_receiver, resolve_function
 from .types import dtype_from_name
 
 
@@ -88,10 +90,16 @@ class Interpreter:
         if op == "call_module":
             return self.root.get_submodule(node.target)(*args, **kwargs)
         if op == "call_function":
-            return self.function(node.target)(*args, **kwargs)
+            function = self.function(node.target)
+            check_call(node.target, node.args, node.kwargs, f"node {node.name!r}")
+            return function(*args, **kwargs)
         if op == "call_method":
+            if not args:
+                raise IRError(f"node {node.describe()} calls a method without a receiver")
             receiver, *rest = args
-            return getattr(receiver, check_method(node.target))(*rest, **kwargs)
+            name = check_method(node.target)
+            check_receiver(receiver, name)
+            return getattr(receiver, name)(*rest, **kwargs)
         if op == "get_attr":
             return fetch_attribute(self.root, node.target)
         if op == "constant":
@@ -114,9 +122,13 @@ class Interpreter:
 
 
 def fetch_attribute(root: nn.Module, qualname: str) -> Any:
+    """A parameter, buffer or the train/eval flag: never a method or submodule object."""
     owner, _, attr = qualname.rpartition(".")
     module = root.get_submodule(owner) if owner else root
-    return getattr(module, attr)
+    value = getattr(module, attr)
+    if qualname == TRAINING_FLAG or isinstance(value, torch.Tensor):
+        return value
+    raise IRError(f"attribute {qualname!r} is a {type(value).__name__}, not a parameter or buffer")
 
 
 def _describe_value(value: Any) -> str:
@@ -173,16 +185,58 @@ def _share(root: nn.Module, alias: str, original: str) -> None:
         target.register_buffer(name, owner._buffers[attr], persistent=name not in target._non_persistent_buffers_set)
 
 
+def _spec_bytes(qualname: str, spec: Any, trust: tuple[str, ...]) -> int:
+    """Bytes one module's state would take, measured on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        module = _checked_build(qualname, spec, trust)
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _checked_build(qualname: str, spec: Any, trust: tuple[str, ...]) -> nn.Module:
+    try:
+        return spec.build(trust)
+    except IRError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the constructor refused the recorded arguments
+        raise IRError(f"module {qualname!r} ({spec.type}) cannot be built from its recorded "
+                      f"arguments: {first_line(e)}") from None
+
+
+def graph_bytes(graph: Graph, trust: Iterable[str] = ()) -> int:
+    """What building ``graph`` would allocate for its modules, attributes and constants."""
+    trust = tuple(trust)
+    total = sum(_spec_bytes(q, spec, trust) for q, spec in graph.modules.items())
+    for attr in graph.attributes.values():
+        total += math.prod(attr.shape) * torch.empty((), dtype=dtype_from_name(attr.dtype)).element_size()
+    return total + sum(t.numel() * t.element_size() for t in graph.constants.values())
+
+
 class IRModule(nn.Module):
     """An nn.Module made from a graph alone; ``forward`` interprets the graph."""
 
-    def __init__(self, graph: Graph, trust: Iterable[str] = (), device: torch.device | str | None = None) -> None:
+    def __init__(self, graph: Graph, trust: Iterable[str] = (), device: torch.device | str | None = None,
+                 max_bytes: int | None = None) -> None:
         super().__init__()
         self.graph = graph
         self._trust = tuple(trust)
+        limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
+        on_meta = torch.device(device or "cpu").type == "meta"  # allocates nothing
+        needed = 0 if on_meta else graph_bytes(graph, self._trust)
+        if needed > limit:
+            raise IRError(f"graph {graph.name!r} would allocate {needed / 2**20:,.1f} MiB of weights, "
+                          f"over the limit of {limit / 2**20:,.1f} MiB; pass max_bytes= to build it anyway")
+        try:
+            self._populate(graph, device)
+        except IRError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+            raise IRError(f"graph {graph.name!r} cannot be built: {first_line(e)}") from None
+        self._interpreter = Interpreter(graph, self, self._trust)
+
+    def _populate(self, graph: Graph, device: torch.device | str | None) -> None:
         with torch.device(device or "cpu"):
             for qualname, spec in sorted(graph.modules.items()):
-                set_submodule(self, qualname, spec.build(self._trust))
+                set_submodule(self, qualname, _checked_build(qualname, spec, self._trust))
             for qualname, attr in sorted(graph.attributes.items()):
                 owner, name = _owner(self, qualname)
                 value = (attr.value.clone() if attr.value is not None
@@ -198,15 +252,16 @@ class IRModule(nn.Module):
                 for key, tensor in graph.constants.items():
                     holder.register_buffer(key, tensor.clone(), persistent=False)
                 self._ir_constants = holder
-        self._interpreter = Interpreter(graph, self, self._trust)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self._interpreter.run(*args, **kwargs)
 
 
-def build_module(graph: Graph, trust: Iterable[str] = (), device: torch.device | str | None = None) -> IRModule:
-    """An nn.Module for ``graph`` with fresh weights and the original state_dict keys."""
-    return IRModule(graph, trust, device)
+def build_module(graph: Graph, trust: Iterable[str] = (), device: torch.device | str | None = None,
+                 max_bytes: int | None = None) -> IRModule:
+    """An nn.Module for ``graph`` with fresh weights and the original state_dict keys; refuses
+    a graph whose weights would take more than ``max_bytes`` (default ``limits.MAX_BUILD_BYTES``)."""
+    return IRModule(graph, trust, device, max_bytes)
 
 
 def run_graph(graph: Graph, root: nn.Module, *args: Any, **kwargs: Any) -> Any:

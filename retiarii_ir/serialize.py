@@ -9,17 +9,19 @@ identifier rules and the allow-list in ``targets`` and builds plain objects.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
-from .errors import SchemaError
+from . import limits
+from .errors import IRError, SchemaError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import FunctionRef, ModuleSpec
 from .node import OP_KINDS, Node
-from .targets import (check_identifier, check_method, check_qualname, resolve_function,
+from .targets import (check_call, check_identifier, check_method, check_qualname, resolve_function,
                       resolve_module_class)
 from .types import dtype_from_name, dtype_name, type_from_json, type_to_json
 
@@ -108,21 +110,19 @@ def decode_value(data: Any, nodes: dict[str, Node] | None, trust: Iterable[str] 
             raise SchemaError(f"bad $float {body!r}")
         return float(body)
     if key == "$size":
-        return torch.Size(_ints(body, key))
+        return torch.Size(_sizes(body, key))
     if key == "$ellipsis":
         return Ellipsis
     if key == "$dtype":
         try:
             return dtype_from_name(body)
-        except (ValueError, AttributeError):
+        except ValueError:
             raise SchemaError(f"unknown dtype {body!r}") from None
     if key == "$device":
-        if not isinstance(body, str) or not body.replace(":", "").isalnum():
-            raise SchemaError(f"bad device {body!r}")
-        return torch.device(body)
-    if key == "$memory_format" and body in _MEMORY_FORMATS:
+        return _device(body)
+    if key == "$memory_format" and isinstance(body, str) and body in _MEMORY_FORMATS:
         return _MEMORY_FORMATS[body]
-    if key == "$layout" and body in _LAYOUTS:
+    if key == "$layout" and isinstance(body, str) and body in _LAYOUTS:
         return _LAYOUTS[body]
     if key == "$function":
         resolve_function(body, trust)  # validate only
@@ -138,16 +138,43 @@ def decode_value(data: Any, nodes: dict[str, Node] | None, trust: Iterable[str] 
     raise SchemaError(f"unknown value encoding {data!r}")
 
 
+def _device(body: Any) -> torch.device:
+    if not isinstance(body, str) or not body.replace(":", "").isalnum():
+        raise SchemaError(f"bad device {body!r}")
+    try:
+        return torch.device(body)
+    except RuntimeError:
+        raise SchemaError(f"bad device {body!r}") from None
+
+
 def _list(body: Any, key: str) -> list:
     if not isinstance(body, list):
         raise SchemaError(f"{key} needs a list, got {body!r}")
     return body
 
 
-def _ints(body: Any, key: str) -> list[int]:
-    if not isinstance(body, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in body):
-        raise SchemaError(f"{key} needs a list of integers, got {body!r}")
+def _sizes(body: Any, key: str) -> list[int]:
+    """A shape: a short list of non-negative integers that fit in 64 bits."""
+    if not isinstance(body, list) or len(body) > 64 or not all(
+            type(v) is int and 0 <= v < 2**63 for v in body):
+        raise SchemaError(f"{key} needs a list of non-negative integers, got {_short(body)}")
     return body
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_depth(data: Any, limit: int, what: str = "graph JSON") -> None:
+    """Refuse nesting deeper than ``limit`` before any recursive reader sees it."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > limit:
+                raise SchemaError(f"{what} is nested more than {limit} levels deep")
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
 
 
 # ---------------------------------------------------------------------- tensors
@@ -160,14 +187,19 @@ def tensor_to_json(t: torch.Tensor) -> dict:
 def tensor_from_json(data: Any, name: str) -> torch.Tensor:
     if not isinstance(data, dict):
         raise SchemaError(f"constant {name!r} must be an object")
-    dtype = dtype_from_name(str(data.get("dtype")))
-    shape = _ints(data.get("shape"), f"constant {name!r} shape")
     try:
-        raw = base64.b64decode(str(data.get("data", "")), validate=True)
+        dtype = dtype_from_name(data.get("dtype"))
+    except ValueError:
+        raise SchemaError(f"constant {name!r} has unknown dtype {_short(data.get('dtype'))}") from None
+    shape = _sizes(data.get("shape"), f"constant {name!r} shape")
+    try:
+        raw = base64.b64decode(data.get("data", ""), validate=True)
     except ValueError:
         raise SchemaError(f"constant {name!r} has bad base64 data") from None
     count = math.prod(shape)
     itemsize = torch.empty((), dtype=dtype).element_size()
+    if not isinstance(data.get("data", ""), str):
+        raise SchemaError(f"constant {name!r} data must be a base64 string")
     if len(raw) != count * itemsize:
         raise SchemaError(f"constant {name!r}: {len(raw)} bytes for shape {shape} of {dtype}")
     if count == 0:
@@ -221,47 +253,99 @@ def graph_to_json(graph: Graph, indent: int | None = None) -> str:
 
 
 def graph_from_json(text: str | bytes, trust: Iterable[str] = ()) -> Graph:
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise SchemaError(f"graph JSON must be text, got {type(text).__name__}")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SchemaError(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise SchemaError(f"graph JSON is nested more than {limits.MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as e:  # includes JSONDecodeError, UnicodeDecodeError, integers over 4,300 digits
+        raise SchemaError(f"not valid JSON: {first_line(e)}") from None
     return graph_from_dict(data, trust=trust)
 
 
 def graph_from_dict(data: Any, trust: Iterable[str] = ()) -> Graph:
-    trust = tuple(trust)
+    """A Graph from parsed JSON; SchemaError naming the field for anything malformed."""
+    trust = _trust_names(trust)
     if not isinstance(data, dict):
         raise SchemaError("a graph must be a JSON object")
+    check_depth(data, limits.MAX_JSON_DEPTH)
     if data.get("schema") != SCHEMA:
-        raise SchemaError(f"not a retiarii-ir graph: schema is {data.get('schema')!r}, expected {SCHEMA!r}")
+        raise SchemaError(f"not a retiarii-ir graph: schema is {_short(data.get('schema'))}, expected {SCHEMA!r}")
     if data.get("version") != SCHEMA_VERSION:
-        raise SchemaError(f"unsupported graph schema version {data.get('version')!r}; "
+        raise SchemaError(f"unsupported graph schema version {_short(data.get('version'))}; "
                           f"this release reads version {SCHEMA_VERSION}")
-    name = data.get("name")
-    graph = Graph(check_identifier(name, "graph name"))
-    modules = _object(data, "modules")
-    for qualname, spec in modules.items():
-        check_qualname(qualname, "module name")
-        value = decode_value(spec, None, trust)
-        if not isinstance(value, ModuleSpec):
-            raise SchemaError(f"module {qualname!r} must be a $module entry")
-        graph.modules[qualname] = value
+    graph = Graph(check_identifier(data.get("name"), "graph name"))
+    for qualname, spec in _object(data, "modules").items():
+        with _field(f"module {_short(qualname)}"):
+            value = decode_value(spec, None, trust)
+            if not isinstance(value, ModuleSpec):
+                raise SchemaError("must be a $module entry")
+            graph.modules[_state_path(qualname, "module name")] = value
     for qualname, attr in _object(data, "attributes").items():
-        graph.attributes[check_qualname(qualname, "attribute name")] = _attribute(qualname, attr)
+        with _field(f"attribute {_short(qualname)}"):
+            graph.attributes[_state_path(qualname, "attribute name")] = _attribute(qualname, attr)
     for alias, original in _object(data, "aliases").items():
-        graph.aliases[check_qualname(alias, "alias")] = check_qualname(original, "aliased path")
+        with _field(f"alias {_short(alias)}"):
+            graph.aliases[_state_path(alias, "alias")] = _state_path(original, "aliased path")
     for key, tensor in _object(data, "constants").items():
-        graph.constants[check_identifier(key, "constant name")] = tensor_from_json(tensor, key)
+        with _field(f"constant {_short(key)}"):
+            graph.constants[check_identifier(key, "constant name")] = tensor_from_json(tensor, key)
     for qualname, cls in _object(data, "module_types").items():
-        graph.module_types[check_qualname(qualname, "module name")] = check_identifier(cls, "class name")
+        with _field(f"module type of {_short(qualname)}"):
+            graph.module_types[_state_path(qualname, "module name", root_ok=True)] = check_identifier(cls, "class name")
     meta = data.get("meta", {})
     graph.meta = meta if isinstance(meta, dict) else {}
     nodes = data.get("nodes")
     if not isinstance(nodes, list):
         raise SchemaError("'nodes' must be a list")
     for index, raw in enumerate(nodes):
-        _add_node(graph, raw, index, trust)
+        with _field(f"node #{index}"):
+            _add_node(graph, raw, index, trust)
     return graph
+
+
+def _trust_names(trust: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(trust, str):
+        trust = (trust,)
+    names = tuple(trust)
+    for name in names:
+        if not isinstance(name, str) or not all(check_identifier(p, "trusted package") for p in name.split(".")):
+            raise SchemaError(f"trust= takes package names, got {name!r}")
+    return names
+
+
+# Names an nn.Module already uses for itself: a submodule or tensor under one of them
+# could not be registered (PyTorch refuses) or would hide a method.
+_MODULE_ATTRIBUTES = frozenset(dir(torch.nn.Module)) | {"training", "graph", "_ir_constants"}
+
+
+def _state_path(qualname: Any, what: str, root_ok: bool = False) -> str:
+    check_qualname(qualname, what)
+    if qualname == "":
+        if root_ok:
+            return qualname
+        raise SchemaError(f"{what} must not be empty")
+    clash = next((p for p in qualname.split(".") if p in _MODULE_ATTRIBUTES), None)
+    if clash is not None:
+        raise SchemaError(f"{what} {qualname!r}: {clash!r} is an nn.Module attribute, not a free name")
+    return qualname
+
+
+@contextlib.contextmanager
+def _field(where: str) -> Iterator[None]:
+    """Name the field in every error raised while reading it, and turn what a library below
+    raises on malformed data into the one project error."""
+    try:
+        yield
+    except SchemaError as e:
+        message = str(e)
+        raise type(e)(message if message.startswith(("node ", where)) else f"{where}: {message}") from None
+    except IRError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError,
+            RecursionError, MemoryError, IndexError) as e:
+        raise SchemaError(f"{where}: malformed ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _object(data: dict, key: str) -> dict:
@@ -275,10 +359,10 @@ def _attribute(name: str, raw: Any) -> AttributeSpec:
     if not isinstance(raw, dict) or raw.get("kind") not in ("parameter", "buffer"):
         raise SchemaError(f"attribute {name!r} needs kind 'parameter' or 'buffer'")
     try:
-        dtype_from_name(str(raw.get("dtype")))
+        dtype_from_name(raw.get("dtype"))
     except ValueError:
         raise SchemaError(f"attribute {name!r} has unknown dtype {raw.get('dtype')!r}") from None
-    shape = tuple(_ints(raw.get("shape"), f"attribute {name!r} shape"))
+    shape = tuple(_sizes(raw.get("shape"), f"attribute {name!r} shape"))
     value = tensor_from_json(raw["value"], name) if raw.get("value") is not None else None
     if value is not None and (tuple(value.shape) != shape or dtype_name(value.dtype) != raw["dtype"]):
         raise SchemaError(f"attribute {name!r}: value does not match its shape {shape} and dtype {raw['dtype']}")
@@ -307,12 +391,13 @@ def _add_node(graph: Graph, raw: Any, index: int, trust: tuple[str, ...]) -> Non
         raise SchemaError(f"node {name!r}: {e}") from None
     scope = check_qualname(raw.get("scope", ""), f"node {name!r} scope")
     by_name = graph._by_name
-    node = graph.add_node(
-        op, target,
-        tuple(decode_value(a, by_name, trust) for a in args),
-        {check_identifier(k, f"node {name!r} keyword"): decode_value(v, by_name, trust) for k, v in kwargs.items()},
-        name=name, type=node_type, scope=scope, after=graph.nodes[-1] if graph.nodes else None)
-    del node
+    decoded_args = tuple(decode_value(a, by_name, trust) for a in args)
+    decoded_kwargs = {check_identifier(k, f"node {name!r} keyword"): decode_value(v, by_name, trust)
+                      for k, v in kwargs.items()}
+    if op == "call_function":
+        check_call(target, decoded_args, decoded_kwargs, f"node {name!r}")
+    graph.add_node(op, target, decoded_args, decoded_kwargs, name=name, type=node_type, scope=scope,
+                   after=graph.nodes[-1] if graph.nodes else None)
 
 
 def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[str, ...]) -> None:

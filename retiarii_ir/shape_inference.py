@@ -9,6 +9,7 @@ back to the CPU for ops that have no meta kernel.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -17,6 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .errors import IRError
 from .graph import Graph
+from . import limits
 from .interpreter import Interpreter, NodeExecutionError, build_module
 from .types import ScalarType, TensorType, ValueType, concrete_dim, dtype_from_name, generalize_batch, type_of
 
@@ -125,7 +127,12 @@ def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "
         t = node.type
         if isinstance(t, TensorType):
             shape = tuple(concrete_dim(d, batch_size) for d in t.shape)
-            values.append(torch.zeros(shape, dtype=dtype_from_name(t.dtype), device=device))
+            dtype = dtype_from_name(t.dtype)
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if torch.device(device).type != "meta" and size > limits.MAX_BUILD_BYTES:
+                raise IRError(f"input {node.name!r} of type {t} would take {size / 2**20:,.1f} MiB at "
+                              f"batch size {batch_size}, over the limit of {limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB")
+            values.append(torch.zeros(shape, dtype=dtype, device=device))
         elif node.args:
             values.append(node.args[0])
         elif isinstance(t, ScalarType) and t.name == "None":

@@ -1,57 +1,34 @@
 """Names of callables and module classes, and their safe resolution.
 
 A graph refers to functions and module classes by dotted name only, so that it stays a
-plain value. Resolving a name never imports anything: it walks attributes of modules
-that are already loaded, inside an allow-list of namespaces, so a hostile graph cannot
-reach ``os.system``, ``torch.load`` or ``__import__``.
+plain value. For an untrusted graph a name is resolved to an object without importing
+anything (module namespaces are read directly, lazy-import hooks never fire), and then
+the *object* is checked against ``allowlist``: its identity, its real module, its name.
+Only namespaces the caller names in ``trust=[...]`` may be imported and used freely.
 """
 
 from __future__ import annotations
 
 import builtins
+import importlib
 import math
 import operator
 import re
 import sys
+import types
 from typing import Any, Callable, Iterable
 
 import torch
 from torch.fx.node import _get_qualified_name
 
+from . import allowlist
 from .errors import UnsafeTargetError
 
-_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEGMENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+_PUBLIC = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*\Z")
+_QUALNAME_PART = re.compile(r"\A[A-Za-z0-9_]+\Z")
 _ROOTS = {"torch": torch, "operator": operator, "math": math, "builtins": builtins}
-
-# Namespaces under torch whose members may do I/O, load code, or change global state.
-_FORBIDDEN_PREFIXES = (
-    "torch.hub", "torch.jit", "torch.package", "torch.utils", "torch.distributed",
-    "torch.multiprocessing", "torch.backends", "torch.cuda", "torch.mps", "torch.xpu",
-    "torch.compiler", "torch._dynamo", "torch._inductor", "torch.onnx", "torch.export",
-    "torch.fx", "torch.serialization", "torch.storage", "torch.library", "torch.profiler",
-    "torch.autograd.graph", "torch.ops.load_library", "torch.classes", "torch._C._jit",
-)
-_FORBIDDEN_NAMES = {
-    "load", "save", "load_library", "compile", "set_default_dtype", "set_default_device",
-    "set_default_tensor_type", "manual_seed", "seed", "set_rng_state", "set_printoptions",
-    "set_num_threads", "set_num_interop_threads", "use_deterministic_algorithms",
-    "set_grad_enabled", "set_flush_denormal", "from_file", "set_warn_always",
-}
-_SAFE_BUILTINS = {
-    "getattr", "len", "int", "float", "bool", "tuple", "list", "slice", "range", "min",
-    "max", "abs", "sum", "round", "pow", "divmod", "all", "any", "zip", "isinstance",
-}
-_SAFE_DUNDER_METHODS = {
-    "__getitem__", "__setitem__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__",
-    "__rmul__", "__truediv__", "__rtruediv__", "__floordiv__", "__matmul__", "__neg__",
-    "__pow__", "__and__", "__or__", "__invert__", "__eq__", "__ne__", "__lt__", "__le__",
-    "__gt__", "__ge__", "__iadd__", "__imul__", "__isub__", "__itruediv__",
-}
-_FORBIDDEN_METHODS = {
-    "backward", "register_hook", "register_post_accumulate_grad_hook", "storage",
-    "untyped_storage", "data_ptr", "numpy", "tolist", "share_memory_", "set_", "pin_memory",
-    "cuda", "apply_", "map_", "map2_", "record_stream", "retain_grad",
-}
+_MISSING = object()
 
 
 def qualified_name(obj: Callable[..., Any]) -> str:
@@ -66,17 +43,20 @@ def qualified_name(obj: Callable[..., Any]) -> str:
     name = _get_qualified_name(obj)
     if name.startswith("_operator."):
         return "operator." + name.removeprefix("_operator.")
-    if name in _SAFE_BUILTINS or hasattr(builtins, name) and getattr(builtins, name) is obj:
+    if name in allowlist.SAFE_BUILTINS or hasattr(builtins, name) and getattr(builtins, name) is obj:
         return f"builtins.{name}"
     if name.startswith("torch._C._nn."):
         public = name.replace("torch._C._nn.", "torch.nn.functional.")
-        if _resolve_path(public, trust=()) is not None:
-            return public
+        try:
+            if resolve_function(public) is obj:
+                return public
+        except UnsafeTargetError:
+            pass
     return name
 
 
 def check_identifier(name: str, what: str) -> str:
-    """Raise unless ``name`` is a plain Python identifier (not a keyword-free check)."""
+    """Raise unless ``name`` is a plain Python identifier without a leading double underscore."""
     if not isinstance(name, str) or not _SEGMENT.match(name) or name.startswith("__"):
         raise UnsafeTargetError(f"{what} {name!r} is not a plain identifier")
     return name
@@ -89,66 +69,152 @@ def check_qualname(name: str, what: str) -> str:
     if not isinstance(name, str):
         raise UnsafeTargetError(f"{what} {name!r} is not a string")
     for part in name.split("."):
-        if not re.match(r"^[A-Za-z0-9_]+$", part) or part.startswith("__"):
+        if not _QUALNAME_PART.match(part) or part.startswith("__"):
             raise UnsafeTargetError(f"{what} {name!r} has a forbidden segment {part!r}")
     return name
 
 
-def _is_forbidden(path: str) -> bool:
-    if any(path == p or path.startswith(p + ".") for p in _FORBIDDEN_PREFIXES):
-        return True
-    return path.rsplit(".", 1)[-1] in _FORBIDDEN_NAMES
+def check_attribute_name(name: Any, what: str = "attribute") -> str:
+    """Raise unless ``getattr`` may read ``name``: public, and not an autograd or memory handle."""
+    if not isinstance(name, str) or not _PUBLIC.match(name):
+        raise UnsafeTargetError(f"{what} {name!r} is not a public attribute name")
+    if name in allowlist.FORBIDDEN_ATTRIBUTES:
+        raise UnsafeTargetError(f"{what} {name!r} is not allowed in a graph")
+    return name
 
 
-def _resolve_path(path: str, trust: Iterable[str]) -> Any | None:
+def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
+    """Checks that depend on a call's arguments, not only on its target: ``getattr`` may read
+    only a constant public attribute name."""
+    if target == "builtins.getattr":
+        if len(args) not in (2, 3) or kwargs:
+            raise UnsafeTargetError(f"{what}: getattr takes an object and an attribute name")
+        check_attribute_name(args[1], f"{what}: getattr of")
+
+
+# ---------------------------------------------------------------------- resolution
+def _split(path: Any, what: str) -> list[str]:
+    if not isinstance(path, str):
+        raise UnsafeTargetError(f"{what} {path!r} is not a dotted name")
     parts = path.split(".")
-    if not all(_SEGMENT.match(p) and not p.startswith("__") for p in parts):
-        return None
-    if parts[0] in _ROOTS:
-        obj: Any = _ROOTS[parts[0]]
-        rest = parts[1:]
-        if parts[0] == "builtins" and (len(rest) != 1 or rest[0] not in _SAFE_BUILTINS):
-            return None
-    else:
-        # A trusted user namespace, already imported by the user.
-        root = next((t for t in sorted(trust, key=len, reverse=True)
-                     if path.startswith(t + ".") and t in sys.modules), None)
-        if root is None:
-            return None
-        obj = sys.modules[root]
-        rest = path[len(root) + 1:].split(".")
-    for part in rest:
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
+    if not all(_SEGMENT.match(p) for p in parts):
+        raise UnsafeTargetError(f"{what} {path!r} is not a dotted name of plain identifiers")
+    return parts
+
+
+def _trusted_root(path: str, trust: Iterable[str]) -> str | None:
+    return next((t for t in sorted(trust, key=len, reverse=True)
+                 if isinstance(t, str) and t and (path == t or path.startswith(t + "."))), None)
+
+
+def _walk(parts: list[str], what: str) -> Any:
+    """The object at ``parts`` under an allowed root, reading namespaces without importing."""
+    path = ".".join(parts)
+    obj: Any = _ROOTS.get(parts[0], _MISSING)
+    if obj is _MISSING:
+        raise UnsafeTargetError(
+            f"{what} {path!r} is outside the allowed namespaces (torch, operator, math, builtins); "
+            f"pass trust=[{parts[0]!r}] if you trust that package")
+    for index, part in enumerate(parts[1:], 1):
+        if part.startswith("__"):
+            raise UnsafeTargetError(f"{what} {path!r} has a dunder segment {part!r}")
+        if isinstance(obj, types.ModuleType):
+            child = vars(obj).get(part, _MISSING)
+            if isinstance(child, types.ModuleType) and child.__name__ != f"{obj.__name__}.{part}":
+                raise UnsafeTargetError(
+                    f"{what} {path!r} reaches module {child.__name__!r} through a re-export")
+        elif isinstance(obj, type) and index == len(parts) - 1 and any(part in vars(k) for k in obj.__mro__):
+            child = getattr(obj, part)
+        else:
+            child = _MISSING
+        if child is _MISSING:
+            raise UnsafeTargetError(f"{what} {path!r} cannot be resolved: "
+                                    f"{'.'.join(parts[:index + 1])} does not exist (or is not loaded)")
+        obj = child
     return obj
+
+
+def _aten_op(parts: list[str], what: str) -> Any:
+    """``torch.ops.aten.NAME[.OVERLOAD]``: torch's own operators, as torch.export emits them."""
+    path = ".".join(parts)
+    if len(parts) not in (4, 5) or parts[2] != "aten":
+        raise UnsafeTargetError(f"{what} {path!r}: only torch.ops.aten.<op>[.<overload>] operators are allowed")
+    reason = allowlist.aten_op_allowed(parts[3])
+    if reason:
+        raise UnsafeTargetError(f"{what} {path!r} is not allowed: {reason}")
+    packet = getattr(torch.ops.aten, parts[3])
+    if len(parts) == 4:
+        return packet
+    if parts[4] not in packet.overloads():
+        raise UnsafeTargetError(f"{what} {path!r}: aten.{parts[3]} has no overload {parts[4]!r}")
+    return getattr(packet, parts[4])
+
+
+def _resolve_trusted(path: str, root: str, what: str) -> Any:
+    """A name inside a namespace the caller trusts: imported if needed, then walked."""
+    parts = path.split(".")
+    first = len(root.split("."))
+    for cut in range(len(parts), first - 1, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if not isinstance(obj, types.ModuleType):
+            return obj
+    raise UnsafeTargetError(f"{what} {path!r} cannot be resolved in the trusted package {root!r}")
+
+
+def _resolve(path: Any, trust: Iterable[str], what: str) -> tuple[Any, str | None]:
+    """The object a name refers to, and the trusted root it was found under (if any)."""
+    parts = _split(path, what)
+    root = _trusted_root(path, tuple(trust)) if parts[0] not in _ROOTS else None
+    if root is not None:
+        return _resolve_trusted(path, root, what), root
+    if parts[0] == "torch" and len(parts) > 1 and parts[1] == "ops":
+        return _aten_op(parts, what), None
+    return _walk(parts, what), None
+
+
+def _trusted_home(obj: Any, root: str) -> bool:
+    home = allowlist.home_of(obj) or ""
+    top = root.split(".")[0]
+    return home == top or home.startswith(top + ".")
 
 
 def resolve_function(path: str, trust: Iterable[str] = ()) -> Callable[..., Any]:
-    """The callable that a ``call_function`` node names, or UnsafeTargetError."""
-    if not isinstance(path, str) or _is_forbidden(path):
-        raise UnsafeTargetError(f"function {path!r} is not allowed in a graph")
-    obj = _resolve_path(path, trust)
-    if obj is None or not callable(obj) or isinstance(obj, type) and not _is_value_type(obj):
-        raise UnsafeTargetError(
-            f"function {path!r} cannot be resolved inside the allowed namespaces "
-            f"(torch, operator, math, safe builtins{', ' + ', '.join(trust) if trust else ''})")
+    """The callable that a ``call_function`` node names, once the object itself is approved."""
+    what = "function"
+    obj, root = _resolve(path, trust, what)
+    if isinstance(obj, types.ModuleType) or not callable(obj):
+        raise UnsafeTargetError(f"{what} {path!r} is not a function")
+    if isinstance(obj, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return obj
+    if root is not None and _trusted_home(obj, root) and not isinstance(obj, type):
+        return obj
+    top = path.split(".")[0]
+    reason = (allowlist.torch_function_allowed(obj) if top in ("torch",) or root is not None
+              else allowlist.builtin_allowed(obj, top))
+    if reason:
+        raise UnsafeTargetError(f"{what} {path!r} is not allowed in a graph: {reason}")
     return obj
 
 
-def _is_value_type(cls: type) -> bool:
-    return cls in (int, float, bool, tuple, list, slice, range)
-
-
 def resolve_module_class(path: str, trust: Iterable[str] = ()) -> type[torch.nn.Module]:
-    """The nn.Module subclass a module spec names, or UnsafeTargetError."""
-    if not isinstance(path, str) or _is_forbidden(path):
-        raise UnsafeTargetError(f"module class {path!r} is not allowed in a graph")
-    obj = _resolve_path(path, trust)
-    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-        raise UnsafeTargetError(
-            f"module class {path!r} is not an nn.Module inside the allowed namespaces "
-            f"(torch.nn{', ' + ', '.join(trust) if trust else ''}); pass trust=[...] for your own packages")
+    """The nn.Module subclass a module spec names, once the class itself is approved."""
+    what = "module class"
+    obj, root = _resolve(path, trust, what)
+    if root is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module) and _trusted_home(obj, root):
+        return obj
+    reason = allowlist.module_class_allowed(obj)
+    if reason:
+        raise UnsafeTargetError(f"{what} {path!r} is not allowed in a graph: {reason}; "
+                                f"pass trust=[...] for your own packages")
     return obj
 
 
@@ -156,8 +222,20 @@ def check_method(name: str) -> str:
     """Raise unless ``name`` is a tensor method a graph may call."""
     if not isinstance(name, str) or not _SEGMENT.match(name):
         raise UnsafeTargetError(f"method {name!r} is not a plain identifier")
-    if name in _FORBIDDEN_METHODS or (name.startswith("_") and name not in _SAFE_DUNDER_METHODS):
+    if (name in allowlist.FORBIDDEN_METHODS or allowlist.forbidden_name(name)
+            or (name.startswith("_") and name not in allowlist.SAFE_DUNDER_METHODS)):
         raise UnsafeTargetError(f"method {name!r} is not allowed in a graph")
     if not hasattr(torch.Tensor, name):
         raise UnsafeTargetError(f"method {name!r} is not a torch.Tensor method")
     return name
+
+
+_RECEIVER_TYPES = (torch.Tensor, torch.Size, tuple, list, dict, int, float, bool, complex, str)
+
+
+def check_receiver(receiver: Any, name: str) -> None:
+    """A method call runs only on a value (tensor, size, number, container), never on a module,
+    class or function that an attribute chain might have reached."""
+    if not isinstance(receiver, _RECEIVER_TYPES):
+        raise UnsafeTargetError(f"method {name!r} called on a {type(receiver).__name__}, "
+                                f"which is not a tensor or a plain value")

@@ -9,7 +9,7 @@ from typing import Any, Union
 import torch
 
 BATCH = "B"
-_DIM_EXPR = re.compile(r"^(?:(\d+)\*)?B(?:([+-])(\d+))?$")
+_DIM_EXPR = re.compile(r"\A(?:(\d+)\*)?B(?:([+-])(\d+))?\Z")
 
 Dim = Union[int, str]
 
@@ -48,7 +48,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def dtype_from_name(name: str) -> torch.dtype:
-    value = getattr(torch, name, None) if name.isidentifier() else None
+    """The torch dtype called ``name`` ('float32'); ValueError for anything else."""
+    # Read torch's namespace directly: getattr could fire a lazy import for an odd name.
+    value = vars(torch).get(name) if isinstance(name, str) else None
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")
     return value
@@ -67,7 +69,7 @@ class TensorType:
 
     def __post_init__(self) -> None:
         for dim in self.shape:
-            if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            if isinstance(dim, bool) or not isinstance(dim, (int, str)) or isinstance(dim, int) and not 0 <= dim < 2**63:
                 raise ValueError(f"bad dimension {dim!r} in shape {self.shape!r}")
             parse_dim(dim)
         dtype_from_name(self.dtype)

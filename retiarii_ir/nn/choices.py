@@ -28,7 +28,7 @@ def _candidate_table(candidates: Iterable[nn.Module] | Mapping[str, nn.Module]) 
     if isinstance(candidates, Mapping):
         table = dict(candidates)
         for key in table:
-            if not isinstance(key, str) or not re.match(r"^[A-Za-z0-9_]+$", key):
+            if not isinstance(key, str) or not re.match(r"\A[A-Za-z0-9_]+\Z", key):
                 raise ValueError(f"LayerChoice candidate names must be plain identifiers, got {key!r}")
     else:
         table = {str(i): m for i, m in enumerate(candidates)}

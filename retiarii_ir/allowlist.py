@@ -1,0 +1,144 @@
+"""What a graph from untrusted JSON may call: the allow-list, stated as objects and homes.
+
+``targets`` resolves a dotted name to an object without importing anything, then asks
+this module whether that *object* may run. Names are only a way to find the object: a
+re-exported stdlib module (``torch.os``) or a class reached through another package's
+namespace is judged by what it is and where it really lives.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+import types
+from typing import Any
+
+import torch
+
+# Homes under torch whose members do I/O, load code, compile, or change global state.
+FORBIDDEN_HOMES = (
+    "torch.hub", "torch.jit", "torch.package", "torch.utils", "torch.distributed",
+    "torch.multiprocessing", "torch.backends", "torch.cuda", "torch.mps", "torch.xpu",
+    "torch.compiler", "torch._dynamo", "torch._inductor", "torch.onnx", "torch.export",
+    "torch.fx", "torch.serialization", "torch.storage", "torch.library", "torch.profiler",
+    "torch.autograd.graph", "torch.classes", "torch.overrides", "torch.random", "torch.testing",
+    "torch.ao.quantization", "torch.quantization", "torch.nn.utils", "torch.nn.parallel",
+    "torch.nn.modules.module", "torch.func", "torch.cpu", "torch.mtia", "torch.accelerator",
+)
+# Private torch namespaces that hold ordinary tensor functions (what ``F.linear`` really is).
+PRIVATE_TORCH_HOMES = frozenset({"torch._C._nn", "torch._C._fft", "torch._C._linalg", "torch._C._special"})
+# Private torch functions that symbolic tracing itself emits.
+PRIVATE_TORCH_FUNCTIONS = frozenset({"_assert", "_shape_as_tensor"})
+
+FORBIDDEN_NAMES = frozenset({
+    "load", "save", "load_library", "compile", "manual_seed", "seed", "initial_seed",
+    "from_file", "use_deterministic_algorithms", "fork_rng", "import_module", "eval", "exec",
+    "system", "open", "getenv", "putenv", "remove", "unlink", "rmdir",
+})
+FORBIDDEN_NAME_PREFIXES = ("set_", "_set", "register_", "_register")
+
+SAFE_BUILTINS = frozenset({
+    "getattr", "len", "int", "float", "bool", "tuple", "list", "slice", "range", "min",
+    "max", "abs", "sum", "round", "pow", "divmod", "all", "any", "zip", "isinstance",
+})
+_SAFE_OPERATORS = (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "neg", "pos", "abs",
+    "invert", "inv", "and_", "or_", "xor", "lshift", "rshift", "not_", "truth", "eq", "ne",
+    "lt", "le", "gt", "ge", "getitem", "setitem", "delitem", "contains", "index", "is_",
+    "is_not", "concat", "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
+    "imatmul", "iand", "ior", "ixor", "ilshift", "irshift", "iconcat",
+)
+# Identity sets: an object is approved by *being* one of these, not by its spelling.
+_OPERATOR_IDS = frozenset(id(getattr(operator, name)) for name in _SAFE_OPERATORS)
+_BUILTIN_IDS = frozenset(id(getattr(builtins, name)) for name in SAFE_BUILTINS)
+VALUE_TYPES = (int, float, bool, tuple, list, slice, range, torch.finfo, torch.iinfo, torch.Size)
+
+SAFE_DUNDER_METHODS = frozenset({
+    "__getitem__", "__setitem__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__",
+    "__rmul__", "__truediv__", "__rtruediv__", "__floordiv__", "__matmul__", "__neg__",
+    "__pow__", "__and__", "__or__", "__invert__", "__eq__", "__ne__", "__lt__", "__le__",
+    "__gt__", "__ge__", "__iadd__", "__imul__", "__isub__", "__itruediv__",
+})
+FORBIDDEN_METHODS = frozenset({
+    "backward", "register_hook", "register_post_accumulate_grad_hook", "storage",
+    "untyped_storage", "data_ptr", "numpy", "tolist", "share_memory_", "set_", "pin_memory",
+    "cuda", "apply_", "map_", "map2_", "record_stream", "retain_grad",
+})
+# Public attributes that lead from a tensor to autograd internals or raw memory.
+FORBIDDEN_ATTRIBUTES = frozenset({"grad_fn", "untyped_storage", "storage", "data_ptr", "register_hook"})
+
+# Module classes: torch's own layers, never its containers for scripting or parallelism.
+MODULE_HOMES = ("torch.nn.modules",)
+
+
+def under(home: str, prefixes: tuple[str, ...] | frozenset[str]) -> bool:
+    """Whether dotted ``home`` is one of ``prefixes`` or inside one."""
+    return any(home == p or home.startswith(p + ".") for p in prefixes)
+
+
+def forbidden_name(name: str) -> bool:
+    return name in FORBIDDEN_NAMES or name.startswith(FORBIDDEN_NAME_PREFIXES)
+
+
+def home_of(obj: Any) -> str | None:
+    """The module an object really belongs to, whatever path reached it."""
+    if isinstance(obj, types.BuiltinFunctionType) and isinstance(obj.__self__, types.ModuleType):
+        return obj.__self__.__name__
+    home = getattr(obj, "__module__", None)
+    return home if isinstance(home, str) else None
+
+
+def torch_function_allowed(obj: Any) -> str | None:
+    """None when a torch callable may run; otherwise why not."""
+    if isinstance(obj, type):
+        return None if obj in VALUE_TYPES else "it is a class, not a function"
+    home = home_of(obj)
+    name = getattr(obj, "__name__", None)
+    if not isinstance(name, str) or home is None:
+        return "it has no module and name of its own"
+    if not (home == "torch" or home.startswith("torch.")):
+        return f"it is {home}.{name}, outside torch"
+    if under(home, FORBIDDEN_HOMES):
+        return f"it lives in {home}, which may do I/O, load code or change global state"
+    private_home = any(part.startswith("_") for part in home.split(".")[1:])
+    if private_home and home not in PRIVATE_TORCH_HOMES:
+        return f"it lives in the private namespace {home}"
+    if name.startswith("_") and name not in PRIVATE_TORCH_FUNCTIONS and home not in PRIVATE_TORCH_HOMES:
+        return f"{name} is private"
+    if forbidden_name(name):
+        return f"{name} changes global state or touches files"
+    return None
+
+
+def builtin_allowed(obj: Any, root: str) -> str | None:
+    """None when an object reached from ``operator``, ``math`` or ``builtins`` may run."""
+    if root == "operator":
+        return None if id(obj) in _OPERATOR_IDS else "only arithmetic, comparison and item access operators are allowed"
+    if root == "builtins":
+        return None if id(obj) in _BUILTIN_IDS else f"only these builtins are allowed: {sorted(SAFE_BUILTINS)}"
+    if root == "math":
+        if isinstance(obj, types.BuiltinFunctionType) and home_of(obj) == "math":
+            return None
+        return "only math's own functions are allowed"
+    return f"{root} is not an allowed namespace"
+
+
+def aten_op_allowed(packet_name: str) -> str | None:
+    """None when an aten operator may run (torch's own operator namespace)."""
+    bare = packet_name.strip("_")
+    if forbidden_name(packet_name) or forbidden_name(bare):
+        return f"aten.{packet_name} changes global state or touches files"
+    if not torch._C._jit_get_schemas_for_operator(f"aten::{packet_name}"):
+        return f"aten has no operator {packet_name!r}"
+    return None
+
+
+def module_class_allowed(cls: Any) -> str | None:
+    """None when ``cls`` is one of torch.nn's own layer classes."""
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        return "it is not an nn.Module class"
+    home = home_of(cls) or ""
+    if not under(home, MODULE_HOMES):
+        return f"it is defined in {home}, not in torch.nn"
+    return None

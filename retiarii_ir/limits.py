@@ -1,0 +1,12 @@
+"""Limits on what a graph may ask for, so malformed or hostile input fails cleanly.
+
+Read at call time: set ``retiarii_ir.limits.MAX_BUILD_BYTES = ...`` to change a default
+for the whole process, or pass ``max_bytes=`` to ``build_module`` for one call.
+"""
+
+MAX_BUILD_BYTES = 8 * 2**30
+"""Parameters, buffers, constants and example inputs that building or typing one graph
+may allocate."""
+
+MAX_JSON_DEPTH = 64
+"""Nesting of arrays and objects in graph JSON (real graphs need fewer than ten levels)."""
