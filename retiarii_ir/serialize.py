@@ -192,14 +192,14 @@ def tensor_from_json(data: Any, name: str) -> torch.Tensor:
     except ValueError:
         raise SchemaError(f"constant {name!r} has unknown dtype {_short(data.get('dtype'))}") from None
     shape = _sizes(data.get("shape"), f"constant {name!r} shape")
+    if not isinstance(data.get("data", ""), str):
+        raise SchemaError(f"constant {name!r} data must be a base64 string")
     try:
         raw = base64.b64decode(data.get("data", ""), validate=True)
     except ValueError:
         raise SchemaError(f"constant {name!r} has bad base64 data") from None
     count = math.prod(shape)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    if not isinstance(data.get("data", ""), str):
-        raise SchemaError(f"constant {name!r} data must be a base64 string")
     if len(raw) != count * itemsize:
         raise SchemaError(f"constant {name!r}: {len(raw)} bytes for shape {shape} of {dtype}")
     if count == 0:

@@ -1,0 +1,270 @@
+"""The trust boundary: a graph from JSON runs, builds and generates nothing the allow-list did
+not approve, and every malformed input ends in one project error.
+
+Each route is attacked twice: through JSON (the untrusted door) and on a Graph object edited
+in Python, which skips the JSON checks, so that ``validate``, ``build_module`` and
+``to_source`` are shown to check again on their own. A canary file or environment variable
+would appear if anything hostile ever ran.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import codegen
+import retiarii_ir as ir
+from retiarii_ir import limits
+from retiarii_ir.errors import IRError, SchemaError, UnsafeTargetError
+from retiarii_ir.module_spec import FunctionRef, ModuleSpec
+from retiarii_ir.shape_inference import example_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x)) * x.shape[0]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return ir.trace(Tiny().eval(), torch.randn(2, 4))
+
+
+def _every_stage(graph):
+    """Run each consumer of a graph; return what each one did (refused or completed)."""
+    outcomes = {}
+    stages = {
+        "validate": lambda: graph.validate(),
+        "build and run": lambda: ir.build_module(graph)(*example_inputs(graph, 2)),
+        "to_source": lambda: codegen.to_source(graph),
+    }
+    for stage, run in stages.items():
+        try:
+            run()
+            outcomes[stage] = "completed"
+        except IRError:
+            outcomes[stage] = "refused"
+    return outcomes
+
+
+def _with_node(graph, target, args, name="evil"):
+    """A copy of ``graph`` with one extra call_function node after the input."""
+    g = graph.copy()
+    g.add_node("call_function", target, args, {}, name=name, after=g.inputs[0])
+    return g
+
+
+def _json_with_node(graph, target, args):
+    data = json.loads(graph.to_json())
+    data["nodes"].insert(1, {"name": "evil", "op": "call_function", "target": target, "args": args,
+                             "kwargs": {}, "type": {"scalar": "unknown"}, "scope": ""})
+    return json.dumps(data)
+
+
+# ---------------------------------------------------------------------- re-exported modules
+def _reexport_attacks(canary):
+    return {
+        "torch.os.system": ["touch " + str(canary)],
+        "torch.builtins.exec": [f"open({str(canary)!r}, 'w').close()"],
+        "torch.builtins.eval": [f"open({str(canary)!r}, 'w').close()"],
+        "torch.builtins.open": [str(canary), "w"],
+        "torch.builtins.setattr": [],
+        "torch.importlib.import_module": ["this"],
+        "torch._utils.pickle.loads": [],
+        "torch.sys.exit": [3],
+        "torch._C._set_grad_enabled": [False],
+        "torch.nn.modules.module.torch.jit.ScriptModule": [],
+        "torch.nn.modules.module.register_module_forward_hook": [],
+        "torch.nn.functional.warnings.warn": ["canary"],
+    }
+
+
+@pytest.mark.parametrize("target", sorted(_reexport_attacks("canary")))
+def test_reexported_modules_and_global_setters_are_refused_at_load(graph, tmp_path, target):
+    args = _reexport_attacks(tmp_path / "PWNED")[target]
+    with pytest.raises(UnsafeTargetError, match=r"node #1: function"):
+        ir.Graph.from_json(_json_with_node(graph, target, args))
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("target", sorted(_reexport_attacks("canary")))
+def test_reexported_modules_never_run_from_a_graph_object(graph, tmp_path, target):
+    canary = tmp_path / "PWNED"
+    hostile = _with_node(graph, target, tuple(_reexport_attacks(canary)[target]))
+    grad_was_enabled = torch.is_grad_enabled()
+    outcomes = _every_stage(hostile)
+    assert outcomes == {"validate": "refused", "build and run": "refused", "to_source": "refused"}
+    assert not canary.exists()
+    assert torch.is_grad_enabled() == grad_was_enabled
+    assert "this" not in sys.modules
+
+
+# ---------------------------------------------------------------------- getattr chains
+def _getattr_chain(graph, canary):
+    """tensor.__class__.backward.__globals__['__builtins__']['__import__']('os').system(...),
+    spelled with the allowed getattr and operator functions."""
+    g = graph.copy()
+    x = g.inputs[0]
+    step = g.add_node("call_function", "builtins.getattr", (x, "__class__"), name="cls", after=x)
+    step = g.add_node("call_function", "builtins.getattr", (step, "backward"), name="fn", after=step)
+    step = g.add_node("call_function", "builtins.getattr", (step, "__globals__"), name="glb", after=step)
+    step = g.add_node("call_function", "operator.getitem", (step, "__builtins__"), name="bi", after=step)
+    step = g.add_node("call_function", "operator.getitem", (step, "__import__"), name="imp", after=step)
+    step = g.add_node("call_function", "operator.call", (step, "os"), name="os_", after=step)
+    step = g.add_node("call_function", "builtins.getattr", (step, "system"), name="system", after=step)
+    g.add_node("call_function", "operator.call", (step, "touch " + str(canary)), name="run", after=step)
+    return g
+
+
+def test_getattr_chain_to_import_is_refused_everywhere(graph, tmp_path):
+    canary = tmp_path / "PWNED"
+    hostile = _getattr_chain(graph, canary)
+    assert _every_stage(hostile) == {"validate": "refused", "build and run": "refused", "to_source": "refused"}
+    with pytest.raises(UnsafeTargetError, match="__class__"):
+        ir.Graph.from_json(_json_of(hostile))
+    assert not canary.exists()
+
+
+def _json_of(graph):
+    """JSON of a graph object without the loader's checks (graph_to_json checks nothing)."""
+    return ir.graph_to_json(graph)
+
+
+@pytest.mark.parametrize("attribute", ["__class__", "_base", "grad_fn", "untyped_storage", "shape\n", "a.b"])
+def test_getattr_takes_only_public_attribute_names_at_load(graph, attribute):
+    text = _json_with_node(graph, "builtins.getattr", [{"$node": "x"}, attribute])
+    with pytest.raises(UnsafeTargetError, match="getattr"):
+        ir.Graph.from_json(text)
+
+
+def test_getattr_name_from_another_node_is_refused(graph):
+    text = _json_with_node(graph, "builtins.getattr", [{"$node": "x"}, {"$node": "x"}])
+    with pytest.raises(UnsafeTargetError, match="not a public attribute name"):
+        ir.Graph.from_json(text)
+
+
+@pytest.mark.parametrize("target", ["operator.attrgetter", "operator.methodcaller", "operator.call",
+                                    "builtins.__import__", "builtins.vars", "builtins.globals"])
+def test_operator_and_builtins_that_reach_attributes_or_call_values_are_refused(graph, target):
+    with pytest.raises(UnsafeTargetError):
+        ir.Graph.from_json(_json_with_node(graph, target, [{"$node": "x"}, "y"]))
+
+
+def test_method_calls_run_only_on_values(graph):
+    """A method named like a tensor method, called on a function object an attribute chain reached."""
+    g = graph.copy()
+    x = g.inputs[0]
+    fn = g.add_node("call_function", "builtins.getattr", (x, "add"), name="bound", after=x)
+    g.add_node("call_method", "add", (fn, 1), name="called", after=fn)
+    with pytest.raises(IRError, match="not a tensor or a plain value"):
+        ir.build_module(g)(torch.randn(2, 4))
+
+
+def test_get_attr_reads_only_tensors(graph):
+    g = graph.copy()
+    node = g.add_node("get_attr", "fc.forward", name="method", after=g.inputs[0])
+    g.add_node("call_method", "add", (node, 1), name="use", after=node)
+    with pytest.raises(IRError, match="not a parameter or buffer"):
+        ir.build_module(g)(torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------------- constructor arguments
+def _fake_quantize_spec():
+    """A module whose constructor calls one of its arguments: FakeQuantize(observer=f, **kw)."""
+    return ModuleSpec("torch.ao.quantization.FakeQuantize",
+                      {"observer": FunctionRef("torch.os.environ.update"), "RETIARII_CANARY": "ran"})
+
+
+def test_constructor_arguments_are_never_called_by_codegen_or_build(graph, monkeypatch):
+    monkeypatch.delenv("RETIARII_CANARY", raising=False)
+    hostile = graph.copy()
+    hostile.modules["fc"] = _fake_quantize_spec()
+    with pytest.raises(IRError):
+        codegen.to_source(hostile)
+    with pytest.raises(IRError):
+        ir.build_module(hostile)
+    assert "RETIARII_CANARY" not in os.environ
+
+
+def test_constructor_function_arguments_are_checked_at_load(graph, monkeypatch):
+    monkeypatch.delenv("RETIARII_CANARY", raising=False)
+    data = json.loads(graph.to_json())
+    data["modules"]["fc"] = {"$module": "torch.nn.Linear", "kwargs": {
+        "in_features": 4, "out_features": 3, "bias": {"$function": "torch.os.environ.update"}}}
+    with pytest.raises(UnsafeTargetError, match="module 'fc'.*re-export"):
+        ir.Graph.from_json(json.dumps(data))
+    data["modules"]["fc"] = {"$module": "torch.ao.quantization.FakeQuantize", "kwargs": {}}
+    with pytest.raises(UnsafeTargetError, match="not in torch.nn"):
+        ir.Graph.from_json(json.dumps(data))
+
+
+# ---------------------------------------------------------------------- no imports
+def test_resolving_a_name_imports_nothing():
+    """In a fresh interpreter, refused names under lazily imported torch packages stay unloaded."""
+    script = textwrap.dedent("""
+        import json, sys, torch
+        import retiarii_ir as ir
+        from retiarii_ir.errors import IRError
+        g = ir.trace(torch.nn.Linear(2, 2), torch.randn(2, 2))
+        base = json.loads(g.to_json())
+        before = set(sys.modules)
+        for target in ["torch._dynamo.reset", "torch._inductor.config.load_config", "torch.onnx.export",
+                       "torch.export.load", "torch.hub.load", "torch.distributed.init_process_group",
+                       "torch._functorch.config.load_config", "torch.float8", "numpy.load"]:
+            data = json.loads(json.dumps(base))
+            data["nodes"].insert(1, {"name": "e", "op": "call_function", "target": target, "args": [],
+                                     "kwargs": {}, "type": {"scalar": "unknown"}, "scope": ""})
+            try:
+                ir.Graph.from_json(json.dumps(data))
+            except IRError:
+                pass
+            else:
+                raise SystemExit("accepted " + target)
+            for dtype in [target.rsplit(".", 1)[-1], "_dynamo"]:
+                data = json.loads(json.dumps(base))
+                data["nodes"][1]["type"] = {"tensor": [2], "dtype": dtype}
+                try:
+                    ir.Graph.from_json(json.dumps(data))
+                except IRError:
+                    pass
+        print(sorted(set(sys.modules) - before))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- what stays allowed
+def test_aten_operators_resolve_as_torch_export_emits_them():
+    from retiarii_ir.targets import resolve_function
+
+    assert resolve_function("torch.ops.aten.add.Tensor") is torch.ops.aten.add.Tensor
+    assert resolve_function("torch.ops.aten.__and__.Tensor") is torch.ops.aten.__and__.Tensor
+    for refused in ["torch.ops.aten.from_file.default", "torch.ops.aten.no_such_op.default",
+                    "torch.ops.aten.add.NoSuchOverload", "torch.ops.prims.add.default"]:
+        with pytest.raises(UnsafeTargetError):
+            resolve_function(refused)
+
+
+def test_trusted_package_classes_load_only_with_trust():
+    from tests.corpus import CORPUS  # noqa: F401 - the package a trusted class lives in
+
+    from retiarii_ir.targets import resolve_function, resolve_module_class
+
+    class_path = "tests.corpus.resnet.BasicBlock"
+    with pytest.raises(UnsafeTargetError, match=r"trust=\['tests'\]"):
+        resolve_module_class(class_path)
+    assert resolve_module_class(class_path, trust=["tests"]).__name__ == "BasicBlock"
+    with pytest.raises(UnsafeTargetError, match="outside torch"):  # stdlib reached through it
+        resolve_function("tests.corpus.resnet.torch.os.system", trust=["tests"])
