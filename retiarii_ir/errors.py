@@ -30,3 +30,8 @@ class SchemaError(IRError):
 
 class UnsafeTargetError(SchemaError):
     """A graph names a callable or module outside the allowed namespaces."""
+
+
+class ValueChoiceMisuseError(IRError, TypeError):
+    """A ValueChoice reached code that needs a concrete value (a plain torch.nn layer, int(),
+    bool(), range(), a comparison). Also a TypeError, which Python expects from such uses."""

@@ -31,7 +31,9 @@ Example::
 
 ``LayerChoice``, ``InputChoice``, ``ValueChoice`` (with arithmetic), ``Repeat`` and ``Cell``
 follow NNI Retiarii. Every torch.nn layer is available here (``nn.Conv2d``, ``nn.BatchNorm2d``...)
-and accepts ValueChoice arguments; given plain arguments it is the torch layer itself.
+and accepts ValueChoice arguments; given plain arguments it is the torch layer itself. A plain
+torch.nn layer given a choice, or ``int()``/``bool()``/``range()``/a comparison on one, raises
+``ValueChoiceMisuseError`` naming the ``retiarii_ir.nn`` layer to use instead.
 """
 
 from __future__ import annotations

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from torch import nn
+
+from ..errors import ValueChoiceMisuseError
 from .context import auto_label, check_label, current_fixed
 
 
@@ -47,16 +51,66 @@ class ValueExpr:
     def __repr__(self) -> str:
         return self._text
 
+    # --------------------------------------------------------------- misuse
+    # A choice has no value until a sample is applied, so everything that needs one
+    # (conversions, comparisons, iteration, torch functions) raises here, naming the
+    # plain torch.nn layer that asked when there is one, instead of failing deep in torch.
     def __bool__(self) -> bool:
-        raise TypeError(f"{self!r} is a choice, not a value: it cannot steer Python control flow "
-                        f"(if/while/and/or) while the space is built; use LayerChoice for "
-                        f"structural alternatives")
+        raise misuse(self, "an if/while/and/or (bool())",
+                     "a choice cannot steer Python control flow while the space is built; use "
+                     "LayerChoice for structural alternatives")
 
     def __index__(self) -> int:
-        raise TypeError(f"{self!r} is a choice, not an int; pass it to a layer from retiarii_ir.nn "
-                        f"or use ValueChoice.to_int(...)")
+        raise misuse(self, "an int (an index, a slice, range())", "or convert with ValueChoice.to_int(...)")
 
-    __hash__ = object.__hash__
+    def __int__(self) -> int:
+        raise misuse(self, "int()", "or convert with ValueChoice.to_int(...)")
+
+    def __float__(self) -> float:
+        raise misuse(self, "float()", "or convert with ValueChoice.apply(float, ...)")
+
+    def __round__(self, ndigits: int | None = None) -> Any:
+        raise misuse(self, "round()", "or round with ValueChoice.apply(round, ...)")
+
+    def __iter__(self):
+        raise misuse(self, "iteration", "index a tuple-valued choice instead (choice[0])")
+
+    def __contains__(self, item: Any) -> bool:  # else ``in`` turns the error into "not iterable"
+        raise misuse(self, "the test `in`", "index a tuple-valued choice instead (choice[0])")
+
+    def __len__(self) -> int:
+        raise misuse(self, "len()", "index a tuple-valued choice instead (choice[0])")
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        raise misuse(self, f"formatting with {spec!r}")
+
+    def __eq__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison ==", "or compute with ValueChoice.apply(fn, ...)")
+
+    def __ne__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison !=", "or compute with ValueChoice.apply(fn, ...)")
+
+    def __lt__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison <", "or compute with ValueChoice.apply(fn, ...)")
+
+    def __le__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison <=", "or compute with ValueChoice.apply(fn, ...)")
+
+    def __gt__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison >", "or compute with ValueChoice.apply(fn, ...)")
+
+    def __ge__(self, other: Any) -> bool:
+        raise misuse(self, "the comparison >=", "or compute with ValueChoice.apply(fn, ...)")
+
+    __hash__ = object.__hash__  # identity, as before; comparisons raise instead of answering
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        """torch functions given a choice (``torch.empty((width, 3))`` in Linear) land here."""
+        expr = _first_expr((args, kwargs or {}))
+        raise misuse(expr if expr is not None else cls, f"torch.{getattr(func, '__name__', func)}()")
 
     # --------------------------------------------------------------- arithmetic
     def _binary(self, other: Any, fn: Callable, symbol: str, reverse: bool = False) -> ValueExpr:
@@ -74,7 +128,9 @@ class ValueExpr:
     def __floordiv__(self, o): return self._binary(o, operator.floordiv, "//")
     def __rfloordiv__(self, o): return self._binary(o, operator.floordiv, "//", True)
     def __mod__(self, o): return self._binary(o, operator.mod, "%")
+    def __rmod__(self, o): return self._binary(o, operator.mod, "%", True)
     def __pow__(self, o): return self._binary(o, operator.pow, "**")
+    def __rpow__(self, o): return self._binary(o, operator.pow, "**", True)
     def __neg__(self): return ValueExpr(operator.neg, (self,), f"-{self!r}")
     def __getitem__(self, key): return ValueExpr(operator.getitem, (self, key), f"{self!r}[{key!r}]")
 
@@ -145,6 +201,64 @@ class ValueChoice(ValueExpr):
 
     def leaves(self) -> list[ValueChoice]:
         return [self]
+
+
+# ---------------------------------------------------------------------- misuse
+def misuse(expr: Any, needs: str, hint: str = "") -> ValueChoiceMisuseError:
+    """The error for a choice used where ``needs`` wants a concrete value."""
+    layer = plain_layer_running()
+    if layer is not None:
+        leaves = expr.leaves() if isinstance(expr, ValueExpr) else []
+        what = ", ".join(repr(leaf) for leaf in leaves) if leaves else repr(expr)
+        return ValueChoiceMisuseError(
+            f"{what} was passed to torch.nn.{layer}, which needs a concrete value (for {needs}); "
+            f"plain torch.nn layers cannot take choices: use retiarii_ir.nn.{layer} instead")
+    return ValueChoiceMisuseError(
+        f"{expr!r} is a choice, not a concrete value, and {needs} needs one while the space is built; "
+        f"pass choices to layers from retiarii_ir.nn (e.g. retiarii_ir.nn.Conv2d, not torch.nn.Conv2d)"
+        + (f"; {hint}" if hint else ""))
+
+
+def plain_layer_running() -> str | None:
+    """The public torch.nn layer class whose code is running just above this module's frames.
+
+    Constructors nest (Transformer builds Linear), so among ``__init__`` frames the outermost
+    layer wins; otherwise (a forward) the innermost one does.
+    """
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    layer, in_init = None, False
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("torch."):
+        owner = frame.f_locals.get("self")
+        name = _public_torch_layer(type(owner)) if isinstance(owner, nn.Module) else None
+        if name is not None:
+            if layer is None:
+                layer, in_init = name, frame.f_code.co_name == "__init__"
+            elif in_init and frame.f_code.co_name == "__init__":
+                layer = name
+            elif not in_init:
+                break
+        frame = frame.f_back
+    return layer
+
+
+def _public_torch_layer(cls: type) -> str | None:
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("torch.nn.") and getattr(nn, klass.__name__, None) is klass:
+            return klass.__name__
+    return None
+
+
+def _first_expr(value: Any) -> ValueExpr | None:
+    if isinstance(value, ValueExpr):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = _first_expr(item)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_candidates(candidates: list[Any], label: str) -> None:

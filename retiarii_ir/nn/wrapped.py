@@ -22,6 +22,11 @@ _WRAPPERS: dict[type, type] = {}
 _COPYING = "__retiarii_copy__"  # what copy.deepcopy passes to __new__ (see __getnewargs_ex__)
 
 
+def _copying(args: tuple) -> bool:
+    """Whether copy.deepcopy is re-creating a wrapper (``==`` on a choice raises, so no tuple compare)."""
+    return len(args) == 1 and isinstance(args[0], str) and args[0] == _COPYING
+
+
 class ValueChoiceLayer:
     """Marker base of wrapped layers; ``value_args`` maps constructor argument -> expression."""
 
@@ -38,7 +43,7 @@ def wrap_layer(base: type) -> type:
     signature = inspect.signature(base.__init__)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        if cls is not wrapper or args == (_COPYING,):  # a user subclass, or copy.deepcopy
+        if cls is not wrapper or _copying(args):  # a user subclass, or copy.deepcopy
             return nn.Module.__new__(cls)
         if current_fixed() is not None or not leaves_of((args, kwargs)):
             return base(*args, **kwargs)
