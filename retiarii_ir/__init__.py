@@ -1,8 +1,8 @@
 """retiarii_ir: a typed graph IR for PyTorch models and model spaces."""
 
-from .analysis import structural_hash, to_networkx
+from .analysis import node_hashes, structural_hash, to_networkx
 from .errors import (GraphValidationError, IRError, SchemaError, TraceError, TypeMismatchError,
-                     UnsafeTargetError)
+                     UnsafeTargetError, ValueChoiceMisuseError)
 from .graph import AttributeSpec, Graph
 from .interpreter import Interpreter, IRModule, NodeExecutionError, build_module, run_graph
 from .module_spec import FunctionRef, ModuleSpec, spec_of
@@ -17,8 +17,8 @@ __all__ = [
     "AnyOf", "AttributeSpec", "BATCH", "DictType", "Choice", "InvalidSampleError", "Sample", "SearchSpace", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
     "Interpreter", "ModuleSpec", "Node", "NodeExecutionError", "OP_KINDS", "SCHEMA_VERSION",
     "ScalarType", "SchemaError", "TensorType", "TraceError", "TupleType", "TypeMismatchError",
-    "UnsafeTargetError", "build_module", "graph_from_json", "graph_to_json", "infer_types",
-    "run_graph", "spec_of", "structural_hash", "to_networkx", "trace",
+    "UnsafeTargetError", "ValueChoiceMisuseError", "build_module", "graph_from_json", "graph_to_json", "infer_types",
+    "node_hashes", "run_graph", "spec_of", "structural_hash", "to_networkx", "trace",
 ]
 
 # Model spaces and mutators.

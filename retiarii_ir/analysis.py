@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import networkx as nx
 import torch
@@ -24,35 +24,8 @@ def to_networkx(graph) -> nx.MultiDiGraph:
     return g
 
 
-def _node_signature(node: Node, local: Mapping[str, int], external: dict[str, int],
-                    params: Mapping[str, torch.Tensor] | None) -> list:
-    def ref(n: Node):
-        if n.name in local:
-            return ["local", local[n.name]]
-        external.setdefault(n.name, len(external))
-        return ["external", external[n.name], type_to_json(n.type)]
-
-    from .serialize import encode_value
-
-    def encode(value):
-        return encode_value(map_args(value, lambda n: _Ref(ref(n))), refs_ok=True)
-
-    target: object = node.target
-    if node.op == "call_module":
-        spec = node.graph.modules.get(node.target)
-        target = encode(spec) if spec is not None else node.target
-    elif node.op == "input":
-        target = "input"
-    signature = [node.op, target, encode(node.args), encode(node.kwargs), type_to_json(node.type)]
-    if params is not None and node.op in ("call_module", "get_attr"):
-        signature.append(_tensor_digest(node.target, params))
-    if node.op == "constant":
-        signature.append(_digest(node.graph.constants[node.target]))
-    return signature
-
-
 class _Ref:
-    """Stands for a node reference while hashing, encoded as its position."""
+    """Stands for a node reference while hashing: the referenced node's own hash."""
 
     def __init__(self, value: list) -> None:
         self.value = value
@@ -60,8 +33,8 @@ class _Ref:
 
 def _digest(tensor: torch.Tensor) -> str:
     t = tensor.detach().cpu().contiguous()
-    return hashlib.sha256(str((t.dtype, tuple(t.shape))).encode() + t.view(-1).view(torch.uint8).numpy().tobytes()
-                          if t.numel() else str((t.dtype, tuple(t.shape))).encode()).hexdigest()
+    header = str((t.dtype, tuple(t.shape))).encode()
+    return hashlib.sha256(header + t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else header).hexdigest()
 
 
 def _tensor_digest(prefix: str, params: Mapping[str, torch.Tensor]) -> list:
@@ -69,22 +42,81 @@ def _tensor_digest(prefix: str, params: Mapping[str, torch.Tensor]) -> list:
     return [[k[len(prefix):], _digest(params[k])] for k in keys]
 
 
+def _signature(node: Node, ref: Callable[[Node], list], params: Mapping[str, torch.Tensor] | None) -> str:
+    """What a node computes, given what its inputs are: op, target (the module spec for a
+    module call), constant arguments, type, and optionally the values of its weights."""
+    from .serialize import encode_value
+
+    def encode(value: Any) -> Any:
+        return encode_value(map_args(value, lambda n: _Ref(ref(n))), refs_ok=True)
+
+    target: object = node.target
+    if node.op == "call_module":
+        spec = node.graph.modules.get(node.target)
+        target = encode(spec) if spec is not None else node.target
+    elif node.op == "input":
+        target = "input"  # inputs count by position, not by name
+    signature = [node.op, target, encode(node.args), encode(node.kwargs), type_to_json(node.type)]
+    if params is not None and node.op in ("call_module", "get_attr"):
+        signature.append(_tensor_digest(node.target, params))
+    if node.op == "constant":
+        signature.append(_digest(node.graph.constants[node.target]))
+    text = json.dumps(signature, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def node_hashes(graph, params: Mapping[str, torch.Tensor] | None = None,
+                distinct: Iterable[str] = ()) -> dict[str, str]:
+    """A hash per node from what it computes and its inputs' hashes, independent of names and
+    of the order nodes are listed in: equal hashes mean the same computation on the same
+    inputs (with ``params``, on the same weight values). Nodes named in ``distinct`` (e.g.
+    ones holding trainable weights) hash apart from every other node."""
+    distinct = set(distinct)
+    hashes: dict[str, str] = {}
+    inputs = 0
+    for node in graph.nodes:
+        value = _signature(node, lambda n: ["node", hashes[n.name]], params)
+        if node.op == "input":
+            value, inputs = hashlib.sha256(f"{value}/input {inputs}".encode()).hexdigest(), inputs + 1
+        if node.name in distinct:
+            value = hashlib.sha256(f"{value}/{node.name}".encode()).hexdigest()
+        hashes[node.name] = value
+    return hashes
+
+
 def structural_hash(graph, nodes: Iterable[Node] | None = None,
                     params: Mapping[str, torch.Tensor] | None = None) -> str:
     """A hash equal for subgraphs with the same ops, attributes, wiring and types.
 
-    Names, scopes and module paths do not count. With ``params`` (a state_dict), the
-    values of the parameters and buffers the subgraph reads count too, so two subgraphs
-    hash alike only if they would also compute the same numbers.
+    Names, scopes, module paths and the order nodes are listed in do not count. Values from
+    outside the subgraph count by type and by which of them is which. With ``params`` (a
+    state_dict), the values of the parameters and buffers the subgraph reads count too, so
+    two subgraphs hash alike only if they would also compute the same numbers.
     """
     chosen = list(graph.nodes if nodes is None else nodes)
+    members = {n.name for n in chosen}
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     chosen.sort(key=lambda n: order[n.name])
-    local: dict[str, int] = {}
-    external: dict[str, int] = {}
-    rows = []
+
+    def hashes_with(external: Callable[[Node], list]) -> dict[str, str]:
+        local: dict[str, str] = {}
+        for node in chosen:
+            local[node.name] = _signature(
+                node, lambda n: ["node", local[n.name]] if n.name in members else external(n), params)
+        return local
+
+    # First without telling outside values apart, to get an order that does not depend on the
+    # listing; then number outside values by their first reader in that order.
+    anonymous = hashes_with(lambda n: ["external", type_to_json(n.type)])
+    depth: dict[str, int] = {}
     for node in chosen:
-        rows.append(_node_signature(node, local, external, params))
-        local[node.name] = len(local)
-    text = json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str)
+        depth[node.name] = 1 + max((depth.get(i.name, 0) for i in node.inputs if i.name in members), default=0)
+    numbering: dict[str, int] = {}
+    for node in sorted(chosen, key=lambda n: (depth[n.name], anonymous[n.name])):
+        for source in node.inputs:
+            if source.name not in members:
+                numbering.setdefault(source.name, len(numbering))
+    final = hashes_with(lambda n: ["external", numbering[n.name], type_to_json(n.type)])
+    inputs = [final[n.name] for n in chosen if n.op == "input"]  # calling order counts
+    text = json.dumps([inputs, sorted(final.values())], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -14,6 +14,7 @@ A graph owns
 
 from __future__ import annotations
 
+import bisect
 import copy as _copy
 import re
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ class Graph:
         return outputs[0]
 
     def users(self, node: Node) -> list[Node]:
-        return [n for n in self.nodes if any(i is node for i in iter_nodes((n.args, n.kwargs)))]
+        """Nodes of this graph that read ``node``, in execution order (kept per node: O(users))."""
+        return [n for n in node.users if n.graph is self]
 
     def nodes_in(self, scope: str) -> list[Node]:
         """Nodes created inside the module ``scope`` (``layer1.0``) or its children."""
@@ -113,16 +115,33 @@ class Graph:
         elif before is not None:
             index = self._index(before)
         else:
-            outputs = [i for i, n in enumerate(self.nodes) if n.op == "output"]
-            index = outputs[0] if outputs and op != "output" else len(self.nodes)
-        self.nodes.insert(index, node)
+            last = self.nodes[-1] if self.nodes else None
+            index = len(self.nodes) - 1 if last is not None and last.op == "output" and op != "output" \
+                else len(self.nodes)
+        self._insert(index, node)
         self._by_name[node.name] = node
         return node
 
-    def _index(self, node: Node) -> int:
+    def _insert(self, index: int, node: Node) -> None:
+        """Put ``node`` at list position ``index`` with a position key between its neighbours."""
+        low = self.nodes[index - 1]._position if index > 0 else 0.0
+        high = self.nodes[index]._position if index < len(self.nodes) else low + 2.0
+        if high - low < 1e-9:
+            self._renumber()
+            low = self.nodes[index - 1]._position if index > 0 else 0.0
+            high = self.nodes[index]._position if index < len(self.nodes) else low + 2.0
+        node._position = (low + high) / 2
+        self.nodes.insert(index, node)
+
+    def _renumber(self) -> None:
         for i, n in enumerate(self.nodes):
-            if n is node:
-                return i
+            n._position = float(i + 1)
+
+    def _index(self, node: Node) -> int:
+        """List position of ``node``: a binary search on position keys, not a scan."""
+        index = bisect.bisect_left(self.nodes, node._position, key=lambda n: n._position)
+        if index < len(self.nodes) and self.nodes[index] is node:
+            return index
         raise GraphValidationError(f"node {node.name!r} is not in graph {self.name!r}")
 
     def replace_all_uses(self, old: Node, new: Node, only_in: Iterable[Node] | None = None) -> None:
@@ -143,6 +162,7 @@ class Graph:
             raise GraphValidationError(
                 f"cannot remove node {node.name!r}: still read by {', '.join(u.name for u in users)}")
         self.nodes.pop(self._index(node))
+        node.detach()
         del self._by_name[node.name]
 
     def rename(self, node: Node, new_name: str) -> None:
@@ -154,7 +174,7 @@ class Graph:
 
     def move_before(self, node: Node, anchor: Node) -> None:
         self.nodes.pop(self._index(node))
-        self.nodes.insert(self._index(anchor), node)
+        self._insert(self._index(anchor), node)
 
     def eliminate_dead_code(self) -> list[str]:
         """Remove nodes whose value no one uses (inputs, output and in-place calls stay).
@@ -174,7 +194,7 @@ class Graph:
         dead = set(removed)
         self.nodes = [n for n in self.nodes if n.name not in dead]
         for name in dead:
-            del self._by_name[name]
+            self._by_name.pop(name).detach()
         return removed
 
     def copy(self) -> "Graph":
@@ -186,6 +206,7 @@ class Graph:
                        map_args(node.args, lambda n: mapping[id(n)]),
                        map_args(node.kwargs, lambda n: mapping[id(n)]), node.type, node.scope)
             new.meta = _copy.deepcopy(node.meta)
+            new._position = node._position
             mapping[id(node)] = new
             clone.nodes.append(new)
             clone._by_name[new.name] = new

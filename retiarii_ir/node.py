@@ -22,7 +22,7 @@ TRAINING_FLAG = "training"
 class Node:
     """One operation. Arguments may hold other nodes (the edges) and plain constants."""
 
-    __slots__ = ("name", "op", "target", "args", "kwargs", "type", "scope", "graph", "meta")
+    __slots__ = ("name", "op", "target", "_args", "_kwargs", "type", "scope", "graph", "meta", "_users", "_position")
 
     def __init__(self, graph: "Graph", name: str, op: str, target: str, args: tuple = (),
                  kwargs: dict | None = None, type: ValueType = UNKNOWN, scope: str = "") -> None:
@@ -32,11 +32,42 @@ class Node:
         self.name = name
         self.op = op
         self.target = target
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
         self.type = type
         self.scope = scope
         self.meta: dict[str, Any] = {}
+        self._users: dict[Node, None] = {}  # nodes reading this one, kept up to date on every edit
+        self._position = 0  # maintained by the graph: a sort key for execution order
+        self._args: tuple = ()
+        self._kwargs: dict = {}
+        self._set_arguments(tuple(args), dict(kwargs or {}))
+
+    @property
+    def args(self) -> tuple:
+        return self._args
+
+    @args.setter
+    def args(self, value: tuple) -> None:
+        self._set_arguments(tuple(value), self._kwargs)
+
+    @property
+    def kwargs(self) -> dict:
+        return self._kwargs
+
+    @kwargs.setter
+    def kwargs(self, value: dict) -> None:
+        self._set_arguments(self._args, dict(value))
+
+    def _set_arguments(self, args: tuple, kwargs: dict) -> None:
+        """Replace the arguments and move this node between its inputs' user lists."""
+        self.detach()
+        self._args, self._kwargs = args, kwargs
+        for source in iter_nodes((args, kwargs)):
+            source._users[self] = None
+
+    def detach(self) -> None:
+        """Stop being a user of the nodes this one reads (before it leaves a graph)."""
+        for source in iter_nodes((self._args, self._kwargs)):
+            source._users.pop(self, None)
 
     @property
     def inputs(self) -> list["Node"]:
@@ -48,7 +79,13 @@ class Node:
 
     @property
     def users(self) -> list["Node"]:
-        return self.graph.users(self)
+        """Nodes that read this one, in execution order."""
+        return sorted(self._users, key=lambda n: n._position)
+
+    @property
+    def origin(self) -> list[tuple[str, str]]:
+        """``(trial, node name)`` pairs this node stands for in a merged graph (empty otherwise)."""
+        return list(self.meta.get("origin", ()))
 
     def describe(self) -> str:
         """``name (op target)``, the way errors name a node."""

@@ -219,6 +219,7 @@ def graph_to_dict(graph: Graph) -> dict:
             "args": [encode_value(a) for a in n.args],
             "kwargs": {k: encode_value(v) for k, v in n.kwargs.items()},
             "type": type_to_json(n.type), "scope": n.scope,
+            **({"origin": [list(o) for o in n.meta["origin"]]} if n.meta.get("origin") else {}),
         } for n in graph.nodes],
         "modules": {k: encode_value(v) for k, v in graph.modules.items()},
         "attributes": {k: _attribute_to_json(a) for k, a in graph.attributes.items()},
@@ -396,8 +397,18 @@ def _add_node(graph: Graph, raw: Any, index: int, trust: tuple[str, ...]) -> Non
                       for k, v in kwargs.items()}
     if op == "call_function":
         check_call(target, decoded_args, decoded_kwargs, f"node {name!r}")
-    graph.add_node(op, target, decoded_args, decoded_kwargs, name=name, type=node_type, scope=scope,
-                   after=graph.nodes[-1] if graph.nodes else None)
+    node = graph.add_node(op, target, decoded_args, decoded_kwargs, name=name, type=node_type, scope=scope,
+                          after=graph.nodes[-1] if graph.nodes else None)
+    if "origin" in raw:
+        node.meta["origin"] = _origin(raw["origin"], name)
+
+
+def _origin(raw: Any, name: str) -> list[tuple[str, str]]:
+    """Which trial and which of its nodes a merged node stands for."""
+    if not isinstance(raw, list) or not all(
+            isinstance(o, list) and len(o) == 2 and all(isinstance(p, str) for p in o) for o in raw):
+        raise SchemaError(f"node {name!r}: origin must be a list of [trial, node] string pairs")
+    return [tuple(o) for o in raw]
 
 
 def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[str, ...]) -> None:

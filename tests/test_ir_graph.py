@@ -144,3 +144,81 @@ def test_structural_hash_with_parameter_identity():
     assert ir.structural_hash(ga, params=a.state_dict()) != ir.structural_hash(gb, params=b.state_dict())
     b.load_state_dict(a.state_dict())
     assert ir.structural_hash(ga, params=a.state_dict()) == ir.structural_hash(gb, params=b.state_dict())
+
+
+# ---------------------------------------------------------------------- users, positions, hashes
+def _two_branches(first_left: bool):
+    g = ir.Graph("Branches")
+    x = g.add_node("input", "x", name="x", type=ir.TensorType(("B", 4)))
+    make_left = lambda: g.add_node("call_function", "torch.relu", (x,), name="left", type=ir.TensorType(("B", 4)))  # noqa: E731
+    make_right = lambda: g.add_node("call_function", "torch.tanh", (x,), name="right", type=ir.TensorType(("B", 4)))  # noqa: E731
+    a, b = (make_left(), make_right()) if first_left else (make_right(), make_left())
+    left, right = (a, b) if first_left else (b, a)
+    total = g.add_node("call_function", "operator.sub", (left, right), name="total", type=ir.TensorType(("B", 4)))
+    g.add_node("output", "output", (total,), name="output")
+    return g
+
+
+def test_structural_hash_does_not_depend_on_the_listing_order_of_independent_branches():
+    assert ir.structural_hash(_two_branches(True)) == ir.structural_hash(_two_branches(False))
+    assert ir.node_hashes(_two_branches(True))["total"] == ir.node_hashes(_two_branches(False))["total"]
+
+
+def test_structural_hash_tells_outside_values_apart():
+    def adder(same: bool):
+        g = ir.Graph("Add")
+        x = g.add_node("input", "x", name="x", type=ir.TensorType((2,)))
+        y = g.add_node("input", "y", name="y", type=ir.TensorType((2,)))
+        s = g.add_node("call_function", "operator.add", (x, x if same else y), name="s", type=ir.TensorType((2,)))
+        g.add_node("output", "output", (s,), name="output")
+        return g
+    body = lambda g: [g.node("s")]  # noqa: E731
+    assert ir.structural_hash(adder(True), body(adder(True))) != ir.structural_hash(adder(False), body(adder(False)))
+
+
+def test_node_hashes_mark_distinct_nodes_apart():
+    g = _two_branches(True)
+    plain = ir.node_hashes(g)
+    marked = ir.node_hashes(g, distinct=["left"])
+    assert plain["right"] == marked["right"] and plain["left"] != marked["left"]
+    assert plain["total"] != marked["total"], "a distinct input makes its readers distinct"
+
+
+def test_users_follow_every_edit_in_execution_order():
+    g = _two_branches(True)
+    x, left, right, total = (g.node(n) for n in ("x", "left", "right", "total"))
+    assert g.users(x) == [left, right]
+    late = g.add_node("call_function", "torch.exp", (x,), name="late", after=right)
+    early = g.add_node("call_function", "torch.sin", (x,), name="early", before=left)
+    assert g.users(x) == [early, left, right, late] == x.users
+    total.args = (left, late)
+    assert g.users(right) == [] and g.users(late) == [total]
+    g.remove_node(right)
+    g.remove_node(early)
+    assert g.users(x) == [left, late]
+    clone = g.copy()
+    assert [n.name for n in clone.users(clone.node("x"))] == ["left", "late"]
+    clone.node("total").args = (clone.node("left"), clone.node("left"))
+    assert g.users(late) == [total], "editing a copy leaves the original alone"
+    assert [n.name for n in g.nodes] == ["x", "left", "late", "total", "output"]
+    g.move_before(late, left)
+    assert [n.name for n in g.nodes] == ["x", "late", "left", "total", "output"]
+    assert g.users(x) == [late, left]
+
+
+def test_many_inserts_at_one_place_keep_order():
+    g = _two_branches(True)
+    anchor = g.node("left")
+    added = [g.add_node("call_function", "torch.relu", (g.node("x"),), name=f"n{i}", after=anchor) for i in range(200)]
+    names = [n.name for n in g.nodes]
+    assert names[:3] == ["x", "left", "n199"] and names.index("n0") == names.index("right") - 1
+    assert [n.name for n in g.users(g.node("x"))][:3] == ["left", "n199", "n198"]
+    assert all(g._index(n) == names.index(n.name) for n in added)
+
+
+def test_origin_round_trips_through_json():
+    g = _two_branches(True)
+    g.node("total").meta["origin"] = [("t0", "total"), ("t1", "total")]
+    back = ir.Graph.from_json(g.to_json())
+    assert back.node("total").origin == [("t0", "total"), ("t1", "total")]
+    assert back.node("left").origin == []
