@@ -1,47 +1,148 @@
-"""Subcommands of ``retiarii``; each lives in the package that owns its work."""
+"""Subcommands of ``retiarii``; each lives in the package that owns its work. Arguments are
+checked here, before any work starts, so bad input ends in one line and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
-from .cli import command
+from retiarii_ir.errors import first_line
+
+from .cli import UsageError, command
 
 
-def load_model(spec: str) -> torch.nn.Module:
+_MISSING = object()
+
+
+def load_model(spec: str, argument: str = "model") -> torch.nn.Module:
     """``package.module:factory`` → the nn.Module that factory (or class) returns."""
     module_name, sep, attr = spec.partition(":")
     if os.getcwd() not in sys.path:  # as `python -m` does: the user's own modules are importable
         sys.path.insert(0, os.getcwd())
-    if not sep or not attr:
-        raise SystemExit(f"error: model spec {spec!r} must look like 'package.module:ClassOrFactory'")
+    if not sep or not module_name or not attr:
+        raise UsageError(argument, f"model spec {spec!r} must look like 'package.module:ClassOrFactory'")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"error: cannot load {spec!r}: {e}") from None
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(argument, f"cannot import factory {spec!r}: {first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: report it in one line
+        raise UsageError(argument, f"cannot import factory {spec!r}: importing {module_name} raised "
+                                   f"{type(e).__name__}: {first_line(e)}") from None
+    factory = getattr(module, attr, _MISSING)
+    if factory is _MISSING:
+        raise UsageError(argument, f"cannot import factory {spec!r}: module {module_name!r} has no {attr!r}")
+    if not callable(factory):
+        raise UsageError(argument, f"{spec!r} is not a class or factory (it holds {type(factory).__name__})")
     try:
         model = factory()
     except Exception as e:  # noqa: BLE001 - the user's factory: report, don't dump a traceback
-        raise SystemExit(f"error: {spec} raised {type(e).__name__}: {e}") from None
+        raise UsageError(argument, f"{spec} raised {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"error: {spec!r} returned {type(model).__name__}, not an nn.Module")
+        raise UsageError(argument, f"{spec!r} returned {type(model).__name__}, not an nn.Module")
     return model
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
+    """``"2,3,32,32"`` → ``(2, 3, 32, 32)``; every size a positive integer (an argparse type)."""
     try:
-        return tuple(int(d) for d in text.split(","))
+        shape = tuple(int(d) for d in text.split(","))
     except ValueError:
-        raise SystemExit(f"error: input shape {text!r} must be comma-separated integers like 2,3,32,32") from None
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated integers like 2,3,32,32") from None
+    if any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} has a size below 1; every size must be a positive integer")
+    return shape
+
+
+def _check_writable_under(folder: str, shown: str, argument: str) -> None:
+    """The nearest existing folder at or above ``folder`` lets us create what is missing below it."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(argument, f"cannot write {shown}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(argument, f"cannot write {shown}: permission denied in {existing}")
+
+
+def check_output_file(path: str, argument: str) -> str:
+    """Absolute path of a file the command may create or overwrite (its folders are made)."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise UsageError(argument, f"{path} is a folder; give a file path")
+    _check_writable_under(os.path.dirname(target), path, argument)
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise UsageError(argument, f"cannot write {path}: permission denied")
+    return target
+
+
+def check_output_folder(path: str, argument: str) -> str:
+    """Absolute path of a folder the command may create or write into."""
+    target = os.path.abspath(path)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(argument, f"{path} is a file; give a folder")
+    _check_writable_under(target, path, argument)
+    return target
+
+
+def check_state_dict_file(path: str, argument: str = "--weights") -> None:
+    """A file ``torch.load(weights_only=True)`` reads as a dict of names to tensors."""
+    if os.path.isdir(path):
+        raise UsageError(argument, f"{path} is a folder, not a state_dict file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(argument, f"no such file: {path}") from None
+    except OSError as e:
+        raise UsageError(argument, f"cannot read {path}: {e.strerror}") from None
+    except Exception:  # noqa: BLE001 - garbage, a truncated file or a pickle of arbitrary objects
+        raise UsageError(argument, f"{path} is not a state_dict saved with torch.save "
+                                   "(torch.load with weights_only=True cannot read it)") from None
+    if not isinstance(state, Mapping):
+        raise UsageError(argument, f"{path} holds a {type(state).__name__}, not a state_dict "
+                                   "(a dict of parameter names to tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UsageError(argument, f"{path} is not a state_dict: entry {key!r} holds "
+                                       f"{type(value).__name__}, not a tensor")
+
+
+def check_codegen_source(source: str) -> None:
+    """A graph JSON file that exists and is text, or else something shaped like a factory spec,
+    so a mistyped path reads "no such file" rather than a failed import."""
+    path = Path(source)
+    if path.is_dir():
+        raise UsageError("source", f"{source} is a folder, not a graph JSON file")
+    if path.is_file():
+        try:
+            path.read_bytes().decode("utf-8")
+        except OSError as e:
+            raise UsageError("source", f"cannot read {source}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError("source", f"{source} is not a graph JSON file (not UTF-8 text)") from None
+    elif source.endswith(".json") or ":" not in source:
+        raise UsageError("source", f"no such file: {source} (a model factory looks like package.module:factory)")
+
+
+def example_input(shape: tuple[int, ...]) -> torch.Tensor:
+    try:
+        return torch.randn(shape)
+    except (RuntimeError, MemoryError) as e:
+        raise UsageError("--input-shape", f"cannot allocate an input of shape {list(shape)}: {first_line(e)}") from None
 
 
 def _trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model factory as package.module:ClassOrFactory")
-    p.add_argument("--input-shape", required=True, help="example input shape, e.g. 2,3,32,32")
+    p.add_argument("--input-shape", required=True, type=parse_shape, help="example input shape, e.g. 2,3,32,32")
     p.add_argument("--out", help="write the IR as JSON here (default: print the graph)")
 
 
@@ -49,15 +150,19 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def trace_command(args: argparse.Namespace) -> int:
     import retiarii_ir as ir
 
-    shape = parse_shape(args.input_shape)
+    out = check_output_file(args.out, "--out") if args.out else None
     model = load_model(args.model).eval()
-    graph = ir.trace(model, torch.randn(shape))
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(graph.to_json(indent=1))
-        print(f"wrote {len(graph)} nodes to {args.out}")
-    else:
+    graph = ir.trace(model, example_input(args.input_shape))
+    if out is None:
         print(graph)
+        return 0
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(graph.to_json(indent=1))
+    except OSError as e:
+        raise UsageError("--out", f"cannot write {args.out}: {e.strerror}") from None
+    print(f"wrote {len(graph)} nodes to {args.out}")
     return 0
 
 
@@ -70,7 +175,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def demo_command(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(quick=args.quick, out_dir=args.out)
+    return run_demo(quick=args.quick, out_dir=check_output_folder(args.out, "--out"))
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:
@@ -79,10 +184,10 @@ def _codegen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", help="also export ONNX here (model.onnx), checked with onnx.checker")
     p.add_argument("--input-shape", action="append", type=parse_shape, default=[],
                    help="example input shape for a model factory, once per input, e.g. 2,3,32,32")
-    p.add_argument("--weights", help="state_dict file (torch.save) whose weights go into the ONNX model")
+    p.add_argument("--weights", help="with --onnx: state_dict file (torch.save) whose weights go into the ONNX model")
     p.add_argument("--class-name", help="name of the generated class (default: the graph's name)")
-    p.add_argument("--dynamic-batch", action="store_true", help="ONNX: keep the batch dimension symbolic")
-    p.add_argument("--check-onnx", action="store_true", help="ONNX: run onnxruntime and compare with torch")
+    p.add_argument("--dynamic-batch", action="store_true", help="with --onnx: keep the batch dimension symbolic")
+    p.add_argument("--check-onnx", action="store_true", help="with --onnx: run onnxruntime and compare with torch")
 
 
 @command("codegen", "Generate a standalone PyTorch module (and optionally ONNX) from a model or IR JSON.",
@@ -90,9 +195,23 @@ def _codegen_args(p: argparse.ArgumentParser) -> None:
 def codegen_command(args: argparse.Namespace) -> int:
     from codegen.command import run
 
-    return run(args.source, args.out, args.onnx, args.input_shape, args.weights, args.class_name, load_model,
+    check_codegen_source(args.source)
+    outputs = {"--out": check_output_file(args.out, "--out")}
+    if args.onnx:
+        outputs["--onnx"] = check_output_file(args.onnx, "--onnx")
+    else:
+        for flag, given in (("--weights", args.weights), ("--dynamic-batch", args.dynamic_batch),
+                            ("--check-onnx", args.check_onnx)):
+            if given:
+                raise UsageError(flag, "only applies with --onnx")
+    source = os.path.realpath(args.source)
+    for flag, target in outputs.items():
+        if os.path.realpath(target) == source:
+            raise UsageError(flag, f"{target} is the source graph; writing it would destroy the input")
+    if args.onnx and outputs["--onnx"] == outputs["--out"]:
+        raise UsageError("--onnx", "is the same file as --out")
+    if args.weights:
+        check_state_dict_file(args.weights)
+    return run(args.source, args.out, args.onnx, args.input_shape, args.weights, args.class_name,
+               functools.partial(load_model, argument="source"),
                dynamic_batch=args.dynamic_batch, check_onnx=args.check_onnx)
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import retiarii_ir as ir
 from retiarii_ir import nn
 
+from .cli import UsageError
+
 
 @nn.model_wrapper
 class DigitsSpace(nn.Module):
@@ -47,7 +49,7 @@ def load_digits_tensors(seed: int = 0):
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise SystemExit("the demo needs scikit-learn: pip install -e '.[demo]'") from None
+        raise UsageError(None, "the demo needs scikit-learn: pip install -e '.[demo]'") from None
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
@@ -83,8 +85,8 @@ import importlib.util
 spec = importlib.util.spec_from_file_location("best_model", sys.argv[1])
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 model = module.{cls}()
-model.load_state_dict(torch.load(sys.argv[2]), strict=True)
-data = torch.load(sys.argv[3])
+model.load_state_dict(torch.load(sys.argv[2], weights_only=True), strict=True)
+data = torch.load(sys.argv[3], weights_only=True)
 model.eval()
 with torch.no_grad():
     print((model(data["x"]).argmax(1) == data["y"]).float().mean().item())
@@ -96,6 +98,8 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
     from codegen import write_module
     from strategies import Budget, RegularizedEvolution, run_strategy
 
+    out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
+    os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
     data = load_digits_tensors()
     print(f"digits: {len(data[0])} training and {len(data[2])} validation images, 8x8")
@@ -123,7 +127,6 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
     graph = space.freeze(best.sample)
     model = ir.build_module(graph)
     final = train(model, data, epochs=epochs)
-    os.makedirs(out_dir, exist_ok=True)
     source_path = write_module(graph, os.path.join(out_dir, "best_model.py"), class_name="BestModel")
     weights_path = os.path.join(out_dir, "best_model.pt")
     data_path = os.path.join(out_dir, "validation.pt")
@@ -133,7 +136,7 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
         json.dump(best.sample, f, indent=1)
     print(f"\n3. wrote the winner as plain PyTorch: {source_path} (+ weights {weights_path})")
 
-    check = subprocess.run([sys.executable, "-I", "-c", _CHECK_STANDALONE.format(cls="BestModel"),
+    check = subprocess.run([sys.executable, "-I", "-B", "-c", _CHECK_STANDALONE.format(cls="BestModel"),
                             str(source_path), weights_path, data_path],
                            capture_output=True, text=True, cwd=out_dir)
     if check.returncode != 0:

@@ -1,6 +1,7 @@
 """Generated source for every corpus model: same outputs as the original with its own weights,
 byte-identical on every run, black-formatted, and importable where only torch exists."""
 
+import inspect
 import json
 import os
 import re
@@ -57,6 +58,28 @@ def test_source_is_deterministic_formatted_and_plain_torch(name, traced, sources
     assert set(imports) <= {"import torch", "import math", "import operator"}, imports
 
 
+PROJECT_PACKAGES = ("retiarii_ir", "codegen", "runtime", "optimizer", "strategies", "tests")
+
+
+def without_project_paths(paths: list, root: str) -> list:
+    """``paths`` less the repository root and its source packages, compared as real paths:
+    a virtualenv inside the repository (or a sibling such as ``repo-venv``) holds torch."""
+    import os
+
+    hidden = {os.path.realpath(os.path.join(root, name)) for name in ("", *PROJECT_PACKAGES)}
+    return [p for p in paths if p and os.path.realpath(p) not in hidden]
+
+
+def test_torch_only_path_keeps_environments_inside_and_beside_the_repository(tmp_path):
+    root = tmp_path / "repo"
+    inside = root / ".venv" / "lib" / "python3" / "site-packages"
+    beside = tmp_path / "repo-venv" / "lib" / "site-packages"
+    for folder in (root / "retiarii_ir", inside, beside):
+        folder.mkdir(parents=True)
+    paths = [str(root), f"{root}/", str(root / "retiarii_ir"), "", str(inside), str(beside), "/usr/lib/python3"]
+    assert without_project_paths(paths, str(root)) == [str(inside), str(beside), "/usr/lib/python3"]
+
+
 def run_in_torch_only_interpreter(directory, cases: dict) -> dict:
     """Import each generated source in a fresh ``python -I`` that cannot import this project.
 
@@ -71,9 +94,10 @@ def run_in_torch_only_interpreter(directory, cases: dict) -> dict:
         root_class = re.findall(r"^class (\w+)\(", source, flags=re.MULTILINE)[-1]
         manifest[name] = {"file": str(path), "class": root_class}
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    script = textwrap.dedent(f"""
+    preamble = f"PROJECT_PACKAGES = {PROJECT_PACKAGES!r}\n" + inspect.getsource(without_project_paths)
+    script = preamble + textwrap.dedent(f"""
         import importlib.abc, importlib.util, json, sys
-        FORBIDDEN = {{"retiarii_ir", "codegen", "runtime", "optimizer", "strategies", "tests"}}
+        FORBIDDEN = set(PROJECT_PACKAGES)
 
         class Forbid(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
@@ -82,7 +106,7 @@ def run_in_torch_only_interpreter(directory, cases: dict) -> dict:
                 return None
 
         sys.meta_path.insert(0, Forbid())
-        sys.path = [p for p in sys.path if p and not p.startswith({ROOT!r})]
+        sys.path = without_project_paths(sys.path, {ROOT!r})
         import torch
         torch.set_num_threads(1)
         directory = {str(directory)!r}

@@ -1,15 +1,40 @@
-"""The README's demo, end to end: space → strategy → training → standalone winner."""
+"""The README's demo, end to end: space → strategy → training → standalone winner, run as a
+user runs it: ``retiarii demo --quick`` with no other argument, from a fresh empty folder."""
 
 import json
+import os
+import subprocess
+import sys
 
-from runtime.cli import main
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_demo_finds_a_model_and_writes_it_as_standalone_code(tmp_path, capsys):
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "fresh interpreter, only torch" in out and "imported: []" in out
-    source = (tmp_path / "best_model.py").read_text()
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One quick demo in an empty working folder (relative default --out); about 10 s on one
+    thread, which also keeps it steady when other processes share the cores."""
+    cwd = tmp_path_factory.mktemp("fresh")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", "--quick"], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    return result, cwd / "retiarii-demo"
+
+
+def test_demo_with_default_arguments_from_a_fresh_folder_writes_the_winner(demo_run):
+    result, out = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert (out / "best_model.py").is_file() and (out / "best_model.pt").is_file()
+
+
+def test_demo_finds_a_model_and_writes_it_as_standalone_code(demo_run):
+    result, out = demo_run
+    assert "fresh interpreter, only torch" in result.stdout and "imported: []" in result.stdout, result.stdout
+    source = (out / "best_model.py").read_text()
     assert "import torch" in source and "retiarii" not in source.split('"""', 2)[2]
-    sample = json.loads((tmp_path / "best_sample.json").read_text())
+    sample = json.loads((out / "best_sample.json").read_text())
     assert set(sample) >= {"width", "op"}
+    assert not (out / "__pycache__").exists(), "the standalone check leaves no bytecode in the output folder"
