@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from retiarii_ir.errors import UnsafeTargetError
 from retiarii_ir.node import TRAINING_FLAG, Node
-from retiarii_ir.targets import check_call, check_method, resolve_function
+from retiarii_ir.targets import check_call, check_method, check_method_call, resolve_function
 
 from .errors import CodegenError
 from .literals import function_path, literal, operand, subscript
@@ -112,6 +112,7 @@ class ForwardWriter:
     def _method(self, node: Node, what: str) -> str:
         try:
             name = check_method(node.target)
+            check_method_call(name, node.kwargs, what)
         except UnsafeTargetError as e:
             raise CodegenError(f"{what}: {e}") from None
         if not node.args:

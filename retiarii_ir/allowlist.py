@@ -30,11 +30,17 @@ FORBIDDEN_HOMES = (
 PRIVATE_TORCH_HOMES = frozenset({"torch._C._nn", "torch._C._fft", "torch._C._linalg", "torch._C._special"})
 # Private torch functions that symbolic tracing itself emits.
 PRIVATE_TORCH_FUNCTIONS = frozenset({"_assert", "_shape_as_tensor"})
+# Pure Python helpers in torch's top-level namespace that traced code calls.
+TORCH_HELPERS = frozenset({"_assert", "is_tensor", "sym_int", "sym_float", "sym_max", "sym_min", "sym_not"})
+# Modules whose public functions are tensor functions and nothing else.
+PUBLIC_FUNCTION_HOMES = frozenset({"torch.functional", "torch.nn.functional"})
+# Modules a dotted name may pass through on its way to a function or class.
+WALKABLE_PRIVATE = frozenset({"torch._C"}) | PRIVATE_TORCH_HOMES
 
 FORBIDDEN_NAMES = frozenset({
     "load", "save", "load_library", "compile", "manual_seed", "seed", "initial_seed",
     "from_file", "use_deterministic_algorithms", "fork_rng", "import_module", "eval", "exec",
-    "system", "open", "getenv", "putenv", "remove", "unlink", "rmdir",
+    "system", "open", "getenv", "putenv", "remove", "unlink", "rmdir", "fork", "wait",
 })
 FORBIDDEN_NAME_PREFIXES = ("set_", "_set", "register_", "_register")
 
@@ -52,6 +58,7 @@ _SAFE_OPERATORS = (
 # Identity sets: an object is approved by *being* one of these, not by its spelling.
 _OPERATOR_IDS = frozenset(id(getattr(operator, name)) for name in _SAFE_OPERATORS)
 _BUILTIN_IDS = frozenset(id(getattr(builtins, name)) for name in SAFE_BUILTINS)
+_COSTLY_MATH = frozenset({"factorial", "comb", "perm", "prod"})  # time grows without bound in the argument
 VALUE_TYPES = (int, float, bool, tuple, list, slice, range, torch.finfo, torch.iinfo, torch.Size)
 
 SAFE_DUNDER_METHODS = frozenset({
@@ -90,25 +97,29 @@ def home_of(obj: Any) -> str | None:
 
 
 def torch_function_allowed(obj: Any) -> str | None:
-    """None when a torch callable may run; otherwise why not."""
+    """None when a torch callable may run; otherwise why not.
+
+    An explicit list of places, not a list of dangers: torch's own tensor operators (the
+    ATen functions behind ``torch.add``), the public functions of ``torch.functional`` and
+    ``torch.nn.functional``, the operator tables behind ``torch.fft``/``linalg``/``special``,
+    and a handful of helpers symbolic tracing emits. Nothing here returns a module or calls
+    a callable it is given."""
     if isinstance(obj, type):
         return None if obj in VALUE_TYPES else "it is a class, not a function"
     home = home_of(obj)
     name = getattr(obj, "__name__", None)
     if not isinstance(name, str) or home is None:
         return "it has no module and name of its own"
-    if not (home == "torch" or home.startswith("torch.")):
-        return f"it is {home}.{name}, outside torch"
-    if under(home, FORBIDDEN_HOMES):
-        return f"it lives in {home}, which may do I/O, load code or change global state"
-    private_home = any(part.startswith("_") for part in home.split(".")[1:])
-    if private_home and home not in PRIVATE_TORCH_HOMES:
-        return f"it lives in the private namespace {home}"
-    if name.startswith("_") and name not in PRIVATE_TORCH_FUNCTIONS and home not in PRIVATE_TORCH_HOMES:
-        return f"{name} is private"
     if forbidden_name(name):
         return f"{name} changes global state or touches files"
-    return None
+    if home == "torch" and getattr(torch._C._VariableFunctions, name, None) is obj:
+        private = name.startswith("_") and name not in PRIVATE_TORCH_FUNCTIONS
+        return f"{name} is private" if private else None
+    if home == "torch" and name in TORCH_HELPERS:
+        return None
+    if home in PUBLIC_FUNCTION_HOMES or home in PRIVATE_TORCH_HOMES:
+        return f"{name} is private" if name.startswith("_") else None
+    return f"it is {home}.{name}, which is not one of torch's tensor functions"
 
 
 def builtin_allowed(obj: Any, root: str) -> str | None:
@@ -118,16 +129,16 @@ def builtin_allowed(obj: Any, root: str) -> str | None:
     if root == "builtins":
         return None if id(obj) in _BUILTIN_IDS else f"only these builtins are allowed: {sorted(SAFE_BUILTINS)}"
     if root == "math":
-        if isinstance(obj, types.BuiltinFunctionType) and home_of(obj) == "math":
+        if isinstance(obj, types.BuiltinFunctionType) and home_of(obj) == "math" and obj.__name__ not in _COSTLY_MATH:
             return None
-        return "only math's own functions are allowed"
+        return "only math's own functions are allowed (not factorial, comb, perm or prod)"
     return f"{root} is not an allowed namespace"
 
 
 def aten_op_allowed(packet_name: str) -> str | None:
     """None when an aten operator may run (torch's own operator namespace)."""
     bare = packet_name.strip("_")
-    if forbidden_name(packet_name) or forbidden_name(bare):
+    if forbidden_name(packet_name) or forbidden_name(bare) or bare in ("print", "record_stream"):
         return f"aten.{packet_name} changes global state or touches files"
     if not torch._C._jit_get_schemas_for_operator(f"aten::{packet_name}"):
         return f"aten has no operator {packet_name!r}"

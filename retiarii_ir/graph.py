@@ -172,6 +172,13 @@ class Graph:
         node.name = new_name
         self._by_name[new_name] = node
 
+    def reorder(self, nodes: list[Node]) -> None:
+        """List the same nodes in a new execution order (the caller keeps it topological)."""
+        if len(nodes) != len(self.nodes) or {id(n) for n in nodes} != {id(n) for n in self.nodes}:
+            raise GraphValidationError(f"reorder of graph {self.name!r} must list exactly its nodes")
+        self.nodes = list(nodes)
+        self._renumber()
+
     def move_before(self, node: Node, anchor: Node) -> None:
         self.nodes.pop(self._index(node))
         self._insert(self._index(anchor), node)
@@ -186,7 +193,7 @@ class Graph:
                 uses[source.name] += 1
         removed: list[str] = []
         for node in reversed(list(self.nodes)):
-            if node.op in ("input", "output") or _has_side_effect(node) or uses[node.name]:
+            if node.op in ("input", "output") or has_side_effect(node) or uses[node.name]:
                 continue
             for source in node.inputs:
                 uses[source.name] -= 1
@@ -299,7 +306,7 @@ class Graph:
 _SIDE_EFFECT_FUNCTIONS = {"operator.setitem", "builtins.setattr", "torch._assert"}
 
 
-def _has_side_effect(node: Node) -> bool:
+def has_side_effect(node: Node) -> bool:
     """In-place ops (``add_``, ``aten.fill_.Scalar``, ``inplace=True``) and assertions run
     even if unread."""
     if node.kwargs.get("inplace") is True:

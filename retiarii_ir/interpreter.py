@@ -17,7 +17,8 @@ from . import limits
 from .errors import IRError, first_line
 from .graph import Graph
 from .node import TRAINING_FLAG, Node, map_args
-from .targets import check_call, check_method, check_receiver, resolve_function
+from .targets import (check_arguments, check_call, check_method, check_method_call, check_receiver, check_value,
+                      resolve_function)
 from .types import dtype_from_name
 
 
@@ -89,16 +90,23 @@ class Interpreter:
         op = node.op
         if op == "call_module":
             return self.root.get_submodule(node.target)(*args, **kwargs)
+        what = f"an argument of node {node.name!r}"
         if op == "call_function":
             function = self.function(node.target)
             check_call(node.target, node.args, node.kwargs, f"node {node.name!r}")
+            check_arguments((args, kwargs), what)
+            if function is getattr:
+                check_receiver(args[0], args[1], "attribute")
+                return check_value(function(*args, **kwargs), f"attribute {args[1]!r} read by node {node.name!r}")
             return function(*args, **kwargs)
         if op == "call_method":
             if not args:
                 raise IRError(f"node {node.describe()} calls a method without a receiver")
             receiver, *rest = args
             name = check_method(node.target)
+            check_method_call(name, node.kwargs, f"node {node.name!r}")
             check_receiver(receiver, name)
+            check_arguments((rest, kwargs), what)
             return getattr(receiver, name)(*rest, **kwargs)
         if op == "get_attr":
             return fetch_attribute(self.root, node.target)
@@ -227,11 +235,11 @@ class IRModule(nn.Module):
                           f"over the limit of {limit / 2**20:,.1f} MiB; pass max_bytes= to build it anyway")
         try:
             self._populate(graph, device)
+            self._interpreter = Interpreter(graph, self, self._trust)
         except IRError:
             raise
-        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, RecursionError) as e:
             raise IRError(f"graph {graph.name!r} cannot be built: {first_line(e)}") from None
-        self._interpreter = Interpreter(graph, self, self._trust)
 
     def _populate(self, graph: Graph, device: torch.device | str | None) -> None:
         with torch.device(device or "cpu"):

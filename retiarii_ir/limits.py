@@ -10,3 +10,7 @@ may allocate."""
 
 MAX_JSON_DEPTH = 64
 """Nesting of arrays and objects in graph JSON (real graphs need fewer than ten levels)."""
+
+MAX_MODULE_LAYERS = 1024
+"""``num_layers`` a module spec may ask for (building one layer per step takes time even on
+the meta device)."""

@@ -21,8 +21,8 @@ from .errors import IRError, SchemaError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import FunctionRef, ModuleSpec
 from .node import OP_KINDS, Node
-from .targets import (check_call, check_identifier, check_method, check_qualname, resolve_function,
-                      resolve_module_class)
+from .targets import (check_call, check_identifier, check_method, check_method_call, check_qualname,
+                      resolve_function, resolve_module_class)
 from .types import dtype_from_name, dtype_name, type_from_json, type_to_json
 
 SCHEMA = "retiarii-ir/graph"
@@ -134,6 +134,9 @@ def decode_value(data: Any, nodes: dict[str, Node] | None, trust: Iterable[str] 
             raise SchemaError(f"module kwargs must be an object, got {kwargs!r}")
         decoded = None if kwargs is None else {
             check_identifier(k, "keyword argument"): decode_value(v, None, trust) for k, v in kwargs.items()}
+        layers = (decoded or {}).get("num_layers")
+        if type(layers) is int and layers > limits.MAX_MODULE_LAYERS:
+            raise SchemaError(f"module {body}: num_layers={layers} is over the limit of {limits.MAX_MODULE_LAYERS}")
         return ModuleSpec(body, decoded)
     raise SchemaError(f"unknown value encoding {data!r}")
 
@@ -289,9 +292,12 @@ def graph_from_dict(data: Any, trust: Iterable[str] = ()) -> Graph:
     for alias, original in _object(data, "aliases").items():
         with _field(f"alias {_short(alias)}"):
             graph.aliases[_state_path(alias, "alias")] = _state_path(original, "aliased path")
+            if _nested(alias, original) or _nested(original, alias):
+                raise SchemaError(f"alias {alias!r} and {original!r} contain one another")
     for key, tensor in _object(data, "constants").items():
         with _field(f"constant {_short(key)}"):
-            graph.constants[check_identifier(key, "constant name")] = tensor_from_json(tensor, key)
+            graph.constants[_state_path(check_identifier(key, "constant name"), "constant name")] = \
+                tensor_from_json(tensor, key)
     for qualname, cls in _object(data, "module_types").items():
         with _field(f"module type of {_short(qualname)}"):
             graph.module_types[_state_path(qualname, "module name", root_ok=True)] = check_identifier(cls, "class name")
@@ -318,7 +324,8 @@ def _trust_names(trust: Iterable[str]) -> tuple[str, ...]:
 
 # Names an nn.Module already uses for itself: a submodule or tensor under one of them
 # could not be registered (PyTorch refuses) or would hide a method.
-_MODULE_ATTRIBUTES = frozenset(dir(torch.nn.Module)) | {"training", "graph", "_ir_constants"}
+_MODULE_ATTRIBUTES = (frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module()))
+                      | {"training", "graph", "_ir_constants", "_interpreter", "_trust"})
 
 
 def _state_path(qualname: Any, what: str, root_ok: bool = False) -> str:
@@ -331,6 +338,10 @@ def _state_path(qualname: Any, what: str, root_ok: bool = False) -> str:
     if clash is not None:
         raise SchemaError(f"{what} {qualname!r}: {clash!r} is an nn.Module attribute, not a free name")
     return qualname
+
+
+def _nested(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer + ".")
 
 
 @contextlib.contextmanager
@@ -381,7 +392,7 @@ def _add_node(graph: Graph, raw: Any, index: int, trust: tuple[str, ...]) -> Non
     if op not in OP_KINDS:
         raise SchemaError(f"node {name!r} has unknown op {op!r}; expected one of {OP_KINDS}")
     target = raw.get("target")
-    _check_target(graph, name, op, target, trust)
+    _check_target(graph, name, op, target, trust, raw)
     args = raw.get("args", [])
     kwargs = raw.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -411,7 +422,7 @@ def _origin(raw: Any, name: str) -> list[tuple[str, str]]:
     return [tuple(o) for o in raw]
 
 
-def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[str, ...]) -> None:
+def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[str, ...], raw: dict) -> None:
     if not isinstance(target, str):
         raise SchemaError(f"node {name!r}: target must be a string")
     if op == "input":
@@ -424,6 +435,7 @@ def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[st
         resolve_function(target, trust)
     elif op == "call_method":
         check_method(target)
+        check_method_call(target, raw.get("kwargs") if isinstance(raw.get("kwargs"), dict) else {}, f"node {name!r}")
     elif op == "get_attr":
         check_qualname(target, f"node {name!r} attribute")
     elif op == "constant":

@@ -83,13 +83,53 @@ def check_attribute_name(name: Any, what: str = "attribute") -> str:
     return name
 
 
+_FACTORIES = frozenset({"torch.empty", "torch.zeros", "torch.ones", "torch.full", "torch.rand", "torch.randn",
+                        "torch.randint", "torch.arange", "torch.eye", "torch.linspace", "torch.logspace",
+                        "torch.empty_strided", "torch.tril_indices", "torch.triu_indices"})
+_REPEATERS = frozenset({"operator.mul", "operator.imul", "operator.pow", "operator.ipow", "operator.lshift",
+                        "operator.ilshift", "builtins.pow", "math.pow", "math.ldexp"})
+_MAX_REPEAT = 2**24
+
+
 def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
-    """Checks that depend on a call's arguments, not only on its target: ``getattr`` may read
-    only a constant public attribute name."""
+    """Checks that depend on a call's arguments, not only on its target: ``getattr`` reads only
+    a constant public name; nothing gets a ``key=`` to call; constant sizes stay in bounds."""
     if target == "builtins.getattr":
         if len(args) not in (2, 3) or kwargs:
             raise UnsafeTargetError(f"{what}: getattr takes an object and an attribute name")
         check_attribute_name(args[1], f"{what}: getattr of")
+    if "key" in kwargs and target in ("builtins.min", "builtins.max"):
+        raise UnsafeTargetError(f"{what}: {target} with key= would call a value of the graph")
+    if target in _FACTORIES or target.startswith("torch.ops.aten.") and target.split(".")[3] in (
+            "empty", "zeros", "ones", "full", "arange", "rand", "randn", "eye"):
+        _check_constant_size(target, args, kwargs, what)
+    if target in _REPEATERS:
+        big = [v for v in args if type(v) is int and abs(v) > _MAX_REPEAT]
+        if big:
+            raise UnsafeTargetError(f"{what}: {target} with the constant {big[0]} could take unbounded "
+                                    f"time or memory (constants up to {_MAX_REPEAT} are allowed)")
+
+
+def _check_constant_size(target: str, args: tuple, kwargs: dict, what: str) -> None:
+    """Refuse a tensor factory whose constant sizes alone exceed ``limits.MAX_BUILD_BYTES``."""
+    from . import limits
+
+    sizes = [v for v in (*args, *kwargs.values()) if type(v) is int]
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+            sizes.extend(value)
+    elements = 1
+    for size in sizes:
+        elements *= max(abs(size), 1)
+    if elements * 8 > limits.MAX_BUILD_BYTES:
+        raise UnsafeTargetError(f"{what}: {target} with constant sizes {sizes[:6]} would allocate more "
+                                f"than the limit of {limits.MAX_BUILD_BYTES / 2**20:,.0f} MiB")
+
+
+def check_method_call(name: str, kwargs: dict, what: str) -> None:
+    """A method call gets no ``key=`` (``list.sort(key=f)`` would call a value of the graph)."""
+    if "key" in kwargs:
+        raise UnsafeTargetError(f"{what}: method {name!r} with key= would call a value of the graph")
 
 
 # ---------------------------------------------------------------------- resolution
@@ -118,20 +158,27 @@ def _walk(parts: list[str], what: str) -> Any:
     for index, part in enumerate(parts[1:], 1):
         if part.startswith("__"):
             raise UnsafeTargetError(f"{what} {path!r} has a dunder segment {part!r}")
-        if isinstance(obj, types.ModuleType):
-            child = vars(obj).get(part, _MISSING)
-            if isinstance(child, types.ModuleType) and child.__name__ != f"{obj.__name__}.{part}":
+        child = vars(obj).get(part, _MISSING) if isinstance(obj, types.ModuleType) else _MISSING
+        if isinstance(child, types.ModuleType):
+            if child.__name__ != f"{obj.__name__}.{part}":
                 raise UnsafeTargetError(
                     f"{what} {path!r} reaches module {child.__name__!r} through a re-export")
-        elif isinstance(obj, type) and index == len(parts) - 1 and any(part in vars(k) for k in obj.__mro__):
-            child = getattr(obj, part)
-        else:
-            child = _MISSING
+            _check_namespace(child.__name__, path, what)
         if child is _MISSING:
             raise UnsafeTargetError(f"{what} {path!r} cannot be resolved: "
                                     f"{'.'.join(parts[:index + 1])} does not exist (or is not loaded)")
         obj = child
     return obj
+
+
+def _check_namespace(module_name: str, path: str, what: str) -> None:
+    """A name may pass only through public torch namespaces that do no I/O or global edits."""
+    if allowlist.under(module_name, allowlist.FORBIDDEN_HOMES):
+        raise UnsafeTargetError(f"{what} {path!r} goes through {module_name}, which may do I/O, "
+                                f"load code or change global state")
+    private = any(p.startswith("_") for p in module_name.split(".")[1:])
+    if private and module_name not in allowlist.WALKABLE_PRIVATE:
+        raise UnsafeTargetError(f"{what} {path!r} goes through the private namespace {module_name}")
 
 
 def _aten_op(parts: list[str], what: str) -> Any:
@@ -230,12 +277,36 @@ def check_method(name: str) -> str:
     return name
 
 
-_RECEIVER_TYPES = (torch.Tensor, torch.Size, tuple, list, dict, int, float, bool, complex, str)
+_RECEIVER_TYPES = (torch.Tensor, torch.Size, tuple, list, dict, int, float, bool, complex, str, torch.dtype,
+                   torch.device, torch.finfo, torch.iinfo, torch.memory_format, torch.layout, slice)
 
 
-def check_receiver(receiver: Any, name: str) -> None:
-    """A method call runs only on a value (tensor, size, number, container), never on a module,
-    class or function that an attribute chain might have reached."""
+def check_receiver(receiver: Any, name: str, what: str = "method") -> None:
+    """A method call or attribute read runs only on a value (tensor, size, number, container),
+    never on a module, class or function."""
     if not isinstance(receiver, _RECEIVER_TYPES):
-        raise UnsafeTargetError(f"method {name!r} called on a {type(receiver).__name__}, "
+        raise UnsafeTargetError(f"{what} {name!r} used on a {type(receiver).__name__}, "
                                 f"which is not a tensor or a plain value")
+
+
+def check_value(value: Any, what: str) -> Any:
+    """A value a node produces or passes on must be data: never a module, class or function,
+    which a later node could call."""
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    if isinstance(value, (types.ModuleType, type)) or callable(value):
+        raise UnsafeTargetError(f"{what} is a {type(value).__name__}; graph values must be data")
+    return value
+
+
+def check_arguments(values: Any, what: str) -> None:
+    """Every argument a call gets is data (see ``check_value``), looking inside containers."""
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (tuple, list)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif not isinstance(value, torch.Tensor):
+            check_value(value, what)

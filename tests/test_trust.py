@@ -161,13 +161,13 @@ def test_operator_and_builtins_that_reach_attributes_or_call_values_are_refused(
         ir.Graph.from_json(_json_with_node(graph, target, [{"$node": "x"}, "y"]))
 
 
-def test_method_calls_run_only_on_values(graph):
-    """A method named like a tensor method, called on a function object an attribute chain reached."""
+def test_attribute_reads_never_yield_something_callable(graph):
+    """A bound method is a value a later node could call: reading one is refused."""
     g = graph.copy()
     x = g.inputs[0]
     fn = g.add_node("call_function", "builtins.getattr", (x, "add"), name="bound", after=x)
     g.add_node("call_method", "add", (fn, 1), name="called", after=fn)
-    with pytest.raises(IRError, match="not a tensor or a plain value"):
+    with pytest.raises(IRError, match="graph values must be data"):
         ir.build_module(g)(torch.randn(2, 4))
 
 
@@ -205,7 +205,7 @@ def test_constructor_function_arguments_are_checked_at_load(graph, monkeypatch):
     with pytest.raises(UnsafeTargetError, match="module 'fc'.*re-export"):
         ir.Graph.from_json(json.dumps(data))
     data["modules"]["fc"] = {"$module": "torch.ao.quantization.FakeQuantize", "kwargs": {}}
-    with pytest.raises(UnsafeTargetError, match="not in torch.nn"):
+    with pytest.raises(UnsafeTargetError, match="torch.ao.quantization"):
         ir.Graph.from_json(json.dumps(data))
 
 
@@ -266,5 +266,102 @@ def test_trusted_package_classes_load_only_with_trust():
     with pytest.raises(UnsafeTargetError, match=r"trust=\['tests'\]"):
         resolve_module_class(class_path)
     assert resolve_module_class(class_path, trust=["tests"]).__name__ == "BasicBlock"
-    with pytest.raises(UnsafeTargetError, match="outside torch"):  # stdlib reached through it
+    with pytest.raises(UnsafeTargetError, match="not allowed"):  # stdlib reached through it
         resolve_function("tests.corpus.resnet.torch.os.system", trust=["tests"])
+    with pytest.raises(UnsafeTargetError, match="posix.getcwd, which is not one of torch's"):
+        resolve_function("tests.corpus.resnet.torch.os.getcwd", trust=["tests"])
+
+
+# ---------------------------------------------------------------------- reaching and calling callables
+def _rce_chain(tmp_path):
+    """A module object from an allowed-looking function, walked to os.system, called by max(key=)."""
+    command = f"touch {tmp_path / 'PWNED'}"
+    return [
+        ("m", "torch.get_device_module", ["cpu"], {}),
+        ("t", "builtins.getattr", [{"$node": "m"}, "torch"], {}),
+        ("o", "builtins.getattr", [{"$node": "t"}, "os"], {}),
+        ("s", "builtins.getattr", [{"$node": "o"}, "system"], {}),
+        ("r", "builtins.max", [[command]], {"key": {"$node": "s"}}),
+    ]
+
+
+def _json_with_nodes(graph, nodes):
+    data = json.loads(graph.to_json())
+    for offset, (name, target, args, kwargs) in enumerate(nodes):
+        data["nodes"].insert(1 + offset, {"name": name, "op": "call_function", "target": target, "args": args,
+                                          "kwargs": kwargs, "type": {"scalar": "unknown"}, "scope": ""})
+    return json.dumps(data)
+
+
+def test_module_objects_and_key_functions_cannot_be_reached_or_called(graph, tmp_path):
+    with pytest.raises(UnsafeTargetError, match="get_device_module"):
+        ir.Graph.from_json(_json_with_nodes(graph, _rce_chain(tmp_path)))
+    hostile = graph.copy()
+    x = hostile.inputs[0]
+    shape = hostile.add_node("call_function", "builtins.getattr", (x, "shape"), name="shape", after=x)
+    hostile.add_node("call_function", "builtins.max", ([1, 2],), {"key": shape}, name="r", after=shape)
+    assert _every_stage(hostile) == {"validate": "refused", "build and run": "refused", "to_source": "refused"}
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("target", [
+    "torch.get_device_module", "torch.fork", "torch.wait", "torch._C.fork", "torch.cond", "torch.vmap",
+    "torch.compile", "torch.utils.checkpoint.CheckpointFunction.apply", "torch.autograd.forward_ad.enter_dual_level",
+    "torch._higher_order_ops.wrap_with_set_grad_enabled", "torch.autograd.profiler.load_nvprof",
+    "torch._higher_order_ops.strict_mode", "torch.autograd.profiler.KinetoStepTracker.increment_step",
+    "torch.ops.aten._print.default", "torch.ops.higher_order.cond", "torch.amp.grad_scaler.OptState.value",
+    "torch.autograd.functional.jacobian", "torch.set_flush_denormal", "math.factorial",
+])
+def test_functions_that_call_values_or_change_global_state_are_refused(graph, target):
+    with pytest.raises(UnsafeTargetError):
+        ir.Graph.from_json(_json_with_node(graph, target, []))
+    hostile = _with_node(graph, target, ())
+    assert _every_stage(hostile) == {"validate": "refused", "build and run": "refused", "to_source": "refused"}
+
+
+def test_sort_with_a_key_is_refused(graph):
+    data = json.loads(graph.to_json())
+    data["nodes"].insert(1, {"name": "s", "op": "call_method", "target": "sort", "args": [{"$node": "x"}],
+                             "kwargs": {"key": {"$node": "x"}}, "type": {"scalar": "unknown"}, "scope": ""})
+    with pytest.raises(UnsafeTargetError, match="key="):
+        ir.Graph.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("nodes, message", [
+    ([("big", "torch.ones", [4_000_000_000], {"dtype": {"$dtype": "uint8"}})], "would allocate"),
+    ([("rep", "operator.mul", ["a", 4_000_000_000], {})], "unbounded"),
+    ([("pw", "operator.pow", [7, 400_000_000], {})], "unbounded"),
+])
+def test_constant_sizes_that_would_exhaust_memory_or_time_are_refused(graph, nodes, message):
+    with pytest.raises(UnsafeTargetError, match=message):
+        ir.Graph.from_json(_json_with_nodes(graph, nodes))
+
+
+def test_names_that_clash_with_the_built_module_are_refused(graph):
+    for section, name, value in [
+        ("attributes", "_interpreter", {"kind": "buffer", "shape": [1], "dtype": "float32"}),
+        ("modules", "_interpreter", {"$module": "torch.nn.ReLU", "kwargs": {}}),
+        ("modules", "_parameters", {"$module": "torch.nn.ReLU", "kwargs": {}}),
+        ("constants", "forward", {"dtype": "float32", "shape": [1], "data": "AAAAAA=="}),
+        ("constants", "cuda", {"dtype": "float32", "shape": [1], "data": "AAAAAA=="}),
+    ]:
+        data = json.loads(graph.to_json())
+        data[section][name] = value
+        with pytest.raises(SchemaError, match="nn.Module attribute"):
+            ir.Graph.from_json(json.dumps(data))
+
+
+def test_an_alias_may_not_contain_its_original(graph):
+    data = json.loads(graph.to_json())
+    data["aliases"] = {"fc.loop": "fc"}
+    with pytest.raises(SchemaError, match="contain one another"):
+        ir.Graph.from_json(json.dumps(data))
+
+
+def test_huge_layer_counts_are_refused_before_building(graph):
+    data = json.loads(graph.to_json())
+    layer = {"$module": "torch.nn.TransformerEncoderLayer", "kwargs": {"d_model": 4, "nhead": 1}}
+    data["modules"]["fc"] = {"$module": "torch.nn.TransformerEncoder",
+                             "kwargs": {"encoder_layer": layer, "num_layers": 100_000}}
+    with pytest.raises(SchemaError, match="num_layers"):
+        ir.Graph.from_json(json.dumps(data))
