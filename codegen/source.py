@@ -56,8 +56,9 @@ def _check_structure(graph: Graph) -> None:
         raise CodegenError(f"cannot generate code for graph {graph.name!r}: {e}") from None
 
 
-def to_source(graph: Graph, class_name: str | None = None) -> str:
-    """Python source of one module class for ``graph``; the same graph always gives the same text."""
+def to_source(graph: Graph, class_name: str | None = None, formatted: bool = True) -> str:
+    """Python source of one module class for ``graph``; the same graph always gives the same text.
+    ``formatted=False`` skips black (most of the time spent) for code no one will read."""
     _check_structure(graph)
     graph_name = check_name(graph.name, "graph name")
     module_scope = NameTable(RESERVED)
@@ -92,7 +93,7 @@ def to_source(graph: Graph, class_name: str | None = None) -> str:
         root=_Root(root_name, hierarchy.root_members + constants),
         root_doc=f"The {graph_name} network; forward runs one line per operation of the graph.",
         shared=hierarchy.shared, parameters=parameters, statements=statements, result=result)
-    return _format(text)
+    return _format(text, formatted)
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,13 @@ def _check_defaults(parameters: list[Parameter]) -> None:
         seen_default |= p.has_default
 
 
-def _format(text: str) -> str:
+def _format(text: str, formatted: bool = True) -> str:
     """Black-formatted when black is installed (deterministic either way); always valid Python."""
     try:
         compile(text, "<generated>", "exec")
     except SyntaxError as e:  # a bug here, never the user's: say where
         raise CodegenError(f"generated source does not parse (line {e.lineno}): {e.msg}") from None
-    return _black(text)
+    return _black(text) if formatted else text
 
 
 @lru_cache(maxsize=64)
@@ -142,9 +143,9 @@ def write_module(graph: Graph, path: str | os.PathLike, class_name: str | None =
     return target
 
 
-def load(graph: Graph, class_name: str | None = None) -> type[nn.Module]:
+def load(graph: Graph, class_name: str | None = None, formatted: bool = True) -> type[nn.Module]:
     """The generated class itself, compiled from the source ``to_source`` gives (inspectable)."""
-    source = to_source(graph, class_name)
+    source = to_source(graph, class_name, formatted)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     module_name = f"retiarii_generated_{digest}"
     filename = f"<retiarii-generated {graph.name} {digest}>"

@@ -1,0 +1,17 @@
+"""Cross-model optimizer: K trials as one merged graph that trains them all at once.
+
+``plan(trials, passes=("dedup", "cse", "batch"))`` puts the trials' graphs side by side and
+applies, each switchable on its own: input dedup (trials reading the same batches share one
+input), common-subgraph elimination (computations equal across trials run once) and
+operator batching (same-shaped layers of different trials run as one kernel). The plan maps
+every trial back to its output and its own state_dict entries.
+"""
+
+from .batching import BatchedGroup
+from .cse import SharedNode
+from .plan import PASSES, Plan, PlanError, TrialSlot, plan
+from .state import StateRef
+from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
+
+__all__ = ["PASSES", "BatchedGroup", "DataSpec", "Plan", "PlanError", "SharedNode", "StateRef", "TrainConfig",
+           "Trial", "TrialSlot", "TrialSpecError", "plan"]

@@ -1,0 +1,167 @@
+"""``plan(trials)``: K trials as one merged graph, the map back to each trial, and a report.
+
+    plan = optimizer.plan(trials)                    # all passes
+    plan = optimizer.plan(trials, passes=("dedup",))  # input dedup only
+    print(plan)                                      # what was shared and batched
+
+The merged graph is an ordinary Graph (validates, round-trips JSON, generates code); its
+output is the tuple of every trial's output, in trial order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from retiarii_ir import Graph
+from retiarii_ir.errors import IRError
+
+from .batching import BatchedGroup, batch_operators
+from .cost import node_flops
+from .cse import SharedNode, eliminate_common_subgraphs
+from .merge import initial_state, merge_trials
+from .state import StateRef, extract_trial_state, load_trial_state
+from .trial import Trial
+
+PASSES = ("dedup", "cse", "batch")
+
+
+class PlanError(IRError):
+    """Trials that cannot be planned together, or an unknown pass."""
+
+
+@dataclass
+class TrialSlot:
+    """Where one trial lives in the merged graph."""
+
+    trial: Trial
+    output: int  # index into the merged output tuple
+    inputs: list[str]  # merged input names it reads, in its own input order
+    state: dict[str, StateRef]  # its state_dict key -> place in the merged module
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    slots: list[TrialSlot]
+    passes: tuple[str, ...]
+    shared: list[SharedNode] = field(default_factory=list)
+    batched: list[BatchedGroup] = field(default_factory=list)
+    flops_alone: int = 0  # one sample through every trial, each trained alone
+    flops_merged: int = 0  # one sample through the merged graph
+
+    @property
+    def trials(self) -> list[Trial]:
+        return [s.trial for s in self.slots]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The merged graph's inputs, in its forward's order."""
+        return [n.target for n in self.graph.inputs]
+
+    def trial_state(self, module: nn.Module, index: int) -> dict[str, torch.Tensor]:
+        """Trial ``index``'s own state_dict (loads strictly into its standalone module)."""
+        return extract_trial_state(module, self.slots[index].state)
+
+    def load_trial_state(self, module: nn.Module, index: int, state: dict[str, torch.Tensor]) -> None:
+        load_trial_state(module, self.slots[index].state, state)
+
+    def initialise(self, module: nn.Module) -> None:
+        """Give every trial its starting weights (``initial_state`` or its seed)."""
+        for index, slot in enumerate(self.slots):
+            self.load_trial_state(module, index, initial_state(slot.trial))
+
+    def trial_parameters(self, module: nn.Module, index: int) -> list[nn.Parameter]:
+        """The parameters that train for trial ``index`` (frozen and shared ones excluded)."""
+        slot = self.slots[index]
+        named = dict(module.named_parameters())
+        keys = [ref.key for key, ref in slot.state.items() if key not in slot.trial.frozen and ref.rows is None]
+        return [named[k] for k in keys if k in named]
+
+    def __str__(self) -> str:
+        lines = [f"plan: {len(self.slots)} trials, passes {', '.join(self.passes) or 'none'}; "
+                 f"merged graph {len(self.graph.nodes)} nodes"]
+        inputs = self.graph.inputs
+        lines.append(f"  inputs: {len(inputs)} for {len(self.slots)} trials"
+                     + (" (batches read once per distinct data spec)" if "dedup" in self.passes else ""))
+        if self.shared:
+            lines.append(f"  shared: {len(self.shared)} nodes computed once")
+            for s in self.shared[:8]:
+                lines.append(f"    {s.name}: serves {len({t for t, _ in s.origin})} trials")
+            if len(self.shared) > 8:
+                lines.append(f"    ... {len(self.shared) - 8} more")
+        if self.batched:
+            lines.append(f"  batched: {len(self.batched)} fused nodes replace "
+                         f"{sum(b.width for b in self.batched)}")
+            for b in self.batched[:8]:
+                lines.append(f"    {b.fused}: {b.kind} x{b.width}")
+            if len(self.batched) > 8:
+                lines.append(f"    ... {len(self.batched) - 8} more")
+        if self.flops_alone:
+            saved = 1 - self.flops_merged / self.flops_alone
+            lines.append(f"  estimated work per sample: {self.flops_alone / 1e6:.2f} MFLOP alone, "
+                         f"{self.flops_merged / 1e6:.2f} MFLOP merged ({saved:.0%} saved by sharing)")
+        return "\n".join(lines)
+
+
+def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES) -> Plan:
+    """Merge ``trials`` into one graph with the given passes (any subset of ``PASSES``)."""
+    passes = tuple(passes)
+    unknown = set(passes) - set(PASSES)
+    if unknown:
+        raise PlanError(f"unknown passes {sorted(unknown)}; choose from {PASSES}")
+    if not trials:
+        raise PlanError("plan needs at least one trial")
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):
+        raise PlanError(f"trial names must be unique, got {names}")
+    graph, inputs_of, state_maps = merge_trials(trials, dedup_inputs="dedup" in passes)
+    flops_alone = sum(node_flops(t.graph, n) for t in trials for n in t.graph.nodes)
+    shared: list[SharedNode] = []
+    if "cse" in passes:
+        frozen_values = _frozen_merged_values(trials, state_maps)
+        shared = eliminate_common_subgraphs(graph, state_maps, frozen_values)
+    flops_merged = sum(node_flops(graph, n) for n in graph.nodes)  # batching saves launches, not FLOPs
+    batched: list[BatchedGroup] = []
+    if "batch" in passes:
+        trial_of = _trial_of(graph, trials)
+        trainable = _trainable_modules(graph, trials, state_maps)
+        graph, batched = batch_operators(graph, trial_of, trainable, state_maps)
+    slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
+    return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged)
+
+
+def _frozen_merged_values(trials: list[Trial], state_maps: list[dict[str, StateRef]]) -> dict[str, torch.Tensor]:
+    values: dict[str, torch.Tensor] = {}
+    for trial, refs in zip(trials, state_maps):
+        if not trial.frozen:
+            continue
+        state = initial_state(trial)
+        for key in trial.frozen:
+            if key in refs:
+                values[refs[key].key] = state[key]
+    return values
+
+
+def _trial_of(graph: Graph, trials: list[Trial]) -> dict[str, int]:
+    index = {t.name: k for k, t in enumerate(trials)}
+    owner = {}
+    for node in graph.nodes:
+        origin = {t for t, _ in node.origin}
+        if len(origin) == 1:
+            owner[node.name] = index[next(iter(origin))]
+    return owner
+
+
+def _trainable_modules(graph: Graph, trials: list[Trial], state_maps: list[dict[str, StateRef]]) -> set[str]:
+    """Modules every one of whose state entries trains (a layer with its own weights)."""
+    frozen = {refs[k].key for t, refs in zip(trials, state_maps) for k in t.frozen if k in refs}
+    keys = {ref.key for refs in state_maps for ref in refs.values()}
+    trainable = set()
+    for qualname in graph.modules:
+        own = [k for k in keys if k.startswith(qualname + ".")]
+        if own and not any(k in frozen for k in own):
+            trainable.add(qualname)
+    return trainable

@@ -1,0 +1,46 @@
+"""Where each trial's state_dict entries live in a merged module, and moving them there and back.
+
+Most entries keep their tensor under a prefix (``fc.weight`` -> ``t3.fc.weight``). A fused
+batch norm keeps K trials' running statistics in one buffer, so a trial's entry is a row
+range of it; a module computed once for several trials maps all their entries to one key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StateRef:
+    """A trial's tensor: merged key ``key``, rows ``rows`` of it (None: the whole tensor)."""
+
+    key: str
+    rows: tuple[int, int] | None = None
+
+    def read(self, merged: dict[str, torch.Tensor]) -> torch.Tensor:
+        tensor = merged[self.key]
+        return tensor if self.rows is None else tensor[self.rows[0]:self.rows[1]]
+
+    def to_json(self) -> list:
+        return [self.key, list(self.rows) if self.rows else None]
+
+
+def extract_trial_state(module: nn.Module, state_map: dict[str, StateRef]) -> dict[str, torch.Tensor]:
+    """Trial k's own state_dict, copied out of the merged module: it loads with strict=True
+    into the trial's standalone module."""
+    merged = module.state_dict(keep_vars=False)
+    return {key: ref.read(merged).detach().clone() for key, ref in state_map.items()}
+
+
+@torch.no_grad()
+def load_trial_state(module: nn.Module, state_map: dict[str, StateRef], state: dict[str, torch.Tensor]) -> None:
+    """Write a trial's state_dict into its places in the merged module."""
+    merged = module.state_dict(keep_vars=True)
+    missing = set(state_map) - set(state)
+    if missing:
+        raise KeyError(f"trial state lacks {sorted(missing)[:5]}")
+    for key, ref in state_map.items():
+        ref.read(merged).copy_(state[key])

@@ -1,0 +1,122 @@
+"""A trial as plain data: a concrete graph plus how to train it.
+
+Everything here is JSON-serialisable (the graph through its own versioned JSON), so a
+trial can cross process and machine boundaries without pickling live objects. Trials with
+equal ``DataSpec`` read the same batches in the same order: the optimizer loads them once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from retiarii_ir import Graph
+from retiarii_ir.errors import IRError
+
+
+class TrialSpecError(IRError):
+    """A trial's training configuration is malformed."""
+
+
+LOSSES = ("cross_entropy", "mse")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which batches a trial reads: data set, batch size and the seed of the sampling order."""
+
+    dataset: str = "digits"
+    batch_size: int = 64
+    shuffle_seed: int = 0
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.dataset, str) and self.dataset, "dataset must be a name")
+        _check(type(self.batch_size) is int and self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size!r}")
+        _check(type(self.shuffle_seed) is int, f"shuffle_seed must be an integer, got {self.shuffle_seed!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loss, optimizer and its hyperparameters, epochs, seed and gradient clipping."""
+
+    loss: str = "cross_entropy"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    epochs: int = 1
+    max_steps: int | None = None  # stop an epoch loop early (tests, quick runs)
+    seed: int = 0
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+                   f"{name} must be a finite number >= 0, got {value!r}")
+        _check(type(self.epochs) is int and self.epochs > 0, f"epochs must be > 0, got {self.epochs!r}")
+        _check(self.max_steps is None or type(self.max_steps) is int and self.max_steps > 0,
+               f"max_steps must be > 0, got {self.max_steps!r}")
+        _check(self.grad_clip is None or isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0,
+               f"grad_clip must be > 0, got {self.grad_clip!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+
+@dataclass
+class Trial:
+    """One model to train: its graph, its data and its recipe.
+
+    ``frozen`` names state_dict keys that do not train (a pretrained backbone); with
+    ``initial_state`` (the values to start from), the optimizer can compute modules that
+    read only frozen, equal weights once for every trial that contains them."""
+
+    name: str
+    graph: Graph
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    frozen: tuple[str, ...] = ()
+    initial_state: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name, "a trial needs a name")
+        _check(isinstance(self.graph, Graph), f"trial {self.name!r}: graph must be a retiarii_ir.Graph")
+        self.frozen = tuple(self.frozen)
+
+    def to_json(self) -> str:
+        """The trial as JSON (initial weights are not included: ship them as a checkpoint)."""
+        return json.dumps({"name": self.name, "graph": json.loads(self.graph.to_json()),
+                           "data": asdict(self.data), "train": asdict(self.train), "frozen": list(self.frozen)})
+
+    @staticmethod
+    def from_json(text: str, trust: tuple[str, ...] = ()) -> "Trial":
+        try:
+            raw = json.loads(text)
+        except ValueError as e:
+            raise TrialSpecError(f"trial JSON is not valid: {e}") from None
+        _check(isinstance(raw, dict), "a trial must be a JSON object")
+        graph = Graph.from_json(json.dumps(raw.get("graph")), trust=trust)
+        return Trial(raw.get("name"), graph, _dataclass(DataSpec, raw.get("data", {})),
+                     _dataclass(TrainConfig, raw.get("train", {})), tuple(raw.get("frozen", ())))
+
+
+def _dataclass(cls: type, raw: Any) -> Any:
+    _check(isinstance(raw, dict), f"{cls.__name__} must be an object")
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    _check(not unknown, f"{cls.__name__} has unknown fields {sorted(unknown)}")
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise TrialSpecError(f"{cls.__name__}: {e}") from None
+
+
+def _check(condition: Any, message: str) -> None:
+    if not condition:
+        raise TrialSpecError(message)

@@ -1,0 +1,304 @@
+"""The batching trainer: K trials trained as one merged module, each with its own loss,
+optimizer, hyperparameters, gradient clipping and metrics, and results equal to training
+each alone.
+
+Each trial's parameters stay its own leaf tensors (fused layers join them when they run),
+so one ``torch.optim`` optimizer per trial steps exactly as it would alone. A trial whose
+loss stops being finite, or that is stopped early, leaves the group and the rest are
+re-planned without it. A group that fails as a whole is split and retried, down to single
+trials: a merge never costs a trial.
+
+    results = train_trials(trials)                    # merged, all passes
+    results = train_trials(trials, independent=True)  # one after another, for comparison
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import codegen
+from optimizer import PASSES, Plan, Trial, plan
+from optimizer.merge import initial_state
+from retiarii_ir import build_module
+from retiarii_ir.errors import IRError, first_line
+
+from .data import batches, dataset, steps_per_epoch
+
+StopRule = Callable[[str, int, dict[str, float]], bool]
+
+
+@dataclass
+class TrialResult:
+    """What training one trial gave, whichever way it was trained."""
+
+    name: str
+    status: str = "running"  # "succeeded", "failed" or "stopped"
+    losses: list[float] = field(default_factory=list)  # one per step
+    metrics: list[dict[str, float]] = field(default_factory=list)  # one per epoch
+    error: str | None = None
+    state: dict[str, torch.Tensor] | None = None  # final weights, the trial's own keys
+    seconds: float = 0.0
+    trained_as: str = ""  # "alone", or "merged with K" (and how it fell back)
+
+    @property
+    def metric(self) -> float | None:
+        """The last epoch's validation metric (accuracy, or negative MSE)."""
+        return self.metrics[-1]["metric"] if self.metrics else None
+
+
+# ---------------------------------------------------------------------- pieces
+def build_merged_module(graph, device: torch.device | str = "cpu") -> nn.Module:
+    """The graph as generated PyTorch code (fast), or through the interpreter if no code can be
+    generated for it (e.g. a user's own layer)."""
+    try:
+        module = codegen.load(graph, formatted=False)()
+    except IRError:
+        module = build_module(graph)
+    return module.to(device)
+
+
+def make_optimizer(config, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def loss_of(config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if config.loss == "cross_entropy":
+        return F.cross_entropy(output, target)
+    return F.mse_loss(output.squeeze(-1) if output.dim() > target.dim() else output, target.to(output.dtype))
+
+
+@torch.no_grad()
+def _validate(module: nn.Module, group: Plan, active: list[int], device) -> dict[int, dict[str, float]]:
+    """Each active trial's validation metric: accuracy (classification) or negative MSE."""
+    module.eval()
+    specs = {k: group.slots[k].trial.data for k in active}
+    results = {}
+    data = {name: dataset(name) for name in {s.dataset for s in specs.values()}}
+    outputs = {k: [] for k in active}
+    any_spec = next(iter(specs.values()))
+    n = len(data[any_spec.dataset].val_x)
+    for start in range(0, n, 512):
+        inputs = _inputs_per_trial(group, {k: data[specs[k].dataset].val_x[start:start + 512].to(device) for k in active})
+        out = module(*inputs)
+        for k in active:
+            outputs[k].append(out[k])
+    for k in active:
+        prediction = torch.cat(outputs[k])
+        target = data[specs[k].dataset].val_y.to(device)
+        if data[specs[k].dataset].task == "classification":
+            value = (prediction.argmax(1) == target).float().mean().item()
+        else:
+            value = -loss_of(group.slots[k].trial.train, prediction, target).item()
+        results[k] = {"metric": value}
+    module.train()
+    return results
+
+
+# ---------------------------------------------------------------------- one merged group
+class _GroupRun:
+    """Trains the trials of one plan in lock step, re-planning when one leaves."""
+
+    def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results) -> None:
+        self.passes, self.device = tuple(passes), torch.device(device)
+        self.on_step, self.should_stop = on_step, should_stop
+        self.results = results
+        self.states = {t.name: initial_state(t) for t in trials}
+        self.optimizer_states: dict[str, dict] = {}
+        self.trials = list(trials)
+        self._build()
+
+    def _build(self) -> None:
+        self.plan = plan(self.trials, self.passes)
+        self.module = build_merged_module(self.plan.graph, self.device)
+        self.module.train()
+        for k, trial in enumerate(self.trials):
+            self.plan.load_trial_state(self.module, k, self.states[trial.name])
+            for key in trial.frozen:
+                ref = self.plan.slots[k].state.get(key)
+                param = dict(self.module.named_parameters()).get(ref.key) if ref else None
+                if param is not None:
+                    param.requires_grad_(False)
+        self.optimizers = []
+        for k, trial in enumerate(self.trials):
+            optimizer = make_optimizer(trial.train, self.plan.trial_parameters(self.module, k))
+            if trial.name in self.optimizer_states:
+                optimizer.load_state_dict(self.optimizer_states[trial.name])
+            self.optimizers.append(optimizer)
+
+    def _leave(self, names: set[str]) -> None:
+        """Keep the others' weights and optimizer state; plan again without ``names``."""
+        for k, trial in enumerate(self.trials):
+            self.states[trial.name] = self.plan.trial_state(self.module, k)
+            self.optimizer_states[trial.name] = self.optimizers[k].state_dict()
+        self.trials = [t for t in self.trials if t.name not in names]
+        if self.trials:
+            self._build()
+
+    def run(self) -> None:
+        config = self.trials[0].train
+        start = time.perf_counter()
+        label = f"merged with {len(self.trials)}" if len(self.trials) > 1 else "alone"
+        for trial in self.trials:
+            self.results[trial.name].trained_as = label
+        for epoch in range(config.epochs):
+            streams = {}
+            for step in range(self._steps()):
+                if not self.trials:
+                    return
+                self._step(epoch, step, streams)
+            self._end_epoch(epoch)
+        for k, trial in enumerate(self.trials):
+            result = self.results[trial.name]
+            result.status = "succeeded"
+            result.state = self.plan.trial_state(self.module, k)
+        elapsed = time.perf_counter() - start
+        for trial in self.trials:
+            self.results[trial.name].seconds = elapsed
+
+    def _steps(self) -> int:
+        config = self.trials[0].train
+        per_epoch = steps_per_epoch(self.trials[0].data)
+        return min(per_epoch, config.max_steps) if config.max_steps else per_epoch
+
+    def _step(self, epoch: int, step: int, streams: dict) -> None:
+        x_of, y_of = {}, {}
+        for k, trial in enumerate(self.trials):
+            key = trial.data if "dedup" in self.passes else (trial.name, trial.data)
+            if key not in streams:
+                streams[key] = batches(trial.data, epoch, self.device)
+            if (key, step) not in streams:  # each distinct data spec read once per step
+                streams[(key, step)] = next(streams[key])
+            x_of[k], y_of[k] = streams[(key, step)]
+        outputs = self.module(*_inputs_per_trial(self.plan, x_of))
+        losses, failed = [], {}
+        for k, trial in enumerate(self.trials):
+            loss = loss_of(trial.train, outputs[k], y_of[k])
+            value = loss.item()
+            if not math.isfinite(value):
+                failed[trial.name] = f"loss became {value} at epoch {epoch} step {step}"
+                continue
+            self.results[trial.name].losses.append(value)
+            losses.append(loss)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if losses:
+            torch.stack(losses).sum().backward()
+        for k, trial in enumerate(self.trials):
+            if trial.name in failed:
+                continue
+            if trial.train.grad_clip:
+                nn.utils.clip_grad_norm_(self.plan.trial_parameters(self.module, k), trial.train.grad_clip)
+            self.optimizers[k].step()
+        if self.on_step:
+            self.on_step(epoch, step, {t.name: self.results[t.name].losses[-1] for t in self.trials
+                                       if t.name not in failed})
+        if failed:
+            for name, reason in failed.items():
+                self.results[name].status, self.results[name].error = "failed", reason
+            self._leave(set(failed))
+
+    def _end_epoch(self, epoch: int) -> None:
+        if not self.trials:
+            return
+        metrics = _validate(self.module, self.plan, list(range(len(self.trials))), self.device)
+        stopped = set()
+        for k, trial in enumerate(self.trials):
+            self.results[trial.name].metrics.append(metrics[k])
+            if self.should_stop and self.should_stop(trial.name, epoch, metrics[k]):
+                self.results[trial.name].status = "stopped"
+                self.results[trial.name].state = self.plan.trial_state(self.module, k)
+                stopped.add(trial.name)
+        if stopped:
+            self._leave(stopped)
+
+
+def _inputs_per_trial(group: Plan, x_of: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+    by_name: dict[str, torch.Tensor] = {}
+    for k, slot in enumerate(group.slots):
+        by_name.setdefault(slot.inputs[0], x_of[k])
+    return [by_name[name] for name in group.inputs]
+
+
+# ---------------------------------------------------------------------- entry points
+def lockstep_key(trial: Trial) -> tuple:
+    """Trials with equal keys take the same number of steps and epochs: they can share a group."""
+    config = trial.train
+    per_epoch = steps_per_epoch(trial.data)
+    return (min(per_epoch, config.max_steps) if config.max_steps else per_epoch, config.epochs)
+
+
+def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str = "cpu", *,
+                 independent: bool = False, max_group: int | None = None,
+                 memory_budget: int | None = None, on_step=None, should_stop: StopRule | None = None,
+                 progress: bool = False) -> list[TrialResult]:
+    """Train every trial; results in the order given.
+
+    Trials that can run in lock step are merged (``independent=True`` trains each alone);
+    ``max_group`` and ``memory_budget`` (bytes, estimated) cap a merged group's size."""
+    results = {t.name: TrialResult(t.name) for t in trials}
+    if len(results) != len(trials):
+        raise IRError("trial names must be unique")
+    groups: dict[tuple, list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault(lockstep_key(trial), []).append(trial)
+    for members in groups.values():
+        for chunk in _chunks(members, 1 if independent else max_group, memory_budget, passes):
+            _train_with_fallback(chunk, passes if not independent else (), device, on_step, should_stop,
+                                 results, progress)
+    return [results[t.name] for t in trials]
+
+
+def _chunks(members: list[Trial], size: int | None, budget: int | None, passes) -> list[list[Trial]]:
+    size = size or len(members)
+    if budget is not None:
+        per_trial = max(estimate_training_bytes(t) for t in members)
+        size = max(1, min(size, budget // max(per_trial, 1)))
+    return [members[i:i + size] for i in range(0, len(members), size)]
+
+
+def estimate_training_bytes(trial: Trial) -> int:
+    """Weights, gradients, optimizer state and the activations of one batch, roughly."""
+    from retiarii_ir import TensorType
+    from retiarii_ir.types import concrete_dim
+
+    weights = sum(v.numel() * v.element_size() for v in build_module(trial.graph, device="meta").state_dict().values())
+    activations = 0
+    for node in trial.graph.nodes:
+        if isinstance(node.type, TensorType):
+            activations += math.prod(concrete_dim(d, trial.data.batch_size) for d in node.type.shape) * 4
+    return 4 * weights + 2 * activations
+
+
+def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress) -> None:
+    """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials."""
+    names = ", ".join(t.name for t in trials)
+    if progress:
+        print(f"training {len(trials)} trial(s) {'merged' if len(trials) > 1 else 'alone'}: {names}",
+              file=sys.stderr, flush=True)
+    try:
+        _GroupRun(trials, passes, device, on_step, should_stop, results).run()
+        return
+    except Exception as error:  # noqa: BLE001 - any failure of the group: retry smaller, lose nothing
+        reason = f"{type(error).__name__}: {first_line(error)}"
+    if len(trials) == 1:
+        result = results[trials[0].name]
+        result.status, result.error = "failed", reason
+        return
+    for trial in trials:
+        results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
+    half = len(trials) // 2
+    for part in (trials[:half], trials[half:]):
+        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress)
+        for trial in part:
+            results[trial.name].trained_as += f" (group of {len(trials)} failed: {reason})"
