@@ -169,13 +169,15 @@ def trace_command(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer trials and epochs")
     p.add_argument("--out", default="retiarii-demo", help="folder for the winning model (default: retiarii-demo)")
+    p.add_argument("--independent", action="store_true",
+                   help="train the proposals in flight one after another instead of as one merged model")
 
 
 @command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
 def demo_command(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(quick=args.quick, out_dir=check_output_folder(args.out, "--out"))
+    return run_demo(quick=args.quick, out_dir=check_output_folder(args.out, "--out"), merge=not args.independent)
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:

@@ -58,20 +58,6 @@ def load_digits_tensors(seed: int = 0):
     return x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
 
 
-def train(model: torch.nn.Module, data, epochs: int = 3, seed: int = 0) -> float:
-    """Train with a fixed recipe; returns validation accuracy."""
-    torch.manual_seed(seed)
-    train_x, train_y, val_x, val_y = data
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(epochs):
-        for i in range(0, len(train_x), 64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(train_x[i:i + 64]), train_y[i:i + 64]).backward()
-            optimizer.step()
-    return accuracy(model, data)
-
-
 def accuracy(model: torch.nn.Module, data) -> float:
     model.eval()
     with torch.no_grad():
@@ -94,9 +80,11 @@ print("imported:", sorted(m for m in sys.modules if m.startswith(("retiarii_ir",
 """
 
 
-def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
-    from codegen import write_module
+def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = True) -> int:
+    from optimizer import DataSpec, TrainConfig, Trial
     from strategies import Budget, RegularizedEvolution, run_strategy
+
+    from .trainer import train_trials
 
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
     os.makedirs(out_dir, exist_ok=True)
@@ -113,20 +101,41 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo") -> int:
     trials = 6 if quick else 16
     epochs = 2 if quick else 5
     strategy = RegularizedEvolution(space, population_size=4, sample_size=2, seed=0)
+    recipe = TrainConfig(optimizer="adam", lr=1e-2, epochs=epochs, seed=0)
+    batches = DataSpec("digits", batch_size=64, shuffle_seed=0)
+    final_states: dict[str, dict] = {}
 
-    def evaluate(sample):
-        graph = space.freeze(sample)          # concrete typed graph, validated
-        return train(ir.build_module(graph), data, epochs=epochs)
+    def evaluate_many(samples):
+        """The proposals in flight, trained together as one merged group (or one by one)."""
+        group = [Trial(f"proposal{i}", space.freeze(s), batches, recipe) for i, s in enumerate(samples)]
+        outcomes = []
+        for sample, result in zip(samples, train_trials(group, independent=not merge)):
+            if result.status == "succeeded":
+                final_states[json.dumps(sample, sort_keys=True)] = result.state
+                outcomes.append(result.metric)
+            else:
+                outcomes.append(RuntimeError(result.error))
+        return outcomes
 
-    print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight, {epochs} epoch(s) each:")
-    history = run_strategy(strategy, evaluate, Budget(max_trials=trials), concurrency=4, progress=True)
+    how = "trained together as one merged model" if merge else "trained one after another"
+    print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight ({how}), {epochs} epoch(s) each:")
+    start = time.perf_counter()
+    history = run_strategy(strategy, None, Budget(max_trials=trials), concurrency=4, progress=True,
+                           evaluate_many=evaluate_many)
     best = strategy.best()
+    print(f"   search took {time.perf_counter() - start:.1f}s")
+    if best is None:
+        print("   no trial succeeded; see the errors above", file=sys.stderr)
+        return 1
     print(f"   best: trial {best.number}, accuracy {best.metric:.3f}, sample {json.dumps(best.sample)}")
     print(f"   {sum(t.status == 'succeeded' for t in history)} of {len(history)} trials succeeded")
 
+    from codegen import write_module
+
     graph = space.freeze(best.sample)
     model = ir.build_module(graph)
-    final = train(model, data, epochs=epochs)
+    model.load_state_dict(final_states[json.dumps(best.sample, sort_keys=True)], strict=True)
+    final = accuracy(model, data)
     source_path = write_module(graph, os.path.join(out_dir, "best_model.py"), class_name="BestModel")
     weights_path = os.path.join(out_dir, "best_model.pt")
     data_path = os.path.join(out_dir, "validation.pt")

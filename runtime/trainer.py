@@ -66,10 +66,12 @@ def build_merged_module(graph, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def make_optimizer(config, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    # foreach: one kernel per step for all of a trial's tensors, the same arithmetic as the loop
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               foreach=True)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, foreach=True)
 
 
 def loss_of(config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

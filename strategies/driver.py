@@ -39,9 +39,10 @@ def _print_progress(strategy: Strategy, trial: Trial, budget: Budget) -> None:
     print(f"trial {trial.number}{total}: {result}   best {best_text}", file=sys.stderr, flush=True)
 
 
-def run_strategy(strategy: Strategy, evaluate: Callable[[Sample], Any], budget: Budget, *,
+def run_strategy(strategy: Strategy, evaluate: Callable[[Sample], Any] | None, budget: Budget, *,
                  concurrency: int = 1, executor: Executor | None = None,
-                 progress: bool | Callable[[Trial], None] = False) -> list[Trial]:
+                 progress: bool | Callable[[Trial], None] = False,
+                 evaluate_many: Callable[[list[Sample]], list[Any]] | None = None) -> list[Trial]:
     """Ask ``concurrency`` samples before telling any, evaluate them, tell each result.
 
     ``evaluate(sample)`` returns the metric; an exception, None or NaN is a failed trial
@@ -52,6 +53,10 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[Sample], Any], budget: 
     """
     if concurrency < 1:
         raise StrategyError(f"concurrency must be >= 1, got {concurrency}")
+    if evaluate_many is not None:
+        if executor is not None or evaluate is not None:
+            raise StrategyError("pass either evaluate (with an optional executor) or evaluate_many, not both")
+        return _run_in_groups(strategy, evaluate_many, budget, concurrency, progress)
     if not callable(evaluate):
         raise StrategyError("evaluate must be a callable sample -> metric")
     start, started = time.monotonic(), 0
@@ -108,6 +113,38 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[Sample], Any], budget: 
             for future in sorted(done, key=lambda f: strategy_order(running[f], strategy)):
                 tell(running.pop(future), future)
     return strategy.history
+
+
+def _run_in_groups(strategy: Strategy, evaluate_many: Callable[[list[Sample]], list[Any]], budget: Budget,
+                   concurrency: int, progress: bool | Callable[[Trial], None]) -> list[Trial]:
+    """Ask ``concurrency`` samples, evaluate them together (one merged training group), tell
+    each result; repeat. An entry of ``evaluate_many``'s list that is an exception, None or
+    NaN is a failed trial; if the call itself raises, every sample of the group failed."""
+    start, started = time.monotonic(), 0
+    report = progress if callable(progress) else (
+        (lambda trial: _print_progress(strategy, trial, budget)) if progress else None)
+    while True:
+        group: list[Sample] = []
+        while len(group) < concurrency and (budget.max_trials is None or started < budget.max_trials) and (
+                budget.max_seconds is None or time.monotonic() - start < budget.max_seconds):
+            try:
+                group.append(strategy.propose())
+            except SpaceExhausted:
+                break
+            started += 1
+        if not group:
+            return strategy.history
+        try:
+            outcomes = list(evaluate_many([dict(s) for s in group]))
+            if len(outcomes) != len(group):
+                raise StrategyError(f"evaluate_many returned {len(outcomes)} results for {len(group)} samples")
+        except Exception as exc:  # noqa: BLE001 - the whole group failed: each trial is told so
+            outcomes = [exc] * len(group)
+        for sample, outcome in zip(group, outcomes):
+            trial = (strategy.observe_failure(sample, outcome) if isinstance(outcome, BaseException)
+                     else strategy.observe(sample, outcome))
+            if report:
+                report(trial)
 
 
 def strategy_order(sample: Sample, strategy: Strategy) -> str:

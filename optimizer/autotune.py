@@ -1,0 +1,49 @@
+"""Measured choice between a fused kernel and K separate ones.
+
+A grouped convolution is one kernel launch instead of K, but on some backends (CPU in
+particular, for wider layers) it runs slower than the K dense convolutions it replaces.
+Rather than guess, the optimizer times both, forward and backward, on the real shapes,
+once per distinct layer shape, and fuses only where fusing wins.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+_REPEATS = 3
+
+
+def _best_of(run) -> float:
+    run()  # warm up: first calls allocate and pick algorithms
+    best = float("inf")
+    for _ in range(_REPEATS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@lru_cache(maxsize=512)
+def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
+                      kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
+                      device: str = "cpu", threads: int = 0) -> bool:
+    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        xs = [torch.randn(batch, in_channels, *size, device=device, requires_grad=True) for _ in range(width)]
+        ws = [torch.randn(out_channels, in_channels // groups, *kernel, device=device, requires_grad=True)
+              for _ in range(width)]
+
+    def separate() -> None:
+        outs = [F.conv2d(x, w, None, stride, padding, dilation, groups) for x, w in zip(xs, ws)]
+        torch.stack([o.sum() for o in outs]).sum().backward()
+
+    def fused() -> None:
+        y = F.conv2d(torch.cat(xs, 1), torch.cat(ws, 0), None, stride, padding, dilation, groups * width)
+        torch.stack([o.sum() for o in y.chunk(width, 1)]).sum().backward()
+
+    return _best_of(fused) < _best_of(separate)
