@@ -274,3 +274,35 @@ def test_drives_a_real_model_space_with_a_parameter_count_filter():
     assert len(history) == space.size == 12 and len(trained) == 9
     assert all(t.metric < 1500 for t in trained)
     assert strategy.best().metric == min(parameters(s) for s in space.grid())
+
+
+def test_evaluate_many_gets_the_proposals_in_flight_as_one_group(bench):
+    groups = []
+
+    def evaluate_many(samples):
+        groups.append(len(samples))
+        return [bench(s) if i != 1 else RuntimeError("diverged") for i, s in enumerate(samples)]
+
+    strategy = RegularizedEvolution(bench.space, seed=0, **FAST)
+    history = run_strategy(strategy, None, Budget(max_trials=10), concurrency=4, evaluate_many=evaluate_many)
+    assert groups == [4, 4, 2]
+    assert len(history) == 10 and [t.status for t in history].count("failed") == 3
+    assert all(t.error and "diverged" in t.error for t in history if t.status == "failed")
+    reference = RegularizedEvolution(bench.space, seed=0, **FAST)
+    assert [t.sample for t in history[:4]] == [reference.propose() for _ in range(4)], "the same first proposals"
+
+
+def test_evaluate_many_that_raises_fails_its_whole_group_and_goes_on(bench):
+    calls = []
+
+    def evaluate_many(samples):
+        calls.append(len(samples))
+        if len(calls) == 1:
+            raise MemoryError("merged group too large (simulated)")
+        return [bench(s) for s in samples]
+
+    history = run_strategy(Random(bench.space, seed=0), None, Budget(max_trials=6), concurrency=3,
+                           evaluate_many=evaluate_many)
+    assert [t.status for t in history] == ["failed"] * 3 + ["succeeded"] * 3
+    with pytest.raises(StrategyError, match="not both"):
+        run_strategy(Random(bench.space, seed=0), bench, Budget(max_trials=2), evaluate_many=evaluate_many)
