@@ -121,7 +121,7 @@ def _strip(path: str, prefix: str) -> str:
 
 
 def find_anchor_groups(graph: Graph, trial_of: dict[str, int], trainable: set[str], built: dict,
-                       batch_of: dict[int, int] | None = None) -> list[Group]:
+                       batch_of: dict[int, int] | None = None, device: str = "cpu") -> list[Group]:
     """Layers of different trials at the same module path with the same class, arguments and
     types. A module called more than once in one trial is left alone. With ``batch_of``
     (trial -> batch size), a convolution group is kept only where timing shows that the
@@ -141,13 +141,13 @@ def find_anchor_groups(graph: Graph, trial_of: dict[str, int], trainable: set[st
         trials = tuple(sorted(per_trial))
         members = [per_trial[k][0] for k in trials]
         kind = graph.modules[members[0].target].class_name
-        if kind == "Conv2d" and batch_of is not None and not _fusing_pays(members, built, batch_of[trials[0]]):
+        if kind == "Conv2d" and batch_of is not None and not _fusing_pays(members, built, batch_of[trials[0]], device):
             continue
         groups.append(Group(members, kind, _ANCHOR_LAYOUT[kind], trials))
     return groups
 
 
-def _fusing_pays(members: list[Node], built: dict, batch: int) -> bool:
+def _fusing_pays(members: list[Node], built: dict, batch: int, device: str) -> bool:
     from .autotune import grouped_conv_wins
 
     m = built[members[0].target]
@@ -156,7 +156,7 @@ def _fusing_pays(members: list[Node], built: dict, batch: int) -> bool:
         return True
     return grouped_conv_wins(len(members), batch, m.in_channels, m.out_channels, tuple(shape[2:]),
                              tuple(m.kernel_size), tuple(m.stride), m.padding if isinstance(m.padding, str)
-                             else tuple(m.padding), tuple(m.dilation), m.groups, "cpu", torch.get_num_threads())
+                             else tuple(m.padding), tuple(m.dilation), m.groups, device, torch.get_num_threads())
 
 
 def _lane_descriptor(graph: Graph, node: Node) -> tuple[str, bool] | None:
@@ -490,11 +490,11 @@ def _widened(t: ValueType, layout: str, width: int) -> ValueType:
 
 def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
                     state_maps: list[dict[str, StateRef]],
-                    batch_of: dict[int, int] | None = None) -> tuple[Graph, list[BatchedGroup]]:
+                    batch_of: dict[int, int] | None = None, device: str = "cpu") -> tuple[Graph, list[BatchedGroup]]:
     """The graph with matched layers of different trials fused; ``state_maps`` updated.
     ``batch_of`` turns on timing of convolution groups (see ``autotune``)."""
     built: dict = {}
-    anchors = find_anchor_groups(graph, trial_of, trainable, built, batch_of)
+    anchors = find_anchor_groups(graph, trial_of, trainable, built, batch_of, device)
     if not anchors:
         return graph, []
     groups = anchors + grow_lane_groups(graph, anchors)

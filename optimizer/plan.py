@@ -106,11 +106,12 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, autotune: bool = True) -> Plan:
+def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, autotune: bool = True,
+         device: torch.device | str = "cpu") -> Plan:
     """Merge ``trials`` into one graph with the given passes (any subset of ``PASSES``).
 
-    With ``autotune``, convolutions are fused only where a quick timing on this machine
-    shows the fused kernel is faster (grouped convolutions are slow on some CPUs)."""
+    With ``autotune``, convolutions are fused only where a quick timing on ``device`` shows
+    the fused kernel is faster (grouped convolutions are slow on some CPUs)."""
     passes = tuple(passes)
     unknown = set(passes) - set(PASSES)
     if unknown:
@@ -132,7 +133,7 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, auto
         trial_of = _trial_of(graph, trials)
         trainable = _trainable_modules(graph, trials, state_maps)
         batch_of = {k: t.data.batch_size for k, t in enumerate(trials)} if autotune else None
-        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of)
+        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, str(torch.device(device)))
     slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
     return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged)
 

@@ -121,7 +121,7 @@ class _GroupRun:
         self._build()
 
     def _build(self) -> None:
-        self.plan = plan(self.trials, self.passes)
+        self.plan = plan(self.trials, self.passes, device=self.device)
         self.module = build_merged_module(self.plan.graph, self.device)
         self.module.train()
         for k, trial in enumerate(self.trials):
@@ -131,9 +131,10 @@ class _GroupRun:
                 param = dict(self.module.named_parameters()).get(ref.key) if ref else None
                 if param is not None:
                     param.requires_grad_(False)
-        self.optimizers = []
+        self.optimizers, self.parameters = [], []
         for k, trial in enumerate(self.trials):
-            optimizer = make_optimizer(trial.train, self.plan.trial_parameters(self.module, k))
+            self.parameters.append(self.plan.trial_parameters(self.module, k))
+            optimizer = make_optimizer(trial.train, self.parameters[k])
             if trial.name in self.optimizer_states:
                 optimizer.load_state_dict(self.optimizer_states[trial.name])
             self.optimizers.append(optimizer)
@@ -200,7 +201,7 @@ class _GroupRun:
             if trial.name in failed:
                 continue
             if trial.train.grad_clip:
-                nn.utils.clip_grad_norm_(self.plan.trial_parameters(self.module, k), trial.train.grad_clip)
+                nn.utils.clip_grad_norm_(self.parameters[k], trial.train.grad_clip)
             self.optimizers[k].step()
         if self.on_step:
             self.on_step(epoch, step, {t.name: self.results[t.name].losses[-1] for t in self.trials
