@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from retiarii_ir.errors import UnsafeTargetError
 from retiarii_ir.node import TRAINING_FLAG, Node
-from retiarii_ir.targets import check_call, check_method, check_method_call, resolve_function
+from retiarii_ir.targets import check_attribute_path, check_call, check_method, check_method_call, resolve_function
 
 from .errors import CodegenError
 from .literals import function_path, literal, operand, subscript
@@ -68,6 +68,11 @@ class ForwardWriter:
         what = f"node {node.name!r}"
         if node.op == "get_attr" and node.target == TRAINING_FLAG:
             return [Statement(target, "self.training")]
+        if node.op == "get_attr":
+            try:
+                check_attribute_path(node.target, self.hierarchy.graph.modules, what)
+            except UnsafeTargetError as e:
+                raise CodegenError(f"{what}: {e}") from None
         if node.op in ("call_module", "get_attr"):
             return self._module_statements(node, target, what)
         if node.op == "constant":

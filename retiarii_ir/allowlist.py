@@ -112,6 +112,8 @@ def torch_function_allowed(obj: Any) -> str | None:
         return "it has no module and name of its own"
     if forbidden_name(name):
         return f"{name} changes global state or touches files"
+    if touches_raw_memory(name):
+        return f"{name} trusts indices or strides it is given (unchecked memory access)"
     if home == "torch" and getattr(torch._C._VariableFunctions, name, None) is obj:
         private = name.startswith("_") and name not in PRIVATE_TORCH_FUNCTIONS
         return f"{name} is private" if private else None
@@ -135,20 +137,45 @@ def builtin_allowed(obj: Any, root: str) -> str | None:
     return f"{root} is not an allowed namespace"
 
 
+# Constructors that trust caller-given indices or strides (torch skips their checks by
+# default): with hostile values they read and write outside the tensor's memory.
+UNCHECKED_MEMORY = ("sparse", "as_strided", "_unsafe", "set_", "frombuffer", "from_blob", "storage")
+# Private aten operators torch.export emits for ordinary layers.
+EXPORTED_PRIVATE_ATEN = frozenset({
+    "_to_copy", "_softmax", "_log_softmax", "_unsafe_view", "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional", "_adaptive_avg_pool2d",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention", "_assert_tensor_metadata", "_assert_async",
+})
+
+
+def touches_raw_memory(name: str) -> bool:
+    return any(part in name for part in UNCHECKED_MEMORY)
+
+
 def aten_op_allowed(packet_name: str) -> str | None:
     """None when an aten operator may run (torch's own operator namespace)."""
     bare = packet_name.strip("_")
-    if forbidden_name(packet_name) or forbidden_name(bare) or bare in ("print", "record_stream"):
-        return f"aten.{packet_name} changes global state or touches files"
+    if (forbidden_name(packet_name) or forbidden_name(bare) or bare in ("print", "record_stream")
+            or packet_name in FORBIDDEN_METHODS or bare in FORBIDDEN_METHODS):
+        return f"aten.{packet_name} changes global state, touches files or reaches autograd internals"
+    if touches_raw_memory(packet_name):
+        return f"aten.{packet_name} trusts indices or strides it is given (unchecked memory access)"
+    operator_form = packet_name.startswith("__") and packet_name.endswith("__")  # aten.__and__: x & y
+    if packet_name.startswith("_") and not operator_form and packet_name not in EXPORTED_PRIVATE_ATEN:
+        return f"aten.{packet_name} is private"
     if not torch._C._jit_get_schemas_for_operator(f"aten::{packet_name}"):
         return f"aten has no operator {packet_name!r}"
     return None
 
 
 def module_class_allowed(cls: Any) -> str | None:
-    """None when ``cls`` is one of torch.nn's own layer classes."""
+    """None when ``cls`` is one of torch.nn's own layer classes (not a lazy one: those have no
+    shapes to record or check until they first run)."""
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         return "it is not an nn.Module class"
+    if cls.__name__.startswith("Lazy"):
+        return "lazy modules have no shapes until they run; record the layer after a forward instead"
     home = home_of(cls) or ""
     if not under(home, MODULE_HOMES):
         return f"it is defined in {home}, not in torch.nn"

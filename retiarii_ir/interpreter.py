@@ -17,8 +17,8 @@ from . import limits
 from .errors import IRError, first_line
 from .graph import Graph
 from .node import TRAINING_FLAG, Node, map_args
-from .targets import (check_arguments, check_call, check_method, check_method_call, check_receiver, check_value,
-                      resolve_function)
+from .targets import (AllocationBudget, check_arguments, check_call, check_method, check_method_call,
+                      check_receiver, check_value, resolve_function)
 from .types import dtype_from_name
 
 
@@ -40,8 +40,10 @@ class Interpreter:
         self.root = root
         self.trust = tuple(trust)
         self._functions: dict[str, Callable[..., Any]] = {}
+        self.budget = AllocationBudget()
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.budget = AllocationBudget()
         env = self.bind_inputs(args, kwargs)
         for node in self.graph.nodes:
             if node.op == "input":
@@ -95,6 +97,7 @@ class Interpreter:
             function = self.function(node.target)
             check_call(node.target, node.args, node.kwargs, f"node {node.name!r}")
             check_arguments((args, kwargs), what)
+            self.budget.charge(node.target, args, kwargs, f"node {node.name!r}")
             if function is getattr:
                 check_receiver(args[0], args[1], "attribute")
                 return check_value(function(*args, **kwargs), f"attribute {args[1]!r} read by node {node.name!r}")
@@ -229,7 +232,12 @@ class IRModule(nn.Module):
         self._trust = tuple(trust)
         limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
         on_meta = torch.device(device or "cpu").type == "meta"  # allocates nothing
-        needed = 0 if on_meta else graph_bytes(graph, self._trust)
+        try:
+            needed = 0 if on_meta else graph_bytes(graph, self._trust)
+        except IRError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise IRError(f"graph {graph.name!r} cannot be sized: {first_line(e)}") from None
         if needed > limit:
             raise IRError(f"graph {graph.name!r} would allocate {needed / 2**20:,.1f} MiB of weights, "
                           f"over the limit of {limit / 2**20:,.1f} MiB; pass max_bytes= to build it anyway")

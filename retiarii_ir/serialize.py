@@ -21,8 +21,8 @@ from .errors import IRError, SchemaError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import FunctionRef, ModuleSpec
 from .node import OP_KINDS, Node
-from .targets import (check_call, check_identifier, check_method, check_method_call, check_qualname,
-                      resolve_function, resolve_module_class)
+from .targets import (check_attribute_path, check_call, check_identifier, check_method, check_method_call,
+                      check_qualname, resolve_function, resolve_module_class)
 from .types import dtype_from_name, dtype_name, type_from_json, type_to_json
 
 SCHEMA = "retiarii-ir/graph"
@@ -134,16 +134,20 @@ def decode_value(data: Any, nodes: dict[str, Node] | None, trust: Iterable[str] 
             raise SchemaError(f"module kwargs must be an object, got {kwargs!r}")
         decoded = None if kwargs is None else {
             check_identifier(k, "keyword argument"): decode_value(v, None, trust) for k, v in kwargs.items()}
-        layers = (decoded or {}).get("num_layers")
-        if type(layers) is int and layers > limits.MAX_MODULE_LAYERS:
-            raise SchemaError(f"module {body}: num_layers={layers} is over the limit of {limits.MAX_MODULE_LAYERS}")
+        for key, layers in (decoded or {}).items():
+            if key.startswith("num_") and key.endswith("layers") and type(layers) is int \
+                    and layers > limits.MAX_MODULE_LAYERS:
+                raise SchemaError(f"module {body}: {key}={layers} is over the limit of {limits.MAX_MODULE_LAYERS}")
         return ModuleSpec(body, decoded)
     raise SchemaError(f"unknown value encoding {data!r}")
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "meta", "xpu")  # others make torch import their backend module
+
+
 def _device(body: Any) -> torch.device:
-    if not isinstance(body, str) or not body.replace(":", "").isalnum():
-        raise SchemaError(f"bad device {body!r}")
+    if not isinstance(body, str) or not body.replace(":", "").isalnum() or body.split(":")[0] not in _DEVICE_TYPES:
+        raise SchemaError(f"bad device {body!r}; expected one of {_DEVICE_TYPES} with an optional :index")
     try:
         return torch.device(body)
     except RuntimeError:
@@ -437,7 +441,7 @@ def _check_target(graph: Graph, name: str, op: str, target: Any, trust: tuple[st
         check_method(target)
         check_method_call(target, raw.get("kwargs") if isinstance(raw.get("kwargs"), dict) else {}, f"node {name!r}")
     elif op == "get_attr":
-        check_qualname(target, f"node {name!r} attribute")
+        check_attribute_path(target, graph.modules, f"node {name!r} attribute")
     elif op == "constant":
         if target not in graph.constants:
             raise SchemaError(f"node {name!r} reads constant {target!r}, which the graph does not define")

@@ -91,6 +91,24 @@ _REPEATERS = frozenset({"operator.mul", "operator.imul", "operator.pow", "operat
 _MAX_REPEAT = 2**24
 
 
+_MODULE_MEMBERS = frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module()))
+_BUILT_MODULE_MEMBERS = frozenset({"_ir_constants", "_interpreter", "_trust", "graph"})  # what build_module adds
+
+
+def check_attribute_path(target: Any, modules: Iterable[str], what: str) -> str:
+    """A ``get_attr`` reads a parameter, a buffer or the train flag: a public name that is
+    neither a module of the graph nor one of nn.Module's own members (``forward``, ``to``)."""
+    if target == "training":
+        return target
+    check_qualname(target, what)
+    last = target.rsplit(".", 1)[-1]
+    if last.startswith("_") or last in _MODULE_MEMBERS or any(p in _BUILT_MODULE_MEMBERS for p in target.split(".")):
+        raise UnsafeTargetError(f"{what} {target!r} is not a parameter or buffer name")
+    if any(m == target or m.startswith(target + ".") for m in modules):
+        raise UnsafeTargetError(f"{what} {target!r} is a module, not a parameter or buffer")
+    return target
+
+
 def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
     """Checks that depend on a call's arguments, not only on its target: ``getattr`` reads only
     a constant public name; nothing gets a ``key=`` to call; constant sizes stay in bounds."""
@@ -103,6 +121,12 @@ def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
     if target in _FACTORIES or target.startswith("torch.ops.aten.") and target.split(".")[3] in (
             "empty", "zeros", "ones", "full", "arange", "rand", "randn", "eye"):
         _check_constant_size(target, args, kwargs, what)
+    if target in ("operator.mul", "operator.imul") and len(args) == 2:
+        sequence = next((a for a in args if isinstance(a, (str, list, tuple))), None)
+        count = next((a for a in args if type(a) is int), None)
+        if sequence is not None and count is not None and len(sequence) * count > _MAX_REPEAT:
+            raise UnsafeTargetError(f"{what}: repeating a constant {len(sequence)} long {count} times is over "
+                                    f"the limit of {_MAX_REPEAT} items")
     if target in _REPEATERS:
         big = [v for v in args if type(v) is int and abs(v) > _MAX_REPEAT]
         if big:
@@ -121,9 +145,39 @@ def _check_constant_size(target: str, args: tuple, kwargs: dict, what: str) -> N
     elements = 1
     for size in sizes:
         elements *= max(abs(size), 1)
-    if elements * 8 > limits.MAX_BUILD_BYTES:
+    if elements * 16 > limits.MAX_BUILD_BYTES:  # 16: the widest element type (complex128)
         raise UnsafeTargetError(f"{what}: {target} with constant sizes {sizes[:6]} would allocate more "
                                 f"than the limit of {limits.MAX_BUILD_BYTES / 2**20:,.0f} MiB")
+
+
+class AllocationBudget:
+    """What one run of a graph may still allocate through factories and repetition, checked
+    with the real (computed) sizes before each such call."""
+
+    def __init__(self) -> None:
+        from . import limits
+
+        self.left = limits.MAX_BUILD_BYTES
+
+    def charge(self, target: str, args: tuple, kwargs: dict, what: str) -> None:
+        needed = 0
+        if target in _FACTORIES:
+            sizes = [v for v in (*args, *kwargs.values()) if type(v) is int]
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, (list, tuple, torch.Size)) and all(type(v) is int for v in value):
+                    sizes.extend(value)
+            needed = 16
+            for size in sizes:
+                needed *= max(abs(size), 1)
+        elif target in ("operator.mul", "operator.imul") and len(args) == 2:
+            sequence = next((a for a in args if isinstance(a, (str, list, tuple))), None)
+            count = next((a for a in args if type(a) is int), None)
+            if sequence is not None and count is not None:
+                needed = len(sequence) * max(count, 0) * 8
+        if needed > self.left:
+            raise UnsafeTargetError(f"{what}: {target} would allocate {needed / 2**20:,.0f} MiB, over what is "
+                                    f"left of the limit (retiarii_ir.limits.MAX_BUILD_BYTES)")
+        self.left -= needed
 
 
 def check_method_call(name: str, kwargs: dict, what: str) -> None:
@@ -269,7 +323,7 @@ def check_method(name: str) -> str:
     """Raise unless ``name`` is a tensor method a graph may call."""
     if not isinstance(name, str) or not _SEGMENT.match(name):
         raise UnsafeTargetError(f"method {name!r} is not a plain identifier")
-    if (name in allowlist.FORBIDDEN_METHODS or allowlist.forbidden_name(name)
+    if (name in allowlist.FORBIDDEN_METHODS or allowlist.forbidden_name(name) or allowlist.touches_raw_memory(name)
             or (name.startswith("_") and name not in allowlist.SAFE_DUNDER_METHODS)):
         raise UnsafeTargetError(f"method {name!r} is not allowed in a graph")
     if not hasattr(torch.Tensor, name):

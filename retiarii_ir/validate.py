@@ -10,7 +10,8 @@ from .errors import GraphValidationError, SchemaError, TypeMismatchError
 from .graph import Graph
 from .interpreter import NodeExecutionError
 from .node import Node, iter_nodes
-from .targets import check_call, check_method, check_method_call, check_qualname, resolve_function
+from .targets import (check_attribute_path, check_call, check_method, check_method_call, check_qualname,
+                      resolve_function)
 from .types import DictType, TensorType, TupleType, ValueType
 
 
@@ -56,6 +57,8 @@ def _check_targets(graph: Graph, trust: tuple[str, ...]) -> None:
             elif node.op == "call_method":
                 check_method(node.target)
                 check_method_call(node.target, node.kwargs, f"node {node.name!r}")
+            elif node.op == "get_attr":
+                check_attribute_path(node.target, graph.modules, f"node {node.name!r} attribute")
             elif node.op == "constant" and node.target not in graph.constants:
                 raise GraphValidationError(
                     f"node {node.describe()} reads constant {node.target!r}, which the graph does not define")

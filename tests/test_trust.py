@@ -329,7 +329,8 @@ def test_sort_with_a_key_is_refused(graph):
 
 @pytest.mark.parametrize("nodes, message", [
     ([("big", "torch.ones", [4_000_000_000], {"dtype": {"$dtype": "uint8"}})], "would allocate"),
-    ([("rep", "operator.mul", ["a", 4_000_000_000], {})], "unbounded"),
+    ([("rep", "operator.mul", ["a", 4_000_000_000], {})], "over the limit"),
+    ([("rep", "operator.mul", ["A" * 256, 2**20], {})], "over the limit"),
     ([("pw", "operator.pow", [7, 400_000_000], {})], "unbounded"),
 ])
 def test_constant_sizes_that_would_exhaust_memory_or_time_are_refused(graph, nodes, message):
@@ -364,4 +365,55 @@ def test_huge_layer_counts_are_refused_before_building(graph):
     data["modules"]["fc"] = {"$module": "torch.nn.TransformerEncoder",
                              "kwargs": {"encoder_layer": layer, "num_layers": 100_000}}
     with pytest.raises(SchemaError, match="num_layers"):
+        ir.Graph.from_json(json.dumps(data))
+
+
+def test_sizes_computed_at_run_time_are_charged_before_allocating(graph):
+    """A factory whose size a node computes, and many factories each under the limit."""
+    data = json.loads(graph.to_json())
+    nodes = [("n", "operator.mul", [32768, 32768], {}), ("big", "torch.ones", [{"$node": "n"}], {})]
+    hostile = ir.Graph.from_json(_json_with_nodes(graph, nodes))
+    with pytest.raises(IRError, match="over what is left of the limit"):
+        ir.build_module(hostile)(torch.randn(2, 4))
+    many = [(f"t{i}", "torch.ones", [2**27], {"dtype": {"$dtype": "uint8"}}) for i in range(8)]
+    hostile = ir.Graph.from_json(_json_with_nodes(graph, many))
+    with pytest.raises(IRError, match="over what is left of the limit"):
+        ir.build_module(hostile)(torch.randn(2, 4))
+    del data
+
+
+@pytest.mark.parametrize("target", [
+    "torch.sparse_coo_tensor", "torch.sparse_csr_tensor", "torch.as_strided", "torch.ops.aten.as_strided.default",
+    "torch.ops.aten._sparse_coo_tensor_unsafe.default", "torch.ops.aten.backward.default",
+    "torch.ops.aten.retain_grad.default", "torch.ops.aten.pin_memory.default",
+    "torch.ops.aten._cufft_set_plan_cache_max_size.default", "torch.frombuffer",
+])
+def test_unchecked_memory_access_and_autograd_internals_are_refused(graph, target):
+    with pytest.raises(UnsafeTargetError):
+        ir.Graph.from_json(_json_with_node(graph, target, []))
+
+
+@pytest.mark.parametrize("target", ["fc", "fc._parameters", "fc.forward", "fc.to", "_ir_constants.x"])
+def test_get_attr_reads_only_parameters_and_buffers_everywhere(graph, target):
+    data = json.loads(graph.to_json())
+    data["nodes"].insert(1, {"name": "a", "op": "get_attr", "target": target, "args": [], "kwargs": {},
+                             "type": {"scalar": "unknown"}, "scope": ""})
+    with pytest.raises(UnsafeTargetError):
+        ir.Graph.from_json(json.dumps(data))
+    hostile = graph.copy()
+    node = hostile.add_node("get_attr", target, name="a", after=hostile.inputs[0])
+    hostile.add_node("call_method", "to", (node, "meta"), name="moved", after=node)
+    assert _every_stage(hostile) == {"validate": "refused", "build and run": "refused", "to_source": "refused"}
+
+
+def test_devices_that_would_import_a_backend_and_lazy_layers_are_refused(graph):
+    for device in ("hpu", "privateuseone:0"):
+        with pytest.raises(SchemaError, match="bad device"):
+            ir.Graph.from_json(_json_with_node(graph, "torch.zeros", [2, {"$device": device}]))
+    data = json.loads(graph.to_json())
+    data["modules"]["fc"] = {"$module": "torch.nn.LazyLinear", "kwargs": {"out_features": 3}}
+    with pytest.raises(UnsafeTargetError, match="lazy"):
+        ir.Graph.from_json(json.dumps(data))
+    data["modules"]["fc"] = {"$module": "torch.nn.Transformer", "kwargs": {"num_encoder_layers": 200_000}}
+    with pytest.raises(SchemaError, match="num_encoder_layers"):
         ir.Graph.from_json(json.dumps(data))
