@@ -224,6 +224,10 @@ def _match_users(graph: Graph, first: Node, group: Group, slot: dict[str, tuple[
         return None
     if first.op == "call_function" and first.target in _BINARY and (len(first.args) != 2 or first.kwargs):
         return None
+    shared_tensors = [a for i, a in enumerate(first.args) if i not in lanes and isinstance(a, Node)
+                      and isinstance(a.type, TensorType) and a.type.rank > 0]
+    if shared_tensors and group.layout == CHANNEL:  # [B, C] would not broadcast against [B, K*C]
+        return None
     shape = _shape_of_call(first, lanes)
     members = [first]
     for lane in range(1, group.width):

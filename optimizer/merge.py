@@ -47,7 +47,7 @@ def merge_trials(trials: list[Trial], dedup_inputs: bool = True) -> tuple[Graph,
             raise MergeError(f"trial {trial.name!r}: its graph has no input")
         names = []
         for index, node in enumerate(inputs):
-            key = (trial.data, index, node.target, str(node.type))
+            key = (trial.data, index, str(node.type))  # the forward argument's name does not matter
             if dedup_inputs and key in shared_inputs:
                 mapping[node.name] = shared_inputs[key]
             else:

@@ -66,6 +66,9 @@ class TrainConfig:
                f"max_steps must be > 0, got {self.max_steps!r}")
         _check(self.grad_clip is None or isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0,
                f"grad_clip must be > 0, got {self.grad_clip!r}")
+        _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2 and all(
+            isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(self.betas))
 
 

@@ -82,23 +82,24 @@ def loss_of(config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _validate(module: nn.Module, group: Plan, active: list[int], device) -> dict[int, dict[str, float]]:
-    """Each active trial's validation metric: accuracy (classification) or negative MSE."""
+    """Each active trial's validation metric: accuracy (classification) or negative MSE. Trials
+    may read different data sets: each gets its own rows, a trial whose set is used up is fed
+    its first rows again and their outputs are dropped."""
     module.eval()
-    specs = {k: group.slots[k].trial.data for k in active}
-    results = {}
-    data = {name: dataset(name) for name in {s.dataset for s in specs.values()}}
-    outputs = {k: [] for k in active}
-    any_spec = next(iter(specs.values()))
-    n = len(data[any_spec.dataset].val_x)
-    for start in range(0, n, 512):
-        inputs = _inputs_per_trial(group, {k: data[specs[k].dataset].val_x[start:start + 512].to(device) for k in active})
-        out = module(*inputs)
+    data = {k: dataset(group.slots[k].trial.data.dataset) for k in active}
+    outputs: dict[int, list[torch.Tensor]] = {k: [] for k in active}
+    longest = max(len(d.val_x) for d in data.values())
+    for start in range(0, longest, 512):
+        x_of = {k: (d.val_x[start:start + 512] if start < len(d.val_x) else d.val_x[:1]).to(device)
+                for k, d in data.items()}
+        out = module(*_inputs_per_trial(group, x_of))
         for k in active:
-            outputs[k].append(out[k])
+            if start < len(data[k].val_x):
+                outputs[k].append(out[k])
+    results = {}
     for k in active:
-        prediction = torch.cat(outputs[k])
-        target = data[specs[k].dataset].val_y.to(device)
-        if data[specs[k].dataset].task == "classification":
+        prediction, target = torch.cat(outputs[k]), data[k].val_y.to(device)
+        if data[k].task == "classification":
             value = (prediction.argmax(1) == target).float().mean().item()
         else:
             value = -loss_of(group.slots[k].trial.train, prediction, target).item()
@@ -155,6 +156,8 @@ class _GroupRun:
         for trial in self.trials:
             self.results[trial.name].trained_as = label
         for epoch in range(config.epochs):
+            if not self.trials:  # every trial has left (stopped or failed)
+                return
             streams = {}
             for step in range(self._steps()):
                 if not self.trials:

@@ -309,8 +309,6 @@ def test_dedup_gives_one_input_per_distinct_data_spec():
             assert torch.equal(outs[k], standalone(trial).eval()(xs[k]))
 
 
-@pytest.mark.xfail(strict=True, reason="merge.py keys input dedup on the forward argument's name (node.target): "
-                   "trials reading the same DataSpec through differently named arguments get separate inputs")
 def test_dedup_does_not_depend_on_the_forward_argument_name():
     class Images(nn.Module):
         def __init__(self):
@@ -426,9 +424,6 @@ def test_random_ops_are_never_shared():
 
 
 # ---------------------------------------------------------------------- batching hazards
-@pytest.mark.xfail(strict=True, reason="batching.py _match_users/_emit_lane: a residual add whose other operand "
-                   "is one node shared by every trial (the deduplicated input) joins the fused region; in the "
-                   "channel layout it adds a [B,C,H,W] tensor to the stacked [B,K*C,H,W] one and plan() fails")
 def test_a_residual_add_of_the_shared_input_batches_correctly():
     class Residual(nn.Module):
         def __init__(self):
@@ -504,9 +499,6 @@ def test_malformed_trial_specs_raise_trial_spec_error(make):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason="trial.py TrainConfig.__post_init__ checks lr/momentum/weight_decay but not "
-                   "betas: a bad beta only fails inside torch.optim at training time, where the trainer treats it "
-                   "as a failure of the whole merged group")
 @pytest.mark.parametrize("betas", [(1.5, 0.999), (0.9, -0.1), (0.9,)])
 def test_bad_adam_betas_raise_trial_spec_error(betas):
     with pytest.raises(optimizer.TrialSpecError):

@@ -221,9 +221,6 @@ def test_should_stop_stops_one_trial_after_an_epoch_and_the_others_go_on():
         assert got.losses == expected.losses and got.metrics == expected.metrics
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py _GroupRun.run: when every trial of a group has left (stopped by "
-                   "should_stop, or failed at the last step of an epoch) before the last epoch, the next epoch "
-                   "calls self._steps(), which reads self.trials[0] -> IndexError; the group 'fails' and is retrained")
 @pytest.mark.parametrize("how", ["stopped", "nan at the last step of an epoch"])
 def test_a_group_whose_trials_all_leave_early_ends_cleanly(registered, how):
     if how == "stopped":
@@ -335,9 +332,6 @@ def test_only_trials_that_run_in_lock_step_share_a_group():
     assert [len(r.losses) for r in results] == [2, 4, 2, data.steps_per_epoch(DataSpec(batch_size=256))]
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py _validate: the number of validation rows is taken from the first "
-                   "trial's data set; a later trial whose validation set is larger than 512 rows gets predictions for "
-                   "only the first rows, the shapes mismatch and the whole merged group fails and is retrained")
 def test_trials_on_data_sets_of_different_sizes_validate_in_one_group(registered):
     def bigger():
         digits = data.dataset("digits")
