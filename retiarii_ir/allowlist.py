@@ -9,7 +9,6 @@ namespace is judged by what it is and where it really lives.
 from __future__ import annotations
 
 import builtins
-import math
 import operator
 import types
 from typing import Any

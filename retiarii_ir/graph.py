@@ -24,7 +24,7 @@ import torch
 
 from .errors import GraphValidationError
 from .module_spec import ModuleSpec
-from .node import Node, iter_nodes, map_args
+from .node import Node, map_args
 from .types import UNKNOWN, ValueType
 
 

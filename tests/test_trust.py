@@ -19,7 +19,6 @@ from torch import nn
 
 import codegen
 import retiarii_ir as ir
-from retiarii_ir import limits
 from retiarii_ir.errors import IRError, SchemaError, UnsafeTargetError
 from retiarii_ir.module_spec import FunctionRef, ModuleSpec
 from retiarii_ir.shape_inference import example_inputs
