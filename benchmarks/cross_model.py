@@ -1,0 +1,445 @@
+"""Does training K trials merged pay? Throughput of ``train_trials(trials)`` (all passes)
+over ``train_trials(trials, independent=True)`` for the same K trials, on four workloads on
+scikit-learn's digits (``benchmarks/cross_model_models.py``); for the learning-rate sweep also
+against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap``.
+
+    python benchmarks/cross_model.py                       # K = 1..16, 4 workloads, ~10 min on 2 cores
+    python benchmarks/cross_model.py --workloads c --ks 1,4 --steps 10 --repeats 1
+    python benchmarks/cross_model.py --quick               # smoke run
+
+For each row, each mode (merged, independent, vmap) gets its own fresh process, forked from a
+server that has only imported the code; the modes' runs alternate, and throughputs are the
+median of ``--repeats``. Peak MB is the process's maxrss after its first run (nothing else has
+run in it); "plan s" is that first run's plan() + code generation, autotuning included, as a
+fresh process pays it. Throughput is trial-steps per second of steady training, from each
+run's first step to its last: the first step, planning and building, and the end-of-epoch
+validation are left out. Each row checks that merging changed nothing: the largest relative
+difference of any trial's loss at the first step and at any step, merged vs alone, and of its
+final validation accuracy.
+
+"share" is the part of one trial's step (trained alone) that merging can save, timed in the
+independent run's process right after it: for sharing workloads (a, b) the frozen part that is
+computed once, over the mean step; for batching workloads (c, d) the model's forward and
+backward over the step (all that fused kernels can touch; loss, optimizer step and the
+trainer's bookkeeping stay per trial). For sharing workloads "bound" is Amdahl's
+1 / (1 - share + share / K): the ratio if sharing were the only gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch.nn.functional as F  # noqa: E402
+
+import optimizer  # noqa: E402
+import runtime.trainer as trainer  # noqa: E402
+from benchmarks import cross_model_models as models  # noqa: E402
+from runtime import data as rdata  # noqa: E402
+
+# Fused kernels add in another order: the first step's losses agree to float rounding, and the
+# difference grows from there as training amplifies it (a few 1e-3 after 16 steps is normal).
+FIRST_STEP_TOLERANCE = 1e-5
+LOSS_TOLERANCE = 1e-2
+METRIC_TOLERANCE = 0.01  # validation accuracy: a few of 360 predictions on a knife's edge
+
+
+# ---------------------------------------------------------------------- trials across processes
+def save_trials(trials: list[optimizer.Trial], path: str) -> None:
+    """Trials as their JSON plus initial weights (the JSON leaves weights out)."""
+    torch.save([(t.to_json(), t.initial_state) for t in trials], path)
+
+
+def load_trials(path: str) -> list[optimizer.Trial]:
+    trials = []
+    for text, state in torch.load(path, weights_only=True):
+        trial = optimizer.Trial.from_json(text)
+        trial.initial_state = state
+        trials.append(trial)
+    return trials
+
+
+# ---------------------------------------------------------------------- timing helpers
+class StepClock:
+    """``on_step`` callback: when each step of each run ended, and for how many trials."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, int, tuple[str, ...]]] = []
+
+    def __call__(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        self.calls.append((time.perf_counter(), step, tuple(losses)))
+
+    def runs(self) -> list[list[tuple[float, int, tuple[str, ...]]]]:
+        """Calls split where a new epoch loop starts (step 0)."""
+        runs: list[list] = []
+        for call in self.calls:
+            if call[1] == 0 or not runs:
+                runs.append([])
+            runs[-1].append(call)
+        return runs
+
+    def steady(self) -> tuple[int, float]:
+        """(trial-steps, seconds) from each run's first step to its last."""
+        steps, seconds = 0, 0.0
+        for run in self.runs():
+            if len(run) > 1:
+                steps += sum(len(names) for _, _, names in run[1:])
+                seconds += run[-1][0] - run[0][0]
+        return steps, seconds
+
+    def step_seconds_of(self) -> dict[str, float]:
+        """Independent runs: the median seconds of each trial's steady steps."""
+        steps: dict[str, list[float]] = {}
+        for run in self.runs():
+            if len(run) > 1 and len(run[0][2]) == 1:
+                steps.setdefault(run[0][2][0], []).extend(b[0] - a[0] for a, b in zip(run, run[1:]))
+        return {name: statistics.median(v) for name, v in steps.items()}
+
+
+def median_seconds(fn, budget: float = 0.5, at_least: int = 7, at_most: int = 50) -> float:
+    fn()  # warm-up
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < at_least or len(times) < at_most and time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------------- measurements (own processes)
+def measure(job: dict) -> dict:
+    """One run of ``job["mode"]`` ("merged", "independent" or "vmap") over the saved trials."""
+    torch.set_num_threads(job["threads"])
+    warnings.simplefilter("ignore")
+    trials = load_trials(job["path"])
+    for trial in trials:
+        rdata.dataset(trial.data.dataset)  # loading the data set is not training
+    result = train_vmap(trials) if job["mode"] == "vmap" else train_ours(trials, job["mode"] == "independent")
+    result["peak_mb"] = peak_mb()  # before anything else runs here: the first run's is the training's own
+    if job["mode"] == "independent":  # warm, and under the same load as the steps it is compared with
+        result["part"] = measure_part(trials, job["workload"])
+    return result
+
+
+def train_ours(trials: list[optimizer.Trial], independent: bool) -> dict:
+    plan_seconds = [0.0]
+    plans: list[optimizer.Plan] = []
+    real_plan, real_build = trainer.plan, trainer.build_merged_module
+
+    def timed_plan(*args, **kwargs):
+        start = time.perf_counter()
+        p = real_plan(*args, **kwargs)
+        plan_seconds[0] += time.perf_counter() - start
+        plans.append(p)
+        return p
+
+    def timed_build(*args, **kwargs):
+        start = time.perf_counter()
+        module = real_build(*args, **kwargs)
+        plan_seconds[0] += time.perf_counter() - start
+        return module
+
+    trainer.plan, trainer.build_merged_module = timed_plan, timed_build
+    clock = StepClock()
+    try:
+        results = trainer.train_trials(trials, independent=independent, on_step=clock)
+    finally:
+        trainer.plan, trainer.build_merged_module = real_plan, real_build
+    steps, seconds = clock.steady()
+    first = plans[0] if plans else None
+    return {
+        "steps": steps, "seconds": seconds, "plan_seconds": plan_seconds[0],
+        "losses": {r.name: r.losses for r in results}, "metrics": {r.name: r.metric for r in results},
+        "problems": [f"{r.name}: {r.status} {r.error or ''} {r.trained_as}".strip() for r in results
+                     if r.status != "succeeded" or "failed" in r.trained_as],
+        "step_alone": clock.step_seconds_of() if independent else {},
+        "shared_nodes": len(first.shared) if first and not independent else 0,
+        "batched_nodes": sum(b.width for b in first.batched) if first and not independent else 0,
+        "total_nodes": sum(len(t.graph.nodes) for t in trials),
+        "replans": len(plans) - 1 if not independent else 0,
+    }
+
+
+def measure_part(trials: list[optimizer.Trial], workload: str) -> dict[str, float]:
+    """Seconds of the part of a trial's step that merging can save, per trial name (see the
+    module docstring): the shared frozen part, or each of the first 4 trials' forward+backward."""
+    x, y = next(rdata.batches(trials[0].data, 0))
+    shared = models.WORKLOADS[workload].shared
+    if shared is not None:
+        module = shared(trials[0].initial_state).train()
+        with torch.no_grad():
+            return {"*": median_seconds(lambda: module(x))}
+    parts = {}
+    for trial in trials[:4]:
+        module = trainer.build_merged_module(trial.graph)
+        module.load_state_dict(trial.initial_state, strict=True)
+        module.train()
+
+        def forward_backward() -> None:
+            module.zero_grad(set_to_none=True)
+            trainer.loss_of(trial.train, module(x), y).backward()
+
+        parts[trial.name] = median_seconds(forward_backward)
+    return parts
+
+
+def share_of(part: dict[str, float], step_alone: dict[str, float]) -> float | None:
+    """The part over the step of one trial alone (the mean over the row's trials for a shared part)."""
+    if not step_alone:
+        return None
+    if "*" in part:
+        return part["*"] / statistics.mean(step_alone.values())
+    return sum(part.values()) / sum(step_alone[name] for name in part)
+
+
+# ---------------------------------------------------------------------- the peer: torch.func.vmap
+def train_vmap(trials: list[optimizer.Trial]) -> dict:
+    """K copies of the lr-sweep CNN trained by hand: stacked weights, a vmapped forward and loss,
+    and SGD with momentum whose learning rate is a (K,) tensor broadcast over the stacked dim."""
+    from torch.func import functional_call, stack_module_state
+
+    start = time.perf_counter()
+    copies = []
+    for trial in trials:
+        module = models.SmallCNN()
+        module.load_state_dict(trial.initial_state, strict=True)
+        copies.append(module)
+    params, buffers = stack_module_state(copies)
+    base = models.SmallCNN().to("meta")
+    config = trials[0].train
+    lr = torch.tensor([t.train.lr for t in trials])
+    lr_of = {name: lr.view(-1, *[1] * (p.dim() - 1)) for name, p in params.items()}
+    momentum = {name: None for name in params}
+
+    def loss_of(p, b, x, y):
+        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    batched_loss = torch.func.vmap(loss_of, in_dims=(0, 0, None, None))
+    plan_seconds = time.perf_counter() - start
+
+    losses: list[list[float]] = [[] for _ in trials]
+    clock = StepClock()
+    steps = min(rdata.steps_per_epoch(trials[0].data), config.max_steps or math.inf)
+    names = tuple(t.name for t in trials)
+    for epoch in range(config.epochs):
+        for step, (x, y) in enumerate(rdata.batches(trials[0].data, epoch)):
+            if step == steps:
+                break
+            for p in params.values():
+                p.grad = None
+            loss = batched_loss(params, buffers, x, y)
+            loss.sum().backward()
+            with torch.no_grad():
+                for name, p in params.items():
+                    if momentum[name] is None:
+                        momentum[name] = p.grad.clone()
+                    else:
+                        momentum[name].mul_(config.momentum).add_(p.grad)
+                    p.sub_(lr_of[name] * momentum[name])
+            for k, value in enumerate(loss.tolist()):
+                losses[k].append(value)
+            clock(epoch, step, dict.fromkeys(names))
+    trial_steps, seconds = clock.steady()
+    val = rdata.dataset(trials[0].data.dataset)
+    with torch.no_grad():
+        predictions = torch.func.vmap(lambda p, b: functional_call(base, (p, b), (val.val_x,)))(params, buffers)
+        accuracy = (predictions.argmax(-1) == val.val_y).float().mean(1).tolist()
+    return {"steps": trial_steps, "seconds": seconds, "plan_seconds": plan_seconds,
+            "losses": dict(zip(names, losses)), "metrics": dict(zip(names, accuracy)), "problems": [],
+            "step_alone": {}, "shared_nodes": 0, "batched_nodes": 0, "total_nodes": 0, "replans": 0}
+
+
+# ---------------------------------------------------------------------- comparing and printing
+def rel_loss_diffs(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, float]:
+    """(largest relative difference at the first step, largest at any step) over the trials."""
+    first, worst = 0.0, 0.0
+    for name, reference in b.items():
+        other = a.get(name, [])
+        if len(other) != len(reference) or not reference:
+            return math.inf, math.inf
+        diffs = [abs(u - v) / max(abs(v), 1e-8) for u, v in zip(other, reference)]
+        first, worst = max(first, diffs[0]), max(worst, max(diffs))
+    return first, worst
+
+
+def max_metric_diff(a: dict[str, float | None], b: dict[str, float | None]) -> float:
+    return max(abs(a[n] - b[n]) if a.get(n) is not None and b[n] is not None else math.inf for n in b)
+
+
+def throughput(run: dict) -> float:
+    return run["steps"] / run["seconds"] if run["seconds"] > 0 else math.nan
+
+
+def median_of(runs: list[dict], key) -> float:
+    return statistics.median(key(r) for r in runs)
+
+
+def row_of(k_trials: int, runs: dict[str, list], sharing: bool) -> dict:
+    merged, alone = runs["merged"], runs["independent"]
+    m_tp, i_tp = median_of(merged, throughput), median_of(alone, throughput)
+    shares = [share_of(run["part"], run["step_alone"]) for run in alone]
+    share = statistics.median(shares) if shares and None not in shares else None
+    first_diff, loss_diff = rel_loss_diffs(merged[0]["losses"], alone[0]["losses"])
+    metric_diff = max_metric_diff(merged[0]["metrics"], alone[0]["metrics"])
+    first = merged[0]
+    bound = "-"
+    if sharing and share is not None:
+        bound = f"{1 / (1 - share + share / k_trials):.2f}x" if share < 1 else "?"
+    row = {
+        "K": str(k_trials),
+        "merged steps/s": f"{m_tp:.1f}",
+        "indep steps/s": f"{i_tp:.1f}",
+        "ratio": f"{m_tp / i_tp:.2f}x",
+        "share": "-" if share is None else f"{share:.0%}",
+        "bound": bound,
+        "peak MB merged": f"{merged[0]['peak_mb']:.0f}",
+        "peak MB indep": f"{alone[0]['peak_mb']:.0f}",
+        "plan s merged": f"{merged[0]['plan_seconds']:.2f}",
+        "plan s indep": f"{alone[0]['plan_seconds']:.2f}",
+        "rel loss diff 1st/max": f"{first_diff:.0e}/{loss_diff:.0e}",
+        "metric diff": f"{metric_diff:.3f}",
+        "shared/batched nodes": f"{first['shared_nodes']}/{first['batched_nodes']} of {first['total_nodes']}",
+    }
+    if "vmap" in runs:
+        v_tp = median_of(runs["vmap"], throughput)
+        row["vmap steps/s"] = f"{v_tp:.1f}"
+        row["ours/vmap"] = f"{m_tp / v_tp:.2f}x"
+        row["vmap loss diff 1st/max"] = "{:.0e}/{:.0e}".format(*rel_loss_diffs(runs["vmap"][0]["losses"],
+                                                                             alone[0]["losses"]))
+    problems = sorted({p for mode in ("merged", "independent", "vmap") for r in runs.get(mode, ())
+                       for p in r["problems"]})
+    replans = max(r["replans"] for r in merged)
+    row["_ok"] = (first_diff <= FIRST_STEP_TOLERANCE and loss_diff <= LOSS_TOLERANCE
+                  and metric_diff <= METRIC_TOLERANCE and not problems)
+    row["_notes"] = problems + ([f"merged group re-planned {replans} time(s)"] if replans else [])
+    if not row["_ok"] and not problems:
+        row["_notes"].append("merged results differ from alone-trained ones beyond tolerance")
+    return row
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    columns = [c for c in rows[0] if not c.startswith("_")]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---:" for _ in columns) + "|")
+    for row in rows:
+        print("| " + " | ".join(row[c] for c in columns) + " |")
+    for row in rows:
+        for note in row["_notes"]:
+            print(f"  K={row['K']}: {note}")
+    sys.stdout.flush()
+
+
+def summary_cell(row: dict) -> str:
+    """A row's ratio with what to judge it by: Amdahl's bound, or the vmap peer."""
+    if row["bound"] not in ("-", "?"):
+        return f"{row['ratio']} (bound {row['bound']})"
+    return f"{row['ratio']} (ours/vmap {row['ours/vmap']})" if "ours/vmap" in row else row["ratio"]
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    parser.add_argument("--ks", default="1,2,4,8,16", help="comma-separated numbers of trials")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per trial (batch 64)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per mode; medians are printed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: K 1,2, 3 steps, 1 repeat")
+    options = parser.parse_args(argv)
+    if options.quick:
+        if options.ks == parser.get_default("ks"):
+            options.ks = "1,2"
+        options.steps, options.repeats = 3, 1
+    try:
+        options.workloads = [w.strip() for w in options.workloads.split(",") if w.strip()]
+        options.ks = [int(k) for k in options.ks.split(",")]
+    except ValueError:
+        parser.error("--ks takes comma-separated integers")
+    unknown = set(options.workloads) - set(models.WORKLOADS)
+    if unknown or not options.workloads:
+        parser.error(f"--workloads: choose from {','.join(models.WORKLOADS)}")
+    if not options.ks or min(options.ks) < 1:
+        parser.error("--ks: numbers of trials must be >= 1")
+    if options.steps < 2 or options.repeats < 1 or options.threads < 1:
+        parser.error("--steps must be >= 2 (the first step is warm-up), --repeats and --threads >= 1")
+    return options
+
+
+def measure_row(context, path: str, key: str, options) -> dict[str, list]:
+    """Each mode in its own fresh process, the modes' runs alternating."""
+    modes = ("merged", "independent") + (("vmap",) if key == "c" else ())
+    runs: dict[str, list] = {mode: [] for mode in modes}
+    with contextlib.ExitStack() as stack:
+        pools = {mode: stack.enter_context(context.Pool(1)) for mode in modes}
+        for repeat in range(options.repeats):
+            for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
+                job = {"path": path, "mode": mode, "threads": options.threads, "workload": key}
+                runs[mode].append(pools[mode].apply(measure, (job,)))
+    return runs
+
+
+def main(argv=None) -> int:
+    options = parse_args(argv)
+    torch.set_num_threads(options.threads)
+    warnings.simplefilter("ignore")
+    context = multiprocessing.get_context("forkserver")
+    # imports only (no computation before a fork); the last two are imported lazily by the
+    # first torch.optim optimizer and the digits loader, seconds each that would count as nothing
+    context.set_forkserver_preload(["benchmarks.cross_model", "torch._dynamo", "sklearn.datasets"])
+    multiprocessing.forkserver.ensure_running()  # its imports overlap with building the first trials
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    print(f"cross-model training: merged (all passes) vs independent, {options.steps} steps of batch "
+          f"{models.BATCH} per trial, {options.threads} thread(s), median of {options.repeats} alternating runs")
+    summary = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in options.workloads:
+            workload = models.WORKLOADS[key]
+            rows = []
+            for k_trials in options.ks:
+                path = os.path.join(tmp, f"{key}_{k_trials}.pt")
+                save_trials(workload.trials(k_trials, options.steps), path)
+                if not summary and not rows:
+                    with context.Pool(1) as pool:
+                        baseline = pool.apply(peak_mb)
+                    print(f"each mode runs in its own fresh process; peak MB is its maxrss (a process that has "
+                          f"only imported the code: {baseline:.0f} MB)")
+                rows.append(row_of(k_trials, measure_row(context, path, key, options), workload.shared is not None))
+                print(f"  ({key}) K={k_trials} done, {time.perf_counter() - started:.0f} s", file=sys.stderr,
+                      flush=True)
+            print_table(f"({key}) {workload.title}", rows)
+            summary.append((key, rows))
+    differ = [r for _, rows in summary for r in rows if not r["_ok"]]
+    largest = ", ".join(f"({key}) {summary_cell(rows[-1])}" for key, rows in summary)
+    print(f"\nsummary: merged/independent throughput at K={options.ks[-1]}: {largest}; "
+          + ("every row's losses and accuracies equal alone-trained ones within tolerance"
+             if not differ else f"{len(differ)} row(s) DIFFER from alone-trained results or had failures")
+          + f"; {time.perf_counter() - started:.0f} s, load average {load_before:.1f} before and "
+          f"{os.getloadavg()[0]:.1f} after (other processes on the CPUs make timings noisy)")
+    return 0 if not differ else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The models and data sets of ``benchmarks/cross_model.py``: four workloads a user would run
+on scikit-learn's digits, each a function ``trials(K, steps)`` that gives K trials.
+
+(a) ``filtered``: architectures sampled from a space whose first module is a fixed image
+    pipeline (bilinear upsampling 8x8 -> 32x32, then a frozen bank of Gabor, Gaussian and
+    derivative filters, rectified), the same weights in every trial.
+(b) ``heads``: classification heads of different widths and learning rates fine-tuned on one
+    frozen, briefly pretrained ResNet-18-layout backbone (half width) at 32x32.
+(c) ``lr_sweep``: one small CNN on 8x8 digits at K learning rates.
+(d) ``mobilenet``: samples of the MobileNetV3-style space of ``tests/spaces`` at 16x16, the
+    input size that space is written for.
+
+Each workload also names the part of one trial that merging can share (``shared_part``),
+so the benchmark can time it against the trial's whole step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import retiarii_ir as ir
+from optimizer import DataSpec, TrainConfig, Trial
+from retiarii_ir import nn as rnn
+from runtime import data as rdata
+
+BATCH = 64
+NUM_FILTERS = 12
+
+
+# ---------------------------------------------------------------------- data
+def digits_rgb(size: int) -> Callable[[], rdata.Dataset]:
+    """Digits upsampled to size x size (bilinear) with three equal channels: the input layout
+    of ImageNet-style networks."""
+
+    def load() -> rdata.Dataset:
+        base = rdata.dataset("digits")
+
+        def up(x: torch.Tensor) -> torch.Tensor:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            return x.expand(-1, 3, -1, -1).contiguous()
+
+        return rdata.Dataset(up(base.train_x), base.train_y, up(base.val_x), base.val_y)
+
+    return load
+
+
+rdata.register_dataset("digits32rgb", digits_rgb(32))
+rdata.register_dataset("digits16rgb", digits_rgb(16))
+
+
+def data_spec(dataset: str) -> DataSpec:
+    return DataSpec(dataset=dataset, batch_size=BATCH, shuffle_seed=0, drop_last=True)
+
+
+def train_config(steps: int, dataset: str, lr: float, seed: int) -> TrainConfig:
+    """SGD with momentum for ``steps`` steps (whole epochs beyond one epoch)."""
+    per_epoch = rdata.steps_per_epoch(data_spec(dataset))
+    epochs = max(1, math.ceil(steps / per_epoch))
+    return TrainConfig(optimizer="sgd", lr=lr, momentum=0.9, epochs=epochs,
+                       max_steps=steps if epochs == 1 else None, seed=seed)
+
+
+def state_with(graph: ir.Graph, seed: int, fixed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The graph's fresh weights from ``seed``, with the ``fixed`` entries put in."""
+    torch.manual_seed(seed)
+    state = ir.build_module(graph).state_dict()
+    state.update({k: v.clone() for k, v in fixed.items()})
+    return state
+
+
+# ---------------------------------------------------------------------- (a) a fixed image pipeline
+def filter_bank(size: int = 11) -> torch.Tensor:
+    """(NUM_FILTERS, 1, size, size): Gabor filters at 4 orientations x 2 wavelengths, Gaussians
+    at 2 scales, and x/y derivatives of a Gaussian; each zero-mean except the Gaussians."""
+    r = torch.arange(size, dtype=torch.float64) - size // 2
+    y, x = torch.meshgrid(r, r, indexing="ij")
+    filters = []
+    for wavelength, sigma in ((4.0, 2.0), (8.0, 3.5)):
+        for theta in (0, math.pi / 4, math.pi / 2, 3 * math.pi / 4):
+            u = x * math.cos(theta) + y * math.sin(theta)
+            v = -x * math.sin(theta) + y * math.cos(theta)
+            g = torch.exp(-(u ** 2 + v ** 2) / (2 * sigma ** 2)) * torch.cos(2 * math.pi * u / wavelength)
+            filters.append(g - g.mean())
+    for sigma in (1.0, 2.5):
+        g = torch.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
+        filters.append(g / g.sum())
+    g = torch.exp(-(x ** 2 + y ** 2) / (2 * 1.5 ** 2))
+    filters += [-x * g, -y * g]
+    bank = torch.stack([f / f.abs().sum() for f in filters]).unsqueeze(1)
+    return bank.float()
+
+
+class FilterBank(nn.Module):
+    """Upsample 8x8 digits to 32x32 and take rectified filter responses: fixed features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bank = nn.Conv2d(1, NUM_FILTERS, 11, padding=5, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        return torch.abs(self.bank(x)) * 4.0
+
+
+@rnn.model_wrapper
+class FilteredDigitsSpace(rnn.Module):
+    """The demo's digits space behind the fixed pipeline: a strided stem to 16x16, one chosen
+    op, 0-2 extra conv blocks, global pooling and a linear head."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = FilterBank()
+        width = rnn.ValueChoice([16, 32], label="width")
+        self.stem = rnn.Sequential(rnn.Conv2d(NUM_FILTERS, width, 3, stride=2, padding=1, bias=False),
+                                   rnn.BatchNorm2d(width), rnn.ReLU())
+        self.op = rnn.LayerChoice({
+            "conv3x3": rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1), rnn.ReLU()),
+            "conv5x5": rnn.Sequential(rnn.Conv2d(width, width, 5, padding=2), rnn.ReLU()),
+            "sepconv": rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1, groups=width),
+                                      rnn.Conv2d(width, width, 1), rnn.ReLU()),
+            "maxpool": rnn.MaxPool2d(3, stride=1, padding=1),
+        }, label="op")
+        self.blocks = rnn.Repeat(
+            lambda i: rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1, bias=False), rnn.BatchNorm2d(width),
+                                     rnn.ReLU()), depth=(0, 2), label="depth")
+        self.head = rnn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.op(self.stem(self.features(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+_SPACE_CACHE: dict[str, ir.ModelSpace] = {}
+
+
+def _space(name: str, build: Callable[[], nn.Module], example: torch.Tensor) -> ir.ModelSpace:
+    if name not in _SPACE_CACHE:
+        torch.manual_seed(0)
+        _SPACE_CACHE[name] = ir.trace_space(build(), example)
+    return _SPACE_CACHE[name]
+
+
+def filtered_trials(k_trials: int, steps: int) -> list[Trial]:
+    space = _space("filtered", FilteredDigitsSpace, torch.rand(2, 1, 8, 8))
+    fixed = {"features.bank.weight": filter_bank()}
+    trials = []
+    for k in range(k_trials):
+        graph = space.freeze(space.random_sample(1000 + k))
+        trials.append(Trial(f"arch{k}", graph, data_spec("digits"), train_config(steps, "digits", 0.05, k),
+                            frozen=tuple(fixed), initial_state=state_with(graph, k, fixed)))
+    return trials
+
+
+def filtered_shared(state: dict[str, torch.Tensor]) -> nn.Module:
+    module = FilterBank()
+    module.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    return module.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------- (b) heads on a frozen backbone
+def make_backbone() -> nn.Module:
+    """ResNet-18's layout ([2, 2, 2, 2] basic blocks) at half its width, 256 features."""
+    from tests.corpus.resnet import BasicBlock, ResNet
+
+    backbone = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=10, width=32)
+    backbone.fc = nn.Identity()
+    return backbone
+
+
+class BackboneWithHead(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.backbone = make_backbone()
+        self.head = nn.Sequential(nn.Linear(256, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def pretrained_backbone(steps: int = 22) -> dict[str, torch.Tensor]:
+    """The backbone after one epoch of SGD on digits (with a throw-away linear head)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(make_backbone(), nn.Linear(256, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for step, (x, y) in enumerate(rdata.batches(data_spec("digits32rgb"), epoch=99)):
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return {f"backbone.{k}": v.detach().clone() for k, v in model[0].state_dict().items()}
+
+
+HEAD_WIDTHS = (64, 128, 256)
+HEAD_LRS = (0.01, 0.03, 0.1)
+_BACKBONE: dict[str, torch.Tensor] = {}
+_HEAD_GRAPHS: dict[int, ir.Graph] = {}
+
+
+def head_trials(k_trials: int, steps: int) -> list[Trial]:
+    if not _BACKBONE:
+        _BACKBONE.update(pretrained_backbone())
+    trials = []
+    for k in range(k_trials):
+        hidden, lr = HEAD_WIDTHS[k % 3], HEAD_LRS[(k // 3) % 3]
+        if hidden not in _HEAD_GRAPHS:
+            torch.manual_seed(0)
+            _HEAD_GRAPHS[hidden] = ir.trace(BackboneWithHead(hidden), (torch.rand(2, 3, 32, 32),))
+        graph = _HEAD_GRAPHS[hidden]
+        trials.append(Trial(f"head{hidden}_lr{lr}_{k}", graph, data_spec("digits32rgb"),
+                            train_config(steps, "digits32rgb", lr, k), frozen=tuple(_BACKBONE),
+                            initial_state=state_with(graph, k, _BACKBONE)))
+    return trials
+
+
+def heads_shared(state: dict[str, torch.Tensor]) -> nn.Module:
+    module = make_backbone()
+    module.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+    return module.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------- (c) one CNN, K learning rates
+class SmallCNN(nn.Module):
+    """Two 3x3 convolutions (32, 64 channels), 2x2 max pooling, a 128-unit hidden layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 4 * 4, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def sweep_lrs(k_trials: int) -> list[float]:
+    """K learning rates evenly spaced in log between 0.003 and 0.3 (0.03 alone)."""
+    if k_trials == 1:
+        return [0.03]
+    return [0.003 * 100 ** (k / (k_trials - 1)) for k in range(k_trials)]
+
+
+def lr_sweep_trials(k_trials: int, steps: int) -> list[Trial]:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    graph = ir.trace(model, (torch.rand(2, 1, 8, 8),))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return [Trial(f"lr{lr:.4f}", graph, data_spec("digits"), train_config(steps, "digits", lr, 0),
+                  initial_state=state) for lr in sweep_lrs(k_trials)]
+
+
+# ---------------------------------------------------------------------- (d) MobileNetV3-style samples
+def mobilenet_space() -> ir.ModelSpace:
+    from tests.spaces.mobilenetv3 import MobileNetV3Space
+
+    def build() -> nn.Module:
+        model = MobileNetV3Space()
+        for m in model.modules():  # dropout's draws cannot match between merged and alone runs
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        return model
+
+    return _space("mobilenet", build, torch.rand(2, 3, 16, 16))
+
+
+def mobilenet_trials(k_trials: int, steps: int) -> list[Trial]:
+    space = mobilenet_space()
+    trials = []
+    for k in range(k_trials):
+        graph = space.freeze(space.random_sample(2000 + k))
+        trials.append(Trial(f"mbv3_{k}", graph, data_spec("digits16rgb"), train_config(steps, "digits16rgb", 0.05, k),
+                            initial_state=state_with(graph, k, {})))
+    return trials
+
+
+# ---------------------------------------------------------------------- the table of workloads
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    trials: Callable[[int, int], list[Trial]]
+    shared: Callable[[dict[str, torch.Tensor]], nn.Module] | None  # the part computed once (sharing)
+
+
+WORKLOADS = {
+    "a": Workload("a", "K sampled architectures behind one frozen filter-bank pipeline (CSE)",
+                  filtered_trials, filtered_shared),
+    "b": Workload("b", "K heads (3 widths x 3 learning rates) on one frozen ResNet-18-layout backbone, 32x32 (CSE)",
+                  head_trials, heads_shared),
+    "c": Workload("c", "one small CNN, K learning rates (operator batching) vs torch.func.vmap",
+                  lr_sweep_trials, None),
+    "d": Workload("d", "K samples of the MobileNetV3-style space, 16x16 (operator batching)",
+                  mobilenet_trials, None),
+}
