@@ -186,10 +186,9 @@ def measure_part(trials: list[optimizer.Trial], workload: str) -> dict[str, floa
     module docstring): the shared frozen part, or each of the first 4 trials' forward+backward."""
     x, y = next(rdata.batches(trials[0].data, 0))
     shared = models.WORKLOADS[workload].shared
-    if shared is not None:
+    if shared is not None:  # grad mode on, as in training: its weights are frozen, so no graph is built
         module = shared(trials[0].initial_state).train()
-        with torch.no_grad():
-            return {"*": median_seconds(lambda: module(x))}
+        return {"*": median_seconds(lambda: module(x))}
     parts = {}
     for trial in trials[:4]:
         module = trainer.build_merged_module(trial.graph)
