@@ -78,21 +78,23 @@ def _check_edges(graph: Graph) -> None:
 
 
 def _check_acyclic_and_ordered(graph: Graph) -> None:
-    g = graph.to_networkx()
+    """Every node reads only nodes listed before it: that alone rules out cycles (linear time).
+    Only when it fails is networkx asked for the cycle, to name it."""
+    position = {n.name: i for i, n in enumerate(graph.nodes)}
+    late = next(((node, source) for node in graph.nodes for source in node.inputs
+                 if position[source.name] >= position[node.name]), None)
+    if late is None:
+        return
     try:
-        cycle = nx.find_cycle(g)
+        cycle = nx.find_cycle(graph.to_networkx())
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
         path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
         raise GraphValidationError(f"cycle in graph {graph.name!r}: {path}")
-    position = {n.name: i for i, n in enumerate(graph.nodes)}
-    for node in graph.nodes:
-        for source in node.inputs:
-            if position[source.name] > position[node.name]:
-                raise GraphValidationError(
-                    f"node {node.describe()} reads {source.name!r}, which comes after it; "
-                    f"nodes must be in execution order")
+    node, source = late
+    raise GraphValidationError(f"node {node.describe()} reads {source.name!r}, which comes after it; "
+                               f"nodes must be in execution order")
 
 
 def _compatible(recorded: ValueType, observed: ValueType) -> bool:

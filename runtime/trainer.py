@@ -112,8 +112,8 @@ def _validate(module: nn.Module, group: Plan, active: list[int], device) -> dict
 class _GroupRun:
     """Trains the trials of one plan in lock step, re-planning when one leaves."""
 
-    def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results) -> None:
-        self.passes, self.device = tuple(passes), torch.device(device)
+    def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results, autotune=True) -> None:
+        self.passes, self.device, self.autotune = tuple(passes), torch.device(device), autotune
         self.on_step, self.should_stop = on_step, should_stop
         self.results = results
         self.states = {t.name: initial_state(t) for t in trials}
@@ -122,7 +122,7 @@ class _GroupRun:
         self._build()
 
     def _build(self) -> None:
-        self.plan = plan(self.trials, self.passes, device=self.device)
+        self.plan = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
         self.module = build_merged_module(self.plan.graph, self.device)
         self.module.train()
         for k, trial in enumerate(self.trials):
@@ -247,7 +247,7 @@ def lockstep_key(trial: Trial) -> tuple:
 def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str = "cpu", *,
                  independent: bool = False, max_group: int | None = None,
                  memory_budget: int | None = None, on_step=None, should_stop: StopRule | None = None,
-                 progress: bool = False) -> list[TrialResult]:
+                 progress: bool = False, autotune: bool = True) -> list[TrialResult]:
     """Train every trial; results in the order given.
 
     Trials that can run in lock step are merged (``independent=True`` trains each alone);
@@ -261,7 +261,7 @@ def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str 
     for members in groups.values():
         for chunk in _chunks(members, 1 if independent else max_group, memory_budget, passes):
             _train_with_fallback(chunk, passes if not independent else (), device, on_step, should_stop,
-                                 results, progress)
+                                 results, progress, autotune)
     return [results[t.name] for t in trials]
 
 
@@ -286,14 +286,15 @@ def estimate_training_bytes(trial: Trial) -> int:
     return 4 * weights + 2 * activations
 
 
-def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress) -> None:
+def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress,
+                         autotune: bool = True) -> None:
     """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials."""
     names = ", ".join(t.name for t in trials)
     if progress:
         print(f"training {len(trials)} trial(s) {'merged' if len(trials) > 1 else 'alone'}: {names}",
               file=sys.stderr, flush=True)
     try:
-        _GroupRun(trials, passes, device, on_step, should_stop, results).run()
+        _GroupRun(trials, passes, device, on_step, should_stop, results, autotune).run()
         return
     except Exception as error:  # noqa: BLE001 - any failure of the group: retry smaller, lose nothing
         reason = f"{type(error).__name__}: {first_line(error)}"
@@ -305,6 +306,6 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
         results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
     half = len(trials) // 2
     for part in (trials[:half], trials[half:]):
-        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress)
+        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress, autotune)
         for trial in part:
             results[trial.name].trained_as += f" (group of {len(trials)} failed: {reason})"
