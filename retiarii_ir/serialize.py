@@ -21,8 +21,8 @@ from .errors import IRError, SchemaError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import FunctionRef, ModuleSpec
 from .node import OP_KINDS, Node
-from .targets import (check_attribute_path, check_call, check_identifier, check_method, check_method_call,
-                      check_qualname, resolve_function, resolve_module_class)
+from .targets import (BUILT_MODULE_MEMBERS, MODULE_MEMBERS, check_attribute_path, check_call, check_identifier,
+                      check_method, check_method_call, check_qualname, resolve_function, resolve_module_class)
 from .types import dtype_from_name, dtype_name, type_from_json, type_to_json
 
 SCHEMA = "retiarii-ir/graph"
@@ -328,8 +328,7 @@ def _trust_names(trust: Iterable[str]) -> tuple[str, ...]:
 
 # Names an nn.Module already uses for itself: a submodule or tensor under one of them
 # could not be registered (PyTorch refuses) or would hide a method.
-_MODULE_ATTRIBUTES = (frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module()))
-                      | {"training", "graph", "_ir_constants", "_interpreter", "_trust"})
+_MODULE_ATTRIBUTES = MODULE_MEMBERS | BUILT_MODULE_MEMBERS | {"training"}
 
 
 def _state_path(qualname: Any, what: str, root_ok: bool = False) -> str:

@@ -91,8 +91,10 @@ _REPEATERS = frozenset({"operator.mul", "operator.imul", "operator.pow", "operat
 _MAX_REPEAT = 2**24
 
 
-_MODULE_MEMBERS = frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module()))
-_BUILT_MODULE_MEMBERS = frozenset({"_ir_constants", "_interpreter", "_trust", "graph"})  # what build_module adds
+MODULE_MEMBERS = frozenset(dir(torch.nn.Module)) | frozenset(vars(torch.nn.Module()))
+"""Names an nn.Module already uses for itself (methods, ``training``, ``_parameters``...)."""
+BUILT_MODULE_MEMBERS = frozenset({"_ir_constants", "_interpreter", "_trust", "graph"})
+"""What ``build_module`` adds to the module it makes."""
 
 
 def check_attribute_path(target: Any, modules: Iterable[str], what: str) -> str:
@@ -102,7 +104,7 @@ def check_attribute_path(target: Any, modules: Iterable[str], what: str) -> str:
         return target
     check_qualname(target, what)
     last = target.rsplit(".", 1)[-1]
-    if last.startswith("_") or last in _MODULE_MEMBERS or any(p in _BUILT_MODULE_MEMBERS for p in target.split(".")):
+    if last.startswith("_") or last in MODULE_MEMBERS or any(p in BUILT_MODULE_MEMBERS for p in target.split(".")):
         raise UnsafeTargetError(f"{what} {target!r} is not a parameter or buffer name")
     if any(m == target or m.startswith(target + ".") for m in modules):
         raise UnsafeTargetError(f"{what} {target!r} is a module, not a parameter or buffer")
@@ -121,12 +123,10 @@ def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
     if target in _FACTORIES or target.startswith("torch.ops.aten.") and target.split(".")[3] in (
             "empty", "zeros", "ones", "full", "arange", "rand", "randn", "eye"):
         _check_constant_size(target, args, kwargs, what)
-    if target in ("operator.mul", "operator.imul") and len(args) == 2:
-        sequence = next((a for a in args if isinstance(a, (str, list, tuple))), None)
-        count = next((a for a in args if type(a) is int), None)
-        if sequence is not None and count is not None and len(sequence) * count > _MAX_REPEAT:
-            raise UnsafeTargetError(f"{what}: repeating a constant {len(sequence)} long {count} times is over "
-                                    f"the limit of {_MAX_REPEAT} items")
+    repeated = _repetition(args) if target in ("operator.mul", "operator.imul") else None
+    if repeated and len(repeated[0]) * repeated[1] > _MAX_REPEAT:
+        raise UnsafeTargetError(f"{what}: repeating a constant {len(repeated[0])} long {repeated[1]} times is "
+                                f"over the limit of {_MAX_REPEAT} items")
     if target in _REPEATERS:
         big = [v for v in args if type(v) is int and abs(v) > _MAX_REPEAT]
         if big:
@@ -134,18 +134,36 @@ def check_call(target: str, args: tuple, kwargs: dict, what: str) -> None:
                                     f"time or memory (constants up to {_MAX_REPEAT} are allowed)")
 
 
+def _sizes(args: tuple, kwargs: dict) -> list[int]:
+    """The integers a tensor factory was given, alone or as a shape."""
+    sizes = [v for v in (*args, *kwargs.values()) if type(v) is int]
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (list, tuple, torch.Size)) and all(type(v) is int for v in value):
+            sizes.extend(value)
+    return sizes
+
+
+def _factory_bytes(sizes: list[int]) -> int:
+    """At most what a factory of these sizes allocates (16 bytes: the widest type, complex128)."""
+    total = 16
+    for size in sizes:
+        total *= max(abs(size), 1)
+    return total
+
+
+def _repetition(args: tuple) -> tuple[Any, int] | None:
+    """``(sequence, count)`` when ``operator.mul`` repeats a string, list or tuple."""
+    sequence = next((a for a in args if isinstance(a, (str, list, tuple))), None)
+    count = next((a for a in args if type(a) is int), None)
+    return None if sequence is None or count is None or len(args) != 2 else (sequence, count)
+
+
 def _check_constant_size(target: str, args: tuple, kwargs: dict, what: str) -> None:
     """Refuse a tensor factory whose constant sizes alone exceed ``limits.MAX_BUILD_BYTES``."""
     from . import limits
 
-    sizes = [v for v in (*args, *kwargs.values()) if type(v) is int]
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
-            sizes.extend(value)
-    elements = 1
-    for size in sizes:
-        elements *= max(abs(size), 1)
-    if elements * 16 > limits.MAX_BUILD_BYTES:  # 16: the widest element type (complex128)
+    sizes = _sizes(args, kwargs)
+    if _factory_bytes(sizes) > limits.MAX_BUILD_BYTES:
         raise UnsafeTargetError(f"{what}: {target} with constant sizes {sizes[:6]} would allocate more "
                                 f"than the limit of {limits.MAX_BUILD_BYTES / 2**20:,.0f} MiB")
 
@@ -162,18 +180,9 @@ class AllocationBudget:
     def charge(self, target: str, args: tuple, kwargs: dict, what: str) -> None:
         needed = 0
         if target in _FACTORIES:
-            sizes = [v for v in (*args, *kwargs.values()) if type(v) is int]
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, (list, tuple, torch.Size)) and all(type(v) is int for v in value):
-                    sizes.extend(value)
-            needed = 16
-            for size in sizes:
-                needed *= max(abs(size), 1)
-        elif target in ("operator.mul", "operator.imul") and len(args) == 2:
-            sequence = next((a for a in args if isinstance(a, (str, list, tuple))), None)
-            count = next((a for a in args if type(a) is int), None)
-            if sequence is not None and count is not None:
-                needed = len(sequence) * max(count, 0) * 8
+            needed = _factory_bytes(_sizes(args, kwargs))
+        elif target in ("operator.mul", "operator.imul") and (repeated := _repetition(args)):
+            needed = len(repeated[0]) * max(repeated[1], 0) * 8
         if needed > self.left:
             raise UnsafeTargetError(f"{what}: {target} would allocate {needed / 2**20:,.0f} MiB, over what is "
                                     f"left of the limit (retiarii_ir.limits.MAX_BUILD_BYTES)")

@@ -125,11 +125,12 @@ class _GroupRun:
         self.plan = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
         self.module = build_merged_module(self.plan.graph, self.device)
         self.module.train()
+        named = dict(self.module.named_parameters())
         for k, trial in enumerate(self.trials):
             self.plan.load_trial_state(self.module, k, self.states[trial.name])
             for key in trial.frozen:
                 ref = self.plan.slots[k].state.get(key)
-                param = dict(self.module.named_parameters()).get(ref.key) if ref else None
+                param = named.get(ref.key) if ref else None
                 if param is not None:
                     param.requires_grad_(False)
         self.optimizers, self.parameters = [], []
