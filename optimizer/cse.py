@@ -12,7 +12,7 @@ from retiarii_ir import Graph, node_hashes
 from retiarii_ir.graph import has_side_effect
 from retiarii_ir.node import TRAINING_FLAG, Node
 
-from .state import StateRef
+from .state import StateRef, keys_under
 
 RANDOM_FUNCTIONS = frozenset({
     "torch.nn.functional.dropout", "torch.nn.functional.dropout1d", "torch.nn.functional.dropout2d",
@@ -45,10 +45,6 @@ def is_random(graph: Graph, node: Node) -> bool:
     return False
 
 
-def _state_keys_under(prefix: str, keys: set[str]) -> list[str]:
-    return [k for k in keys if k == prefix or k.startswith(prefix + ".")]
-
-
 def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef]],
                                frozen_values: dict[str, torch.Tensor]) -> list[SharedNode]:
     """Share equal computations in place; ``state_maps`` are updated so each trial's entries
@@ -57,7 +53,7 @@ def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef
     all_keys = {ref.key for refs in state_maps for ref in refs.values()}
     unshareable = []
     for node in graph.nodes:
-        reads = (_state_keys_under(node.target, all_keys)
+        reads = (keys_under(node.target, all_keys)
                  if node.op == "call_module" or node.op == "get_attr" and node.target != TRAINING_FLAG else [])
         if (any(k not in frozen_values for k in reads) or is_random(graph, node) or has_side_effect(node)
                 or node.op == "get_attr" and node.target != TRAINING_FLAG and not reads):

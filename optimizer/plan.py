@@ -22,7 +22,7 @@ from .batching import BatchedGroup, batch_operators
 from .cost import node_flops
 from .cse import SharedNode, eliminate_common_subgraphs
 from .merge import initial_state, merge_trials
-from .state import StateRef, extract_trial_state, load_trial_state
+from .state import StateRef, extract_trial_state, keys_under, load_trial_state
 from .trial import Trial
 
 PASSES = ("dedup", "cse", "batch")
@@ -166,7 +166,7 @@ def _trainable_modules(graph: Graph, trials: list[Trial], state_maps: list[dict[
     keys = {ref.key for refs in state_maps for ref in refs.values()}
     trainable = set()
     for qualname in graph.modules:
-        own = [k for k in keys if k.startswith(qualname + ".")]
+        own = keys_under(qualname, keys)
         if own and not any(k in frozen for k in own):
             trainable.add(qualname)
     return trainable

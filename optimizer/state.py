@@ -28,6 +28,11 @@ class StateRef:
         return [self.key, list(self.rows) if self.rows else None]
 
 
+def keys_under(prefix: str, keys) -> list[str]:
+    """State keys at ``prefix`` or inside it (``fc`` holds ``fc.weight``, not ``fc2.weight``)."""
+    return [k for k in keys if k == prefix or k.startswith(prefix + ".")]
+
+
 def extract_trial_state(module: nn.Module, state_map: dict[str, StateRef]) -> dict[str, torch.Tensor]:
     """Trial k's own state_dict, copied out of the merged module: it loads with strict=True
     into the trial's standalone module."""
