@@ -6,6 +6,7 @@ against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap
     python benchmarks/cross_model.py                       # K = 1..16, 4 workloads, ~10 min on 2 cores
     python benchmarks/cross_model.py --workloads c --ks 1,4 --steps 10 --repeats 1
     python benchmarks/cross_model.py --quick               # smoke run
+    python benchmarks/cross_model.py --device cuda --workloads c,d --ks 1,8,16 --steps 20 --repeats 1
 
 For each row, each mode (merged, independent, vmap) gets its own fresh process, forked from a
 server that has only imported the code; the modes' runs alternate, and throughputs are the
@@ -126,8 +127,16 @@ def median_seconds(fn, budget: float = 0.5, at_least: int = 7, at_most: int = 50
     return statistics.median(times)
 
 
-def peak_mb() -> float:
+def peak_mb(device: str = "cpu") -> float:
+    """The process's peak memory: its maxrss on the CPU, the device allocator's peak on an accelerator."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------- measurements (own processes)
@@ -138,14 +147,18 @@ def measure(job: dict) -> dict:
     trials = load_trials(job["path"])
     for trial in trials:
         rdata.dataset(trial.data.dataset)  # loading the data set is not training
-    result = train_vmap(trials) if job["mode"] == "vmap" else train_ours(trials, job["mode"] == "independent")
-    result["peak_mb"] = peak_mb()  # before anything else runs here: the first run's is the training's own
+    device = job["device"]
+    if device.startswith("cuda"):  # TF32 rounds each kernel its own way: compare in float32, as on the CPU
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    result = (train_vmap(trials, device) if job["mode"] == "vmap"
+              else train_ours(trials, job["mode"] == "independent", device))
+    result["peak_mb"] = peak_mb(device)  # before anything else runs here: the first run's is the training's own
     if job["mode"] == "independent":  # warm, and under the same load as the steps it is compared with
-        result["part"] = measure_part(trials, job["workload"])
+        result["part"] = measure_part(trials, job["workload"], device)
     return result
 
 
-def train_ours(trials: list[optimizer.Trial], independent: bool) -> dict:
+def train_ours(trials: list[optimizer.Trial], independent: bool, device: str) -> dict:
     plan_seconds = [0.0]
     plans: list[optimizer.Plan] = []
     real_plan, real_build = trainer.plan, trainer.build_merged_module
@@ -166,7 +179,7 @@ def train_ours(trials: list[optimizer.Trial], independent: bool) -> dict:
     trainer.plan, trainer.build_merged_module = timed_plan, timed_build
     clock = StepClock()
     try:
-        results = trainer.train_trials(trials, independent=independent, on_step=clock)
+        results = trainer.train_trials(trials, device=device, independent=independent, on_step=clock)
     finally:
         trainer.plan, trainer.build_merged_module = real_plan, real_build
     steps, seconds = clock.steady()
@@ -184,23 +197,29 @@ def train_ours(trials: list[optimizer.Trial], independent: bool) -> dict:
     }
 
 
-def measure_part(trials: list[optimizer.Trial], workload: str) -> dict[str, float]:
+def measure_part(trials: list[optimizer.Trial], workload: str, device: str) -> dict[str, float]:
     """Seconds of the part of a trial's step that merging can save, per trial name (see the
     module docstring): the shared frozen part, or each of the first 4 trials' forward+backward."""
-    x, y = next(rdata.batches(trials[0].data, 0))
+    x, y = next(rdata.batches(trials[0].data, 0, device))
     shared = models.WORKLOADS[workload].shared
     if shared is not None:  # grad mode on, as in training: its weights are frozen, so no graph is built
-        module = shared(trials[0].initial_state).train()
-        return {"*": median_seconds(lambda: module(x))}
+        module = shared(trials[0].initial_state).to(device).train()
+
+        def shared_forward() -> None:
+            module(x)
+            synchronize(device)
+
+        return {"*": median_seconds(shared_forward)}
     parts = {}
     for trial in trials[:4]:
-        module = trainer.build_merged_module(trial.graph)
+        module = trainer.build_merged_module(trial.graph, device)
         module.load_state_dict(trial.initial_state, strict=True)
         module.train()
 
         def forward_backward() -> None:
             module.zero_grad(set_to_none=True)
             trainer.loss_of(trial.train, module(x), y).backward()
+            synchronize(device)
 
         parts[trial.name] = median_seconds(forward_backward)
     return parts
@@ -216,7 +235,7 @@ def share_of(part: dict[str, float], step_alone: dict[str, float]) -> float | No
 
 
 # ---------------------------------------------------------------------- the peer: torch.func.vmap
-def train_vmap(trials: list[optimizer.Trial]) -> dict:
+def train_vmap(trials: list[optimizer.Trial], device: str) -> dict:
     """K copies of the lr-sweep CNN trained by hand: stacked weights, a vmapped forward and loss,
     and SGD with momentum whose learning rate is a (K,) tensor broadcast over the stacked dim."""
     from torch.func import functional_call, stack_module_state
@@ -226,11 +245,11 @@ def train_vmap(trials: list[optimizer.Trial]) -> dict:
     for trial in trials:
         module = models.SmallCNN()
         module.load_state_dict(trial.initial_state, strict=True)
-        copies.append(module)
+        copies.append(module.to(device))
     params, buffers = stack_module_state(copies)
     base = models.SmallCNN().to("meta")
     config = trials[0].train
-    lr = torch.tensor([t.train.lr for t in trials])
+    lr = torch.tensor([t.train.lr for t in trials], device=device)
     lr_of = {name: lr.view(-1, *[1] * (p.dim() - 1)) for name, p in params.items()}
     momentum = {name: None for name in params}
 
@@ -245,7 +264,7 @@ def train_vmap(trials: list[optimizer.Trial]) -> dict:
     steps = min(rdata.steps_per_epoch(trials[0].data), config.max_steps or math.inf)
     names = tuple(t.name for t in trials)
     for epoch in range(config.epochs):
-        for step, (x, y) in enumerate(rdata.batches(trials[0].data, epoch)):
+        for step, (x, y) in enumerate(rdata.batches(trials[0].data, epoch, device)):
             if step == steps:
                 break
             for p in params.values():
@@ -265,8 +284,9 @@ def train_vmap(trials: list[optimizer.Trial]) -> dict:
     trial_steps, seconds = clock.steady()
     val = rdata.dataset(trials[0].data.dataset)
     with torch.no_grad():
-        predictions = torch.func.vmap(lambda p, b: functional_call(base, (p, b), (val.val_x,)))(params, buffers)
-        accuracy = (predictions.argmax(-1) == val.val_y).float().mean(1).tolist()
+        val_x, val_y = val.val_x.to(device), val.val_y.to(device)
+        predictions = torch.func.vmap(lambda p, b: functional_call(base, (p, b), (val_x,)))(params, buffers)
+        accuracy = (predictions.argmax(-1) == val_y).float().mean(1).tolist()
     return {"steps": trial_steps, "seconds": seconds, "plan_seconds": plan_seconds,
             "losses": dict(zip(names, losses)), "metrics": dict(zip(names, accuracy)), "problems": [],
             "step_alone": {}, "shared_nodes": 0, "batched_nodes": 0, "total_nodes": 0, "replans": 0}
@@ -368,6 +388,7 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=10, help="training steps per trial (batch 64)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per mode; medians are printed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where present")
     parser.add_argument("--quick", action="store_true", help="smoke run: K 1,2, 3 steps, 1 repeat")
     options = parser.parse_args(argv)
     if options.quick:
@@ -384,6 +405,8 @@ def parse_args(argv):
         parser.error(f"--workloads: choose from {','.join(models.WORKLOADS)}")
     if not options.ks or min(options.ks) < 1:
         parser.error("--ks: numbers of trials must be >= 1")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {options.device}: no CUDA device here")
     if options.steps < 2 or options.repeats < 1 or options.threads < 1:
         parser.error("--steps must be >= 2 (the first step is warm-up), --repeats and --threads >= 1")
     return options
@@ -397,7 +420,8 @@ def measure_row(context, path: str, key: str, options) -> dict[str, list]:
         pools = {mode: stack.enter_context(context.Pool(1)) for mode in modes}
         for repeat in range(options.repeats):
             for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
-                job = {"path": path, "mode": mode, "threads": options.threads, "workload": key}
+                job = {"path": path, "mode": mode, "threads": options.threads, "workload": key,
+                       "device": options.device}
                 runs[mode].append(pools[mode].apply(measure, (job,)))
     return runs
 
@@ -413,8 +437,10 @@ def main(argv=None) -> int:
     multiprocessing.forkserver.ensure_running()  # its imports overlap with building the first trials
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    where = (f"on {torch.cuda.get_device_name(options.device)}" if options.device.startswith("cuda")
+             else f"{options.threads} thread(s)")
     print(f"cross-model training: merged (all passes) vs independent, {options.steps} steps of batch "
-          f"{models.BATCH} per trial, {options.threads} thread(s), median of {options.repeats} alternating runs")
+          f"{models.BATCH} per trial, {where}, median of {options.repeats} alternating runs")
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in options.workloads:
@@ -423,11 +449,13 @@ def main(argv=None) -> int:
             for k_trials in options.ks:
                 path = os.path.join(tmp, f"{key}_{k_trials}.pt")
                 save_trials(workload.trials(k_trials, options.steps), path)
-                if not summary and not rows:
+                if not summary and not rows and options.device == "cpu":
                     with context.Pool(1) as pool:
                         baseline = pool.apply(peak_mb)
                     print(f"each mode runs in its own fresh process; peak MB is its maxrss (a process that has "
                           f"only imported the code: {baseline:.0f} MB)")
+                elif not summary and not rows:
+                    print("each mode runs in its own fresh process; peak MB is the device allocator's peak")
                 rows.append(row_of(k_trials, measure_row(context, path, key, options), workload.shared is not None))
                 print(f"  ({key}) K={k_trials} done, {time.perf_counter() - started:.0f} s", file=sys.stderr,
                       flush=True)

@@ -188,10 +188,10 @@ class _GroupRun:
                 streams[(key, step)] = next(streams[key])
             x_of[k], y_of[k] = streams[(key, step)]
         outputs = self.module(*_inputs_per_trial(self.plan, x_of))
+        every_loss = [loss_of(trial.train, outputs[k], y_of[k]) for k, trial in enumerate(self.trials)]
+        values = _values_of(every_loss)
         losses, failed = [], {}
-        for k, trial in enumerate(self.trials):
-            loss = loss_of(trial.train, outputs[k], y_of[k])
-            value = loss.item()
+        for trial, loss, value in zip(self.trials, every_loss, values):
             if not math.isfinite(value):
                 failed[trial.name] = f"loss became {value} at epoch {epoch} step {step}"
                 continue
@@ -228,6 +228,13 @@ class _GroupRun:
                 stopped.add(trial.name)
         if stopped:
             self._leave(stopped)
+
+
+def _values_of(losses: list[torch.Tensor]) -> list[float]:
+    """The losses as Python floats, read from the device in one transfer where their dtypes agree."""
+    if len({loss.dtype for loss in losses}) == 1:
+        return torch.stack([loss.detach() for loss in losses]).tolist()
+    return [loss.item() for loss in losses]
 
 
 def _inputs_per_trial(group: Plan, x_of: dict[int, torch.Tensor]) -> list[torch.Tensor]:
