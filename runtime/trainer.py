@@ -3,7 +3,8 @@ optimizer, hyperparameters, gradient clipping and metrics, and results equal to 
 each alone.
 
 Each trial's parameters stay its own leaf tensors (fused layers join them when they run),
-so one ``torch.optim`` optimizer per trial steps exactly as it would alone. A trial whose
+so ``torch.optim`` steps each exactly as it would alone; trials with the same recipe share one
+optimizer and its foreach kernels (``runtime/optimizers.py``). A trial whose
 loss stops being finite, or that is stopped early, leaves the group and the rest are
 re-planned without it. A group that fails as a whole is split and retried, down to single
 trials: a merge never costs a trial.
@@ -31,6 +32,7 @@ from retiarii_ir import build_module
 from retiarii_ir.errors import IRError, first_line
 
 from .data import batches, dataset, steps_per_epoch
+from .optimizers import TrialOptimizers
 
 StopRule = Callable[[str, int, dict[str, float]], bool]
 
@@ -63,15 +65,6 @@ def build_merged_module(graph, device: torch.device | str = "cpu") -> nn.Module:
     except IRError:
         module = build_module(graph)
     return module.to(device)
-
-
-def make_optimizer(config, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    # foreach: one kernel per step for all of a trial's tensors, the same arithmetic as the loop
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               foreach=True)
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, foreach=True)
 
 
 def loss_of(config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,7 +110,7 @@ class _GroupRun:
         self.on_step, self.should_stop = on_step, should_stop
         self.results = results
         self.states = {t.name: initial_state(t) for t in trials}
-        self.optimizer_states: dict[str, dict] = {}
+        self.optimizer_states: dict[str, list[dict]] = {}
         self.trials = list(trials)
         self._build()
 
@@ -133,19 +126,17 @@ class _GroupRun:
                 param = named.get(ref.key) if ref else None
                 if param is not None:
                     param.requires_grad_(False)
-        self.optimizers, self.parameters = [], []
+        self.parameters = [self.plan.trial_parameters(self.module, k) for k in range(len(self.trials))]
+        self.optimizers = TrialOptimizers([t.train for t in self.trials], self.parameters)
         for k, trial in enumerate(self.trials):
-            self.parameters.append(self.plan.trial_parameters(self.module, k))
-            optimizer = make_optimizer(trial.train, self.parameters[k])
             if trial.name in self.optimizer_states:
-                optimizer.load_state_dict(self.optimizer_states[trial.name])
-            self.optimizers.append(optimizer)
+                self.optimizers.load_state(k, self.optimizer_states[trial.name])
 
     def _leave(self, names: set[str]) -> None:
         """Keep the others' weights and optimizer state; plan again without ``names``."""
         for k, trial in enumerate(self.trials):
             self.states[trial.name] = self.plan.trial_state(self.module, k)
-            self.optimizer_states[trial.name] = self.optimizers[k].state_dict()
+            self.optimizer_states[trial.name] = self.optimizers.state_of(k)
         self.trials = [t for t in self.trials if t.name not in names]
         if self.trials:
             self._build()
@@ -197,16 +188,16 @@ class _GroupRun:
                 continue
             self.results[trial.name].losses.append(value)
             losses.append(loss)
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        self.optimizers.zero_grad()
         if losses:
             torch.stack(losses).sum().backward()
         for k, trial in enumerate(self.trials):
-            if trial.name in failed:
-                continue
-            if trial.train.grad_clip:
+            if trial.name in failed:  # a fused kernel may still have given its weights (zero or NaN) gradients
+                for param in self.parameters[k]:
+                    param.grad = None
+            elif trial.train.grad_clip:
                 nn.utils.clip_grad_norm_(self.parameters[k], trial.train.grad_clip)
-            self.optimizers[k].step()
+        self.optimizers.step()  # tensors without gradients are left as they are
         if self.on_step:
             self.on_step(epoch, step, {t.name: self.results[t.name].losses[-1] for t in self.trials
                                        if t.name not in failed})
