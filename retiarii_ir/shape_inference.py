@@ -147,7 +147,8 @@ PROBE_BATCH_SIZES = (2, 3)
 
 def observe_types(graph: Graph, trust: Iterable[str] = ()) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
     """Types seen at the two probe batch sizes on fresh weights: on the meta device (no
-    arithmetic), or on the CPU where an op has no meta kernel (a real error repeats there)."""
+    arithmetic), or on the CPU where an op has no meta kernel (a real error repeats there).
+    The probes' random draws (weights, dropout) leave the global random stream as it was."""
     sizes = PROBE_BATCH_SIZES if graph.meta.get("symbolic_batch", True) else (_fixed_batch(graph),) * 2
 
     def observe_on(device: str) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
@@ -155,10 +156,11 @@ def observe_types(graph: Graph, trust: Iterable[str] = ()) -> tuple[dict[str, Va
         small, large = (_observe(graph, module, example_inputs(graph, b, device), {}, trust) for b in sizes)
         return small, large
 
-    try:
-        return observe_on("meta")
-    except (NodeExecutionError, NotImplementedError, RuntimeError):
-        return observe_on("cpu")
+    with torch.random.fork_rng(devices=[]):
+        try:
+            return observe_on("meta")
+        except (NodeExecutionError, NotImplementedError, RuntimeError):
+            return observe_on("cpu")
 
 
 def _fixed_batch(graph: Graph) -> int:

@@ -49,6 +49,7 @@ class TrialResult:
     state: dict[str, torch.Tensor] | None = None  # final weights, the trial's own keys
     seconds: float = 0.0
     trained_as: str = ""  # "alone", or "merged with K" (and how it fell back)
+    batching: str = ""  # in a group asked to batch: whether a timed step kept operator batching, and why
 
     @property
     def metric(self) -> float | None:
@@ -59,11 +60,13 @@ class TrialResult:
 # ---------------------------------------------------------------------- pieces
 def build_merged_module(graph, device: torch.device | str = "cpu") -> nn.Module:
     """The graph as generated PyTorch code (fast), or through the interpreter if no code can be
-    generated for it (e.g. a user's own layer)."""
-    try:
-        module = codegen.load(graph, formatted=False)()
-    except IRError:
-        module = build_module(graph)
+    generated for it (e.g. a user's own layer). Its initial weights are overwritten by the
+    trials' own, so building it leaves the global random stream (dropout's) untouched."""
+    with torch.random.fork_rng(devices=[]):
+        try:
+            module = codegen.load(graph, formatted=False)()
+        except IRError:
+            module = build_module(graph)
     return module.to(device)
 
 
@@ -115,22 +118,69 @@ class _GroupRun:
         self._build()
 
     def _build(self) -> None:
-        self.plan = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
-        self.module = build_merged_module(self.plan.graph, self.device)
-        self.module.train()
-        named = dict(self.module.named_parameters())
-        for k, trial in enumerate(self.trials):
-            self.plan.load_trial_state(self.module, k, self.states[trial.name])
-            for key in trial.frozen:
-                ref = self.plan.slots[k].state.get(key)
-                param = named.get(ref.key) if ref else None
-                if param is not None:
-                    param.requires_grad_(False)
+        self.plan, self.module = self._choose()
+        self._load(self.plan, self.module)
         self.parameters = [self.plan.trial_parameters(self.module, k) for k in range(len(self.trials))]
         self.optimizers = TrialOptimizers([t.train for t in self.trials], self.parameters)
         for k, trial in enumerate(self.trials):
             if trial.name in self.optimizer_states:
                 self.optimizers.load_state(k, self.optimizer_states[trial.name])
+
+    def _load(self, group: Plan, module: nn.Module) -> None:
+        """Every trial's current weights and buffers into ``module``; frozen ones stop training."""
+        module.train()
+        named = dict(module.named_parameters())
+        for k, trial in enumerate(self.trials):
+            group.load_trial_state(module, k, self.states[trial.name])
+            for key in trial.frozen:
+                ref = group.slots[k].state.get(key)
+                param = named.get(ref.key) if ref else None
+                if param is not None:
+                    param.requires_grad_(False)
+
+    def _choose(self) -> tuple[Plan, nn.Module]:
+        """The plan with the passes asked for. With autotune, operator batching stays only if a
+        timed training step of the batched module beats the unbatched one on this device: fused
+        kernels save launches, but where a step is bound by arithmetic (a small CPU), the joins
+        and splits around them can cost more than they save."""
+        chosen = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
+        module = build_merged_module(chosen.graph, self.device)
+        if not (self.autotune and chosen.batched and len(self.trials) > 1):
+            return chosen, module
+        plain = plan(self.trials, tuple(p for p in self.passes if p != "batch"), device=self.device)
+        plain_module = build_merged_module(plain.graph, self.device)
+        batched_s, plain_s = self._step_seconds(chosen, module), self._step_seconds(plain, plain_module)
+        keep = batched_s < plain_s
+        note = (f"{'kept' if keep else 'off'}: a step took {batched_s * 1e3:.1f} ms batched, "
+                f"{plain_s * 1e3:.1f} ms unbatched")
+        for trial in self.trials:
+            self.results[trial.name].batching = note
+        return (chosen, module) if keep else (plain, plain_module)
+
+    def _step_seconds(self, group: Plan, module: nn.Module, repeats: int = 3) -> float:
+        """The fastest of a few forward+backward passes on the first batch. Nothing it changes is
+        kept: ``_load`` puts the weights and buffers back, and the global random stream is restored."""
+        self._load(group, module)
+        x_of, y_of = {}, {}
+        for k, trial in enumerate(self.trials):
+            x_of[k], y_of[k] = next(batches(trial.data, 0, self.device))
+        inputs = _inputs_per_trial(group, x_of)
+
+        def step() -> None:
+            outputs = module(*inputs)
+            sum(loss_of(t.train, outputs[k], y_of[k]) for k, t in enumerate(self.trials)).backward()
+            module.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            step()  # warm-up: allocations, algorithm choices
+            best = math.inf
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                best = min(best, time.perf_counter() - start)
+        return best
 
     def _leave(self, names: set[str]) -> None:
         """Keep the others' weights and optimizer state; plan again without ``names``."""

@@ -4,8 +4,6 @@ trained alone; one trial's failure, early stop or clipping changes nothing for t
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import math
 import re
 
@@ -14,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 import codegen
-import optimizer
 import retiarii_ir as ir
 from optimizer import DataSpec, TrainConfig, Trial
 from optimizer.merge import initial_state
@@ -81,11 +78,8 @@ EQUIVALENCE_TRIALS = [
 def equivalence_runs():
     trials = [trial(epochs=2, **spec) for spec in EQUIVALENCE_TRIALS]
     runs = {"alone": train_trials(trials, independent=True)}
-    with pytest.MonkeyPatch.context() as patch:
-        if "autotune" in inspect.signature(optimizer.plan).parameters:  # the same kernels on every machine
-            patch.setattr(trainer, "plan", functools.partial(optimizer.plan, autotune=False))
-        for passes in [("dedup",), ("dedup", "cse"), ALL]:
-            runs[passes] = train_trials(trials, passes)
+    for passes in [("dedup",), ("dedup", "cse"), ALL]:  # no timing-based choices: the same kernels everywhere
+        runs[passes] = train_trials(trials, passes, autotune=False)
     return trials, runs
 
 
@@ -363,3 +357,74 @@ def test_a_frozen_shared_backbone_trains_like_each_trial_alone():
                 assert torch.equal(got.state[key], t.initial_state[key]), f"frozen {key} changed"
         for key, value in expected.state.items():
             assert torch.equal(got.state[key], value), (t.name, key)
+
+
+# ---------------------------------------------------------------------- batching kept only where a step is faster
+class DropoutNet(torch.nn.Module):
+    """Draws from the global random stream every step: timing steps must not shift its draws."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.drop = torch.nn.Dropout(0.2)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.drop(torch.relu(self.bn(self.conv(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def dropout_trials() -> list[Trial]:
+    torch.manual_seed(0)
+    graph = ir.trace(DropoutNet(), (torch.randn(2, 1, 8, 8),))
+    return [Trial(f"drop{k}", graph, DataSpec(), TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, seed=k,
+                                                              max_steps=5)) for k in range(3)]
+
+
+def forced_timing(monkeypatch, batched_wins: bool) -> list[str]:
+    """Run the real timing steps (so their side effects are exercised) but decide the outcome."""
+    real = trainer._GroupRun._step_seconds
+    timed = []
+
+    def step_seconds(self, group, module, repeats=3):
+        real(self, group, module, repeats)
+        timed.append("batched" if group.batched else "plain")
+        return 0.0 if bool(group.batched) == batched_wins else 1.0
+
+    monkeypatch.setattr(trainer._GroupRun, "_step_seconds", step_seconds)
+    return timed
+
+
+def test_batching_measured_slower_is_switched_off_and_changes_nothing(monkeypatch):
+    """With batching off the group trains exactly as with the exact passes alone: the timing steps
+    left no trace in weights, BN statistics, gradients or the dropout draws that follow."""
+    trials = dropout_trials()
+    exact = train_trials(trials, ("dedup", "cse"))
+    timed = forced_timing(monkeypatch, batched_wins=False)
+    results = train_trials(trials, ALL)
+    assert timed == ["batched", "plain"]
+    for got, expected in zip(results, exact):
+        assert got.batching.startswith("off: a step took"), got.batching
+        assert got.losses == expected.losses and got.metrics == expected.metrics, got.name
+        for key, value in expected.state.items():
+            assert torch.equal(got.state[key], value), (got.name, key)
+
+
+def test_batching_measured_faster_is_kept(monkeypatch):
+    trials = dropout_trials()
+    forced_timing(monkeypatch, batched_wins=True)
+    plans = []
+    real_plan = trainer.plan
+    monkeypatch.setattr(trainer, "plan", lambda *a, **k: plans.append(real_plan(*a, **k)) or plans[-1])
+    results = train_trials(trials, ALL)
+    assert all(r.batching.startswith("kept: a step took") and r.status == "succeeded" for r in results)
+    assert plans[0].batched and not plans[1].batched  # the batched and the plain candidate
+
+
+def test_no_timing_without_batching_or_autotune(monkeypatch):
+    timed = forced_timing(monkeypatch, batched_wins=True)
+    trials = dropout_trials()
+    assert all(r.batching == "" for r in train_trials(trials, ("dedup", "cse")))
+    assert all(r.batching == "" for r in train_trials(trials, ALL, autotune=False))
+    assert timed == []
