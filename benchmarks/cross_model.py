@@ -151,14 +151,14 @@ def measure(job: dict) -> dict:
     if device.startswith("cuda"):  # TF32 rounds each kernel its own way: compare in float32, as on the CPU
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     result = (train_vmap(trials, device) if job["mode"] == "vmap"
-              else train_ours(trials, job["mode"] == "independent", device))
+              else train_ours(trials, job["mode"] == "independent", device, job["autotune"]))
     result["peak_mb"] = peak_mb(device)  # before anything else runs here: the first run's is the training's own
     if job["mode"] == "independent":  # warm, and under the same load as the steps it is compared with
         result["part"] = measure_part(trials, job["workload"], device)
     return result
 
 
-def train_ours(trials: list[optimizer.Trial], independent: bool, device: str) -> dict:
+def train_ours(trials: list[optimizer.Trial], independent: bool, device: str, autotune: bool = True) -> dict:
     plan_seconds = [0.0]
     plans: list[optimizer.Plan] = []
     real_plan, real_build = trainer.plan, trainer.build_merged_module
@@ -176,14 +176,24 @@ def train_ours(trials: list[optimizer.Trial], independent: bool, device: str) ->
         plan_seconds[0] += time.perf_counter() - start
         return module
 
-    trainer.plan, trainer.build_merged_module = timed_plan, timed_build
+    builds = [0]
+    real_group_build = trainer._GroupRun._build
+
+    def counted_build(self):
+        builds[0] += 1
+        real_group_build(self)
+
+    trainer.plan, trainer.build_merged_module, trainer._GroupRun._build = timed_plan, timed_build, counted_build
     clock = StepClock()
     try:
-        results = trainer.train_trials(trials, device=device, independent=independent, on_step=clock)
+        results = trainer.train_trials(trials, device=device, independent=independent, on_step=clock,
+                                       autotune=autotune)
     finally:
-        trainer.plan, trainer.build_merged_module = real_plan, real_build
+        trainer.plan, trainer.build_merged_module, trainer._GroupRun._build = real_plan, real_build, real_group_build
     steps, seconds = clock.steady()
+    batching = sorted({r.batching.split(":")[0] for r in results if r.batching})  # "kept" / "off" (timed)
     first = plans[0] if plans else None
+    batched_nodes = sum(b.width for b in first.batched) if first and not independent and "off" not in batching else 0
     return {
         "steps": steps, "seconds": seconds, "plan_seconds": plan_seconds[0],
         "losses": {r.name: r.losses for r in results}, "metrics": {r.name: r.metric for r in results},
@@ -191,9 +201,9 @@ def train_ours(trials: list[optimizer.Trial], independent: bool, device: str) ->
                      if r.status != "succeeded" or "failed" in r.trained_as],
         "step_alone": clock.step_seconds_of() if independent else {},
         "shared_nodes": len(first.shared) if first and not independent else 0,
-        "batched_nodes": sum(b.width for b in first.batched) if first and not independent else 0,
+        "batched_nodes": batched_nodes, "batching": "/".join(batching) or "-",
         "total_nodes": sum(len(t.graph.nodes) for t in trials),
-        "replans": len(plans) - 1 if not independent else 0,
+        "replans": builds[0] - 1 if not independent else 0,
     }
 
 
@@ -289,7 +299,8 @@ def train_vmap(trials: list[optimizer.Trial], device: str) -> dict:
         accuracy = (predictions.argmax(-1) == val_y).float().mean(1).tolist()
     return {"steps": trial_steps, "seconds": seconds, "plan_seconds": plan_seconds,
             "losses": dict(zip(names, losses)), "metrics": dict(zip(names, accuracy)), "problems": [],
-            "step_alone": {}, "shared_nodes": 0, "batched_nodes": 0, "total_nodes": 0, "replans": 0}
+            "step_alone": {}, "shared_nodes": 0, "batched_nodes": 0, "batching": "-", "total_nodes": 0,
+            "replans": 0}
 
 
 # ---------------------------------------------------------------------- comparing and printing
@@ -342,6 +353,7 @@ def row_of(k_trials: int, runs: dict[str, list], sharing: bool) -> dict:
         "rel loss diff 1st/max": f"{first_diff:.0e}/{loss_diff:.0e}",
         "metric diff": f"{metric_diff:.3f}",
         "shared/batched nodes": f"{first['shared_nodes']}/{first['batched_nodes']} of {first['total_nodes']}",
+        "batching (timed)": "/".join(sorted({r["batching"] for r in merged})),
     }
     if "vmap" in runs:
         v_tp = median_of(runs["vmap"], throughput)
@@ -389,6 +401,8 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per mode; medians are printed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where present")
+    parser.add_argument("--no-autotune", dest="autotune", action="store_false",
+                        help="batch every matched layer, without timing first (checks batching's equivalence)")
     parser.add_argument("--quick", action="store_true", help="smoke run: K 1,2, 3 steps, 1 repeat")
     options = parser.parse_args(argv)
     if options.quick:
@@ -421,7 +435,7 @@ def measure_row(context, path: str, key: str, options) -> dict[str, list]:
         for repeat in range(options.repeats):
             for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
                 job = {"path": path, "mode": mode, "threads": options.threads, "workload": key,
-                       "device": options.device}
+                       "device": options.device, "autotune": options.autotune}
                 runs[mode].append(pools[mode].apply(measure, (job,)))
     return runs
 

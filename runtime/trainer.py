@@ -149,10 +149,15 @@ class _GroupRun:
             return chosen, module
         plain = plan(self.trials, tuple(p for p in self.passes if p != "batch"), device=self.device)
         plain_module = build_merged_module(plain.graph, self.device)
-        batched_s, plain_s = self._step_seconds(chosen, module), self._step_seconds(plain, plain_module)
-        keep = batched_s < plain_s
-        note = (f"{'kept' if keep else 'off'}: a step took {batched_s * 1e3:.1f} ms batched, "
-                f"{plain_s * 1e3:.1f} ms unbatched")
+        plain_s = self._step_seconds(plain, plain_module)
+        try:
+            batched_s = self._step_seconds(chosen, module)
+        except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
+            keep, note = False, f"off: the batched step failed ({type(error).__name__}: {first_line(error)})"
+        else:
+            keep = batched_s < plain_s
+            note = (f"{'kept' if keep else 'off'}: a step took {batched_s * 1e3:.1f} ms batched, "
+                    f"{plain_s * 1e3:.1f} ms unbatched")
         for trial in self.trials:
             self.results[trial.name].batching = note
         return (chosen, module) if keep else (plain, plain_module)

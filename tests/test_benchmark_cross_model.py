@@ -18,7 +18,8 @@ def table_rows(stdout: str) -> list[dict[str, str]]:
 
 def test_quick_run_prints_the_table_and_merged_training_equals_training_alone():
     # one thread: steady when other processes share the cores (K=2 of the learning-rate sweep)
-    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--workloads", "c", "--ks", "2", "--threads", "1"],
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--workloads", "c", "--ks", "2", "--threads", "1",
+                             "--no-autotune"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "(c) one small CNN" in result.stdout

@@ -403,7 +403,7 @@ def test_batching_measured_slower_is_switched_off_and_changes_nothing(monkeypatc
     exact = train_trials(trials, ("dedup", "cse"))
     timed = forced_timing(monkeypatch, batched_wins=False)
     results = train_trials(trials, ALL)
-    assert timed == ["batched", "plain"]
+    assert sorted(timed) == ["batched", "plain"]
     for got, expected in zip(results, exact):
         assert got.batching.startswith("off: a step took"), got.batching
         assert got.losses == expected.losses and got.metrics == expected.metrics, got.name
@@ -428,3 +428,20 @@ def test_no_timing_without_batching_or_autotune(monkeypatch):
     assert all(r.batching == "" for r in train_trials(trials, ("dedup", "cse")))
     assert all(r.batching == "" for r in train_trials(trials, ALL, autotune=False))
     assert timed == []
+
+
+def test_a_batched_step_that_fails_while_timed_costs_the_batching_not_the_merge(monkeypatch):
+    trials = dropout_trials()
+    exact = train_trials(trials, ("dedup", "cse"))
+    real = trainer._GroupRun._step_seconds
+
+    def step_seconds(self, group, module, repeats=3):
+        if group.batched:
+            raise RuntimeError("simulated failure inside a fused kernel")
+        return real(self, group, module, repeats)
+
+    monkeypatch.setattr(trainer._GroupRun, "_step_seconds", step_seconds)
+    results = train_trials(trials, ALL)
+    for got, expected in zip(results, exact):
+        assert got.batching == "off: the batched step failed (RuntimeError: simulated failure inside a fused kernel)"
+        assert got.trained_as == "merged with 3" and got.losses == expected.losses
