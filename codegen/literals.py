@@ -44,9 +44,24 @@ def number(value: float) -> str:
     return repr(float(value))
 
 
+def function_name(path: Any, what: str) -> str:
+    """A function name from a graph, spelled as dotted identifiers; aten's operator forms
+    (``torch.ops.aten.__and__.Tensor``) are the one place a dunder segment is allowed."""
+    if isinstance(path, str) and path.startswith("torch.ops.aten."):
+        head, _, rest = path.partition("torch.ops.aten.")[2].partition(".")
+        if head.startswith("__") and head.endswith("__") and is_dunder_free(rest):
+            check_dotted(f"torch.ops.aten.{head.strip('_')}" + (f".{rest}" if rest else ""), what)
+            return path
+    return check_dotted(path, what)
+
+
+def is_dunder_free(dotted: str) -> bool:
+    return not any(p.startswith("__") for p in dotted.split(".")) if dotted else True
+
+
 def function_path(path: Any, what: str) -> str:
     """A function named by a graph, as source; only allow-listed torch functions."""
-    check_dotted(path, what)
+    function_name(path, what)
     if not path.startswith("torch."):
         raise CodegenError(f"{what} {path!r} is not a torch function; generated files import only torch")
     resolve_function(path)

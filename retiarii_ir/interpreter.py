@@ -38,7 +38,7 @@ class Interpreter:
     def __init__(self, graph: Graph, root: nn.Module, trust: Iterable[str] = ()) -> None:
         self.graph = graph
         self.root = root
-        self.trust = tuple(trust)
+        self.trust = graph.trusted(trust)
         self._functions: dict[str, Callable[..., Any]] = {}
         self.budget = AllocationBudget()
 
@@ -215,7 +215,7 @@ def _checked_build(qualname: str, spec: Any, trust: tuple[str, ...]) -> nn.Modul
 
 def graph_bytes(graph: Graph, trust: Iterable[str] = ()) -> int:
     """What building ``graph`` would allocate for its modules, attributes and constants."""
-    trust = tuple(trust)
+    trust = graph.trusted(trust)
     total = sum(_spec_bytes(q, spec, trust) for q, spec in graph.modules.items())
     for attr in graph.attributes.values():
         total += math.prod(attr.shape) * torch.empty((), dtype=dtype_from_name(attr.dtype)).element_size()
@@ -229,7 +229,7 @@ class IRModule(nn.Module):
                  max_bytes: int | None = None) -> None:
         super().__init__()
         self.graph = graph
-        self._trust = tuple(trust)
+        self._trust = graph.trusted(trust)
         limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
         on_meta = torch.device(device or "cpu").type == "meta"  # allocates nothing
         try:

@@ -284,6 +284,7 @@ def graph_from_dict(data: Any, trust: Iterable[str] = ()) -> Graph:
         raise SchemaError(f"unsupported graph schema version {_short(data.get('version'))}; "
                           f"this release reads version {SCHEMA_VERSION}")
     graph = Graph(check_identifier(data.get("name"), "graph name"))
+    graph.trust = trust
     for qualname, spec in _object(data, "modules").items():
         with _field(f"module {_short(qualname)}"):
             value = decode_value(spec, None, trust)

@@ -22,13 +22,13 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import SchemaError, TraceError, first_line
+from .errors import SchemaError, TraceError, UnsafeTargetError, first_line
 from .graph import AttributeSpec, Graph
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
 from .shape_inference import evaluation_mode, record_types
-from .targets import qualified_name
+from .targets import package_of, qualified_name, resolve_function
 from .types import dtype_name
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -131,11 +131,12 @@ def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | Non
         where = _user_frame(fx_error)
         module = tracer.failed_module if tracer.failed_module is not None else ""
         if not use_export_fallback:
-            raise _trace_error(model, module, where, fx_error, None) from fx_error
+            raise _output_error(model, args, kwargs) or _trace_error(model, module, where, fx_error, None) from fx_error
         try:
             graph = _trace_with_export(model, args, kwargs, graph_name, batch_dim)
         except Exception as export_error:  # noqa: BLE001
-            raise _trace_error(model, module, where, fx_error, export_error) from export_error
+            raise (_output_error(model, args, kwargs)
+                   or _trace_error(model, module, where, fx_error, export_error)) from export_error
         warnings.warn(
             f"symbolic tracing of {graph_name} failed in {_module_label(model, module)} at {where}: "
             f"{first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
@@ -159,6 +160,47 @@ def _user_frame(error: BaseException) -> str:
         return "<unknown location>"
     frame = frames[-1]
     return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+
+
+_OUTPUT_LEAVES = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _output_error(model: nn.Module, args: tuple, kwargs: dict) -> TraceError | None:
+    """A TraceError saying what to do when the model returns something a graph cannot hold
+    (a decoder's key/value cache, say), found by running the model once; None otherwise."""
+    try:
+        with evaluation_mode(model), torch.no_grad():
+            output = model(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the model cannot even run: the tracing error says more
+        return None
+    found = _foreign_leaf(output, "output")
+    if found is None:
+        return None
+    where, value = found
+    kind = type(value).__name__
+    if "cache" in kind.lower():
+        advice = ("it is a key/value cache: disable it (model.config.use_cache = False, or pass "
+                  "example_kwargs={'use_cache': False}), or return only tensors from forward")
+    else:
+        advice = "return only tensors, numbers and containers of them from forward (wrap the model)"
+    return TraceError(f"cannot trace {type(model).__name__}: {where} is a {kind}, which a graph cannot hold; {advice}")
+
+
+def _foreign_leaf(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first value inside an output that is neither data nor a container of data."""
+    if isinstance(value, _OUTPUT_LEAVES):
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    else:
+        return where, value
+    for key, item in items:
+        found = _foreign_leaf(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def _module_label(model: nn.Module, qualname: str) -> str:
@@ -200,7 +242,33 @@ def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name:
         if node is not None:
             mapping[fx_node] = node
     graph.eliminate_dead_code()
+    graph.trust = _own_packages(model, graph, fx_graph)
     return graph
+
+
+def _own_packages(model: nn.Module, graph: Graph, fx_graph: fx.Graph) -> tuple[str, ...]:
+    """Packages outside torch whose code the graph calls: tracing trusts the model's own code."""
+    found = [package_of(n.target) for n in fx_graph.nodes if n.op == "call_function"]
+    found += [package_of(type(model.get_submodule(q))) for q in graph.modules]
+    return tuple(sorted({p for p in found if p}))
+
+
+def _function_name(target: Any, fx_node: fx.Node) -> str:
+    """The name under which a called function is found again, checked to find that very function."""
+    try:
+        name = qualified_name(target)
+    except UnsafeTargetError as e:
+        raise TraceError(f"node {fx_node.name!r}: {e}") from None
+    package = package_of(target)
+    if package is not None:
+        try:
+            found = resolve_function(name, (package,))
+        except UnsafeTargetError:
+            found = None
+        if found is not target:
+            raise TraceError(f"node {fx_node.name!r} calls {name}, which that name does not find again "
+                             f"(is it replaced at import time?)")
+    return name
 
 
 def _identifier(name: str) -> str:
@@ -246,7 +314,7 @@ def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.
             return None
         return graph.add_node("call_module", target, args, kwargs, name=fx_node.name, scope=scope)
     if op == "call_function":
-        return graph.add_node("call_function", qualified_name(target), _checked(args, fx_node),
+        return graph.add_node("call_function", _function_name(target, fx_node), _checked(args, fx_node),
                               _checked(kwargs, fx_node), name=fx_node.name, scope=scope)
     if op == "call_method":
         return graph.add_node("call_method", target, _checked(args, fx_node), _checked(kwargs, fx_node),
