@@ -393,22 +393,60 @@ def _record_tied_tensors(graph: Graph, model: nn.Module, covered: list[str]) -> 
 
 # ---------------------------------------------------------------------- export fallback
 def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, batch_dim: int | None) -> Graph:
-    torch_log = logging.getLogger("torch")
-    level = torch_log.level
-    torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
-    try:
-        # export prints the failing graph to stderr as well
-        with evaluation_mode(model), contextlib.redirect_stderr(io.StringIO()):
-            exported = _export(model, args, kwargs, batch_dim)
-    finally:
-        torch_log.setLevel(level)
+    """Export in eval mode, then tie the ``train``/``training`` argument of every aten operator
+    that has one (dropout, batch norm...) to the graph's ``self.training``, so those layers follow
+    ``train()``/``eval()`` as in a symbolically traced graph. What the model's Python decides from
+    ``self.training`` (an attention ``dropout_p``, say) stays fixed to eval mode."""
+    with evaluation_mode(model):
+        exported = _quiet_export(model, args, kwargs, batch_dim)
     gm = exported.module()
+    _tie_training_arguments(gm.graph)
     graph = _from_fx(model, gm.graph, None, name, "torch.export", owner=gm)
     # export returns outputs flattened; give the graph the model's own output structure
     output = graph.output
     flat = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
     output.args = (pytree.tree_unflatten(list(flat), exported.call_spec.out_spec),)
     return graph
+
+
+def _quiet_export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
+    try:
+        # export prints the failing graph to stderr as well
+        with contextlib.redirect_stderr(io.StringIO()):
+            return _export(model, args, kwargs, batch_dim)
+    finally:
+        torch_log.setLevel(level)
+
+
+_MODE_ARGUMENTS = ("train", "training")
+
+
+def _tie_training_arguments(fx_graph: fx.Graph) -> None:
+    """Replace the constant ``False`` that eval-mode export gives each aten operator's
+    ``train``/``training`` argument by one ``self.training`` node."""
+    flag = None
+    for node in list(fx_graph.nodes):
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is None:
+            continue
+        for index, argument in enumerate(schema.arguments):
+            if argument.name not in _MODE_ARGUMENTS or str(argument.type) != "bool":
+                continue
+            in_args = index < len(node.args)
+            value = node.args[index] if in_args else node.kwargs.get(argument.name)
+            if value is not False:
+                continue
+            if flag is None:
+                placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
+                with fx_graph.inserting_after(placeholders[-1]) if placeholders else fx_graph.inserting_before(node):
+                    flag = fx_graph.get_attr(TRAINING_FLAG)
+            if in_args:
+                node.update_arg(index, flag)
+            else:
+                node.update_kwarg(argument.name, flag)
 
 
 def _export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
