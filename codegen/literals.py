@@ -100,8 +100,8 @@ def literal(value: Any, ref: NodeRef, what: str = "constant") -> str:
         return f"slice({', '.join(literal(p, ref, what) for p in (value.start, value.stop, value.step))})"
     if isinstance(value, FunctionRef):
         return function_path(value.path, what)
-    if isinstance(value, ModuleSpec):
-        return module_constructor(value, what)
+    if isinstance(value, ModuleSpec):  # only constructor arguments hold modules: constructors.argument
+        raise CodegenError(f"{what}: a module ({value.type}) appears outside a module constructor")
     if isinstance(value, torch.Tensor):
         return tensor_literal(value, what)
     raise CodegenError(f"{what}: cannot write a value of type {type(value).__name__} as source")
@@ -152,10 +152,3 @@ def _nested(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_nested(v) for v in value) + "]"
     return number(value)
-
-
-def module_constructor(spec: ModuleSpec, what: str) -> str:
-    """``torch.nn.Conv2d(3, 64, kernel_size=7, ...)`` for a leaf module's spec."""
-    from .constructors import constructor_call
-
-    return constructor_call(spec, what)

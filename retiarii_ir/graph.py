@@ -189,10 +189,6 @@ class Graph:
         self.nodes = list(nodes)
         self._renumber()
 
-    def move_before(self, node: Node, anchor: Node) -> None:
-        self.nodes.pop(self._index(node))
-        self._insert(self._index(anchor), node)
-
     def eliminate_dead_code(self) -> list[str]:
         """Remove nodes whose value no one uses (inputs, output and in-place calls stay).
 

@@ -22,8 +22,9 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import SchemaError, TraceError, UnsafeTargetError, first_line
+from .errors import IRError, SchemaError, TraceError, UnsafeTargetError, first_line
 from .graph import AttributeSpec, Graph
+from .interpreter import fetch_attribute
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
@@ -300,14 +301,14 @@ def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.
     if op == "get_attr" and target == TRAINING_FLAG:
         return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
     if op == "get_attr":
-        value = _fetch(owner, target)
+        try:
+            value = fetch_attribute(owner, target)
+        except IRError as e:
+            raise TraceError(f"node {fx_node.name!r} reads {e}, which the IR cannot hold") from None
         if isinstance(value, torch.Tensor) and not _is_state(model, target):
             key = graph.unique_name(target.replace(".", "_"))
             graph.constants[key] = value.detach().clone()
             return graph.add_node("constant", key, name=fx_node.name, scope=scope)
-        if not isinstance(value, torch.Tensor):
-            raise TraceError(f"node {fx_node.name!r} reads attribute {target!r} of type "
-                             f"{type(value).__name__}, which the IR cannot hold")
         return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
     if op == "call_module":
         if target == "_guards_fn":  # torch.export's shape guards: nothing to compute
@@ -328,11 +329,6 @@ def _checked(value: Any, fx_node: fx.Node) -> Any:
     except SchemaError as e:
         raise TraceError(f"node {fx_node.name!r} ({fx_node.target}) has an argument the IR cannot hold: {e}") from None
     return value
-
-
-def _fetch(owner: nn.Module, qualname: str) -> Any:
-    module_name, _, attr = qualname.rpartition(".")
-    return getattr(owner.get_submodule(module_name) if module_name else owner, attr)
 
 
 def _is_state(model: nn.Module, qualname: str) -> bool:
