@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import codegen
 import retiarii_ir as ir
 from codegen.source import _black as _black_cache
-from tests.corpus import CORPUS, resnet50
+from runtime.models import resnet50
+from tests.corpus import CORPUS  # the small ViT, BERT and bottleneck ResNet rows
 
 
 def _step(model: torch.nn.Module, args: tuple, kwargs: dict) -> None:

@@ -166,7 +166,7 @@ def filtered_shared(state: dict[str, torch.Tensor]) -> nn.Module:
 # ---------------------------------------------------------------------- (b) heads on a frozen backbone
 def make_backbone() -> nn.Module:
     """ResNet-18's layout ([2, 2, 2, 2] basic blocks) at half its width, 256 features."""
-    from tests.corpus.resnet import BasicBlock, ResNet
+    from runtime.models import BasicBlock, ResNet
 
     backbone = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=10, width=32)
     backbone.fc = nn.Identity()

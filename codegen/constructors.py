@@ -7,11 +7,12 @@ import inspect
 import torch
 
 from retiarii_ir.errors import UnsafeTargetError
-from retiarii_ir.module_spec import ModuleSpec
+from retiarii_ir.module_spec import ModuleSpec, module_signature
 from retiarii_ir.node import Node
 from retiarii_ir.targets import resolve_module_class
 
 from .errors import CodegenError
+from .literals import literal
 from .names import check_dotted, is_identifier
 
 
@@ -21,8 +22,6 @@ def _no_nodes(node: Node) -> str:
 
 def constructor_call(spec: ModuleSpec, what: str) -> str:
     """The expression that builds a fresh module of ``spec``; the first required arguments positional."""
-    from .literals import literal
-
     if not isinstance(spec, ModuleSpec):
         raise CodegenError(f"{what} is not described by a ModuleSpec")
     check_dotted(spec.type, f"{what} class")
@@ -42,9 +41,36 @@ def constructor_call(spec: ModuleSpec, what: str) -> str:
             raise CodegenError(f"{what}: constructor argument name {key!r} is not a plain identifier")
     kwargs = _simplest_kwargs(spec)
     positional = _leading_required(cls, kwargs)
-    parts = [literal(kwargs[k], _no_nodes, what) for k in positional]
-    parts += [f"{k}={literal(v, _no_nodes, what)}" for k, v in kwargs.items() if k not in positional]
+    parts = [argument(kwargs[k], what) for k in positional]
+    parts += [f"{k}={argument(v, what)}" for k, v in kwargs.items() if k not in positional]
     return f"{spec.type}({', '.join(parts)})"
+
+
+def argument(value: object, what: str) -> str:
+    """A constructor argument as source: modules (``TransformerEncoder``'s ``encoder_layer``)
+    as their own constructor calls, inside containers too; everything else as a literal."""
+    if isinstance(value, ModuleSpec):
+        return constructor_call(value, what)
+    if type(value) in (list, tuple) and _holds_module(value):
+        items = [argument(v, what) for v in value]
+        if type(value) is list:
+            return f"[{', '.join(items)}]"
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if type(value) is dict and _holds_module(value):
+        if not all(type(k) is str for k in value):
+            raise CodegenError(f"{what}: dict keys of a constructor argument must be strings")
+        return "{" + ", ".join(f"{literal(k, _no_nodes, what)}: {argument(v, what)}" for k, v in value.items()) + "}"
+    return literal(value, _no_nodes, what)
+
+
+def _holds_module(value: object) -> bool:
+    if isinstance(value, ModuleSpec):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_module(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_module(v) for v in value.values())
+    return False
 
 
 _SIMPLEST: dict[str, dict] = {}
@@ -69,13 +95,14 @@ def _simplest_kwargs(spec: ModuleSpec) -> dict:
 
 
 def _signature(type_name: str, kwargs: dict) -> tuple | None:
-    """What must not change when an argument is simplified: printout and tensor shapes."""
+    """What must not change when an argument is simplified (``module_signature``), or None
+    when the class refuses the arguments."""
     try:
         with torch.device("meta"):
             module = ModuleSpec(type_name, kwargs).build()
     except Exception:  # noqa: BLE001 - an argument the class refuses: keep the recorded form
         return None
-    return repr(module), [(k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()]
+    return module_signature(module)
 
 
 def _leading_required(cls: type, kwargs: dict, limit: int = 2) -> list[str]:

@@ -11,11 +11,12 @@ from retiarii_ir.node import TRAINING_FLAG, Node
 from retiarii_ir.targets import check_attribute_path, check_call, check_method, check_method_call, resolve_function
 
 from .errors import CodegenError
-from .literals import function_path, literal, operand, subscript
-from .names import NameTable, check_dotted, is_identifier, is_public_attribute
+from .literals import function_name, function_path, literal, operand, subscript
+from .names import NameTable, identifier_from, is_identifier, is_public_attribute
 
 if TYPE_CHECKING:
     from .hierarchy import Hierarchy
+    from .imports import Imports
 
 BINARY = {
     "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%",
@@ -33,7 +34,7 @@ def _local_name(prefix: str) -> str:
     start = len(parts) - 1
     while start > 0 and parts[start].isdigit():
         start -= 1
-    name = "_".join(parts[start:])
+    name = identifier_from("_".join(parts[start:]))
     return name if not name[0].isdigit() else f"module_{name}"
 
 
@@ -49,13 +50,14 @@ class ForwardWriter:
     """Writes the statements of ``forward``, one per node, in the graph's order."""
 
     def __init__(self, variables: dict[str, str], hierarchy: Hierarchy, constant_path: Callable[[str], str],
-                 local_names: NameTable) -> None:
+                 local_names: NameTable, imported: Imports | None = None) -> None:
         self.variables = variables
         self.hierarchy = hierarchy
         self.constant_path = constant_path
         self.local_names = local_names
         self.module_locals: dict[str, str] = {}  # owner module qualname -> local variable
         self.imports: set[str] = set()
+        self.imported = imported
 
     def ref(self, node: Node) -> str:
         try:
@@ -126,7 +128,10 @@ class ForwardWriter:
         return self._call(f"{receiver}.{name}", node, node.args[1:], what)
 
     def _function(self, node: Node, target: str, what: str) -> list[Statement]:
-        path = check_dotted(node.target, f"{what} function")
+        path = function_name(node.target, f"{what} function")
+        callee = self.imported.callee(path) if self.imported is not None else None
+        if callee is not None:  # the model's own function, resolved and imported by Imports
+            return [Statement(target, self._call(callee, node, node.args, what))]
         try:
             resolve_function(path)
             check_call(path, node.args, node.kwargs, what)

@@ -18,7 +18,7 @@ from retiarii_ir.types import dtype_from_name
 from .constructors import constructor_call
 from .errors import CodegenError
 from .literals import tensor_literal, torch_enum
-from .names import NameTable, check_name, check_path, is_identifier
+from .names import NameTable, check_name, check_path, identifier_from, is_identifier
 
 
 @dataclass
@@ -164,7 +164,8 @@ class Hierarchy:
         base = origin if is_identifier(origin) else "Block"
         if origin in _TORCH_CONTAINERS:  # a class of ours must not look like torch's own
             segment = next((p for p in reversed(node.qualname.split(".")) if not p.isdigit()), "block")
-            base = "".join(w[:1].upper() + w[1:] for w in segment.split("_") if w) or "Block"
+            base = "".join(w[:1].upper() + w[1:] for w in identifier_from(segment).split("_") if w) or "Block"
+            base = base if not base[0].isdigit() else f"Block{base}"
         key = (base, tuple(members))
         if key not in self._bodies:
             name = self.class_names.claim(base, "class name")

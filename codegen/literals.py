@@ -44,9 +44,24 @@ def number(value: float) -> str:
     return repr(float(value))
 
 
+def function_name(path: Any, what: str) -> str:
+    """A function name from a graph, spelled as dotted identifiers; aten's operator forms
+    (``torch.ops.aten.__and__.Tensor``) are the one place a dunder segment is allowed."""
+    if isinstance(path, str) and path.startswith("torch.ops.aten."):
+        head, _, rest = path.partition("torch.ops.aten.")[2].partition(".")
+        if head.startswith("__") and head.endswith("__") and is_dunder_free(rest):
+            check_dotted(f"torch.ops.aten.{head.strip('_')}" + (f".{rest}" if rest else ""), what)
+            return path
+    return check_dotted(path, what)
+
+
+def is_dunder_free(dotted: str) -> bool:
+    return not any(p.startswith("__") for p in dotted.split(".")) if dotted else True
+
+
 def function_path(path: Any, what: str) -> str:
     """A function named by a graph, as source; only allow-listed torch functions."""
-    check_dotted(path, what)
+    function_name(path, what)
     if not path.startswith("torch."):
         raise CodegenError(f"{what} {path!r} is not a torch function; generated files import only torch")
     resolve_function(path)
@@ -85,8 +100,8 @@ def literal(value: Any, ref: NodeRef, what: str = "constant") -> str:
         return f"slice({', '.join(literal(p, ref, what) for p in (value.start, value.stop, value.step))})"
     if isinstance(value, FunctionRef):
         return function_path(value.path, what)
-    if isinstance(value, ModuleSpec):
-        return module_constructor(value, what)
+    if isinstance(value, ModuleSpec):  # only constructor arguments hold modules: constructors.argument
+        raise CodegenError(f"{what}: a module ({value.type}) appears outside a module constructor")
     if isinstance(value, torch.Tensor):
         return tensor_literal(value, what)
     raise CodegenError(f"{what}: cannot write a value of type {type(value).__name__} as source")
@@ -137,10 +152,3 @@ def _nested(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_nested(v) for v in value) + "]"
     return number(value)
-
-
-def module_constructor(spec: ModuleSpec, what: str) -> str:
-    """``torch.nn.Conv2d(3, 64, kernel_size=7, ...)`` for a leaf module's spec."""
-    from .constructors import constructor_call
-
-    return constructor_call(spec, what)

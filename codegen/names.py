@@ -37,6 +37,12 @@ def is_public_attribute(name: object) -> bool:
     return is_identifier(name) and not name.startswith("_")  # type: ignore[union-attr]
 
 
+def identifier_from(text: str) -> str:
+    """``block1-0`` -> ``block1_0``: a module path segment made into the stem of a local or class
+    name (it may still start with a digit; callers prefix one)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "module"
+
+
 def check_name(name: object, what: str) -> str:
     """``name`` when it is a plain identifier (the IR's own rule); CodegenError otherwise."""
     try:

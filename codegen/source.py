@@ -19,6 +19,7 @@ from retiarii_ir.graph import Graph
 from .errors import CodegenError
 from .expressions import ForwardWriter, output_expression
 from .hierarchy import Hierarchy, constant_members
+from .imports import Imports
 from .literals import literal
 from .names import RESERVED, NameTable, check_name
 
@@ -64,11 +65,12 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
     module_scope = NameTable(RESERVED)
     root_name = module_scope.claim(check_name(class_name or graph_name, "class name"), "class name")
     hierarchy = Hierarchy(graph, module_scope)
+    imports = Imports(graph, module_scope)
     taken = {m.name for m in hierarchy.root_members}
     constants, constant_names = constant_members(graph, taken)
 
     variables: dict[str, str] = {}
-    local = NameTable()
+    local = NameTable(imports.names)
     parameters = []
     for node in graph.inputs:
         name = local.claim(check_name(node.target, f"input {node.name!r}"), "input name", avoid_builtins=False)
@@ -80,7 +82,7 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
         if node.op not in ("input", "output"):
             variables[node.name] = local.claim(node.name, "node name")
 
-    writer = ForwardWriter(variables, hierarchy, lambda key: f"self.{constant_names[key]}", local)
+    writer = ForwardWriter(variables, hierarchy, lambda key: f"self.{constant_names[key]}", local, imports)
     statements = [s for node in graph.nodes if node.op not in ("input", "output")
                   for s in writer.statements(node)]
     result = output_expression(graph.output, writer.ref)
@@ -88,7 +90,8 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
     text = _environment().get_template("module.py.j2").render(
         title=f"{root_name}: a standalone PyTorch module.",
         graph_name=graph_name,
-        imports=["torch", *sorted(writer.imports)],
+        imports=[f"import {name}" for name in ["torch", *sorted(writer.imports)]] + imports.lines,
+        needs=" and ".join(["torch", *graph.trust]) if imports.lines else "only torch",
         classes=hierarchy.classes,
         root=_Root(root_name, hierarchy.root_members + constants),
         root_doc=f"The {graph_name} network; forward runs one line per operation of the graph.",

@@ -138,14 +138,21 @@ def builtin_allowed(obj: Any, root: str) -> str | None:
 
 # Constructors that trust caller-given indices or strides (torch skips their checks by
 # default): with hostile values they read and write outside the tensor's memory.
-UNCHECKED_MEMORY = ("sparse", "as_strided", "_unsafe", "set_", "frombuffer", "from_blob", "storage")
-# Private aten operators torch.export emits for ordinary layers.
-EXPORTED_PRIVATE_ATEN = frozenset({
-    "_to_copy", "_softmax", "_log_softmax", "_unsafe_view", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional", "_adaptive_avg_pool2d",
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_flash_attention", "_assert_tensor_metadata", "_assert_async",
-})
+UNCHECKED_MEMORY = ("sparse", "as_strided", "_unsafe_index", "_unsafe_masked", "set_", "frombuffer", "from_blob",
+                    "storage", "_reshape_alias", "_nested", "jagged", "_make_per_", "_efficientzerotensor")
+# Private aten families torch.export never emits for a forward pass, refused by what they are:
+# gradients, optimizer steps, device- or library-specific kernels, and forward-mode AD internals.
+PRIVATE_ATEN_REFUSED = {
+    "backward": "a gradient kernel", "_foreach_": "an optimizer kernel", "_fused_adam": "an optimizer kernel",
+    "_fused_sgd": "an optimizer kernel", "_fused_adagrad": "an optimizer kernel", "_amp_": "an optimizer kernel",
+    "_print": "it writes to the terminal", "_pin_memory": "it pins host memory", "_cudnn": "a cuDNN kernel",
+    "_cufft": "it changes a global plan cache", "mkldnn": "a oneDNN layout kernel", "_copy_from": "a device copy kernel",
+    "_resize": "it resizes storage in place", "int4pack": "a weight-packing kernel", "int8pack": "a weight-packing kernel",
+    "prepack": "a weight-packing kernel", "4bit": "a weight-packing kernel",
+    "quantize": "a quantization kernel", "_fw_primal": "forward-mode AD internals", "_dual": "forward-mode AD internals",
+    "_has_same_storage": "it inspects storage", "_use_": "a backend query", "_nnpack": "a backend kernel",
+    "_cslt": "a backend kernel", "_wrapped": "a backend kernel",
+}
 
 
 def touches_raw_memory(name: str) -> bool:
@@ -153,7 +160,9 @@ def touches_raw_memory(name: str) -> bool:
 
 
 def aten_op_allowed(packet_name: str) -> str | None:
-    """None when an aten operator may run (torch's own operator namespace)."""
+    """None when an aten operator may run: torch's own operator namespace, as torch.export emits
+    it (``aten.__and__``, ``aten._softmax``, ``aten._native_multi_head_attention``...), except
+    what touches files, global state, autograd internals or unchecked memory."""
     bare = packet_name.strip("_")
     if (forbidden_name(packet_name) or forbidden_name(bare) or bare in ("print", "record_stream")
             or packet_name in FORBIDDEN_METHODS or bare in FORBIDDEN_METHODS):
@@ -161,8 +170,10 @@ def aten_op_allowed(packet_name: str) -> str | None:
     if touches_raw_memory(packet_name):
         return f"aten.{packet_name} trusts indices or strides it is given (unchecked memory access)"
     operator_form = packet_name.startswith("__") and packet_name.endswith("__")  # aten.__and__: x & y
-    if packet_name.startswith("_") and not operator_form and packet_name not in EXPORTED_PRIVATE_ATEN:
-        return f"aten.{packet_name} is private"
+    if packet_name.startswith("_") and not operator_form:
+        family = next((part for part in PRIVATE_ATEN_REFUSED if part in packet_name), None)
+        if family is not None:
+            return f"aten.{packet_name} is {PRIVATE_ATEN_REFUSED[family]}, not part of a forward pass"
     if not torch._C._jit_get_schemas_for_operator(f"aten::{packet_name}"):
         return f"aten has no operator {packet_name!r}"
     return None

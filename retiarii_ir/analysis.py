@@ -10,6 +10,7 @@ import networkx as nx
 import torch
 
 from .node import Node, iter_nodes, map_args
+from .serialize import HashRef, encode_value
 from .types import type_to_json
 
 
@@ -22,13 +23,6 @@ def to_networkx(graph) -> nx.MultiDiGraph:
         for position, source in enumerate(iter_nodes((node.args, node.kwargs))):
             g.add_edge(source.name, node.name, position=position, type=str(source.type))
     return g
-
-
-class _Ref:
-    """Stands for a node reference while hashing: the referenced node's own hash."""
-
-    def __init__(self, value: list) -> None:
-        self.value = value
 
 
 def _digest(tensor: torch.Tensor) -> str:
@@ -45,10 +39,8 @@ def _tensor_digest(prefix: str, params: Mapping[str, torch.Tensor]) -> list:
 def _signature(node: Node, ref: Callable[[Node], list], params: Mapping[str, torch.Tensor] | None) -> str:
     """What a node computes, given what its inputs are: op, target (the module spec for a
     module call), constant arguments, type, and optionally the values of its weights."""
-    from .serialize import encode_value
-
     def encode(value: Any) -> Any:
-        return encode_value(map_args(value, lambda n: _Ref(ref(n))), refs_ok=True)
+        return encode_value(map_args(value, lambda n: HashRef(ref(n))), refs_ok=True)
 
     target: object = node.target
     if node.op == "call_module":

@@ -1,4 +1,6 @@
-"""Errors raised by the IR. Each names the nodes, modules or fields involved."""
+"""Every error the project raises on purpose, all under IRError. Each names the nodes, modules,
+labels or fields involved. (Codegen's, the optimizer's and the runtime's own errors subclass
+IRError in their packages.)"""
 
 
 def first_line(error: BaseException) -> str:
@@ -35,3 +37,25 @@ class UnsafeTargetError(SchemaError):
 class ValueChoiceMisuseError(IRError, TypeError):
     """A ValueChoice reached code that needs a concrete value (a plain torch.nn layer, int(),
     bool(), range(), a comparison). Also a TypeError, which Python expects from such uses."""
+
+
+class NodeExecutionError(IRError):
+    """A node failed while running; names the node and the types it was given."""
+
+    def __init__(self, message: str, node_name: str, reason: str, given: str = "") -> None:
+        super().__init__(message)
+        self.node_name = node_name
+        self.reason = reason
+        self.given = given  # the argument types the node was actually called with
+
+
+class InvalidSampleError(IRError, ValueError):
+    """A sample names unknown labels, misses active ones, or holds values outside a choice."""
+
+
+class StrategyError(IRError, ValueError):
+    """A strategy was misused (bad option, unknown sample, observed twice...)."""
+
+
+class SpaceExhausted(IRError, RuntimeError):
+    """Every sample of the space has been proposed once: nothing new is left to try."""

@@ -9,7 +9,10 @@ A graph owns
 - ``constants``: tensors captured from code, which no state_dict holds;
 - ``aliases``: a second path to a module or parameter that the model shares (tied
   weights, a layer registered under two names), mapped to the first path;
-- ``module_types``: the class name of every module in the hierarchy, for readers.
+- ``module_types``: the class name of every module in the hierarchy, for readers;
+- ``trust``: packages whose own code the graph may call besides torch: those of the traced
+  model (tracing trusts it), or those the caller named in ``from_json(trust=[...])``. It is
+  never read from JSON, so a graph cannot grant itself trust.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ class Graph:
         self.aliases: dict[str, str] = {}
         self.module_types: dict[str, str] = {}
         self.meta: dict[str, Any] = {}
+        self.trust: tuple[str, ...] = ()
+
+    def trusted(self, extra: Iterable[str] = ()) -> tuple[str, ...]:
+        """The packages this graph's code may come from: its own trust plus ``extra``."""
+        if isinstance(extra, str):
+            extra = (extra,)
+        return tuple(dict.fromkeys((*self.trust, *extra)))
 
     # ------------------------------------------------------------------ queries
     def __iter__(self) -> Iterator[Node]:
@@ -179,10 +189,6 @@ class Graph:
         self.nodes = list(nodes)
         self._renumber()
 
-    def move_before(self, node: Node, anchor: Node) -> None:
-        self.nodes.pop(self._index(node))
-        self._insert(self._index(anchor), node)
-
     def eliminate_dead_code(self) -> list[str]:
         """Remove nodes whose value no one uses (inputs, output and in-place calls stay).
 
@@ -223,6 +229,7 @@ class Graph:
         clone.aliases = dict(self.aliases)
         clone.module_types = dict(self.module_types)
         clone.meta = _copy.deepcopy(self.meta)
+        clone.trust = self.trust
         return clone
 
     # ------------------------------------------------------------------ views

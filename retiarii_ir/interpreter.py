@@ -14,22 +14,12 @@ import torch
 from torch import nn
 
 from . import limits
-from .errors import IRError, first_line
+from .errors import IRError, NodeExecutionError, first_line
 from .graph import Graph
 from .node import TRAINING_FLAG, Node, map_args
 from .targets import (AllocationBudget, check_arguments, check_call, check_method, check_method_call,
                       check_receiver, check_value, resolve_function)
 from .types import dtype_from_name
-
-
-class NodeExecutionError(IRError):
-    """A node failed while running; names the node and the types it was given."""
-
-    def __init__(self, message: str, node_name: str, reason: str, given: str = "") -> None:
-        super().__init__(message)
-        self.node_name = node_name
-        self.reason = reason
-        self.given = given  # the argument types the node was actually called with
 
 
 class Interpreter:
@@ -38,7 +28,7 @@ class Interpreter:
     def __init__(self, graph: Graph, root: nn.Module, trust: Iterable[str] = ()) -> None:
         self.graph = graph
         self.root = root
-        self.trust = tuple(trust)
+        self.trust = graph.trusted(trust)
         self._functions: dict[str, Callable[..., Any]] = {}
         self.budget = AllocationBudget()
 
@@ -56,26 +46,7 @@ class Interpreter:
 
     def bind_inputs(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """Match call arguments to input nodes the way Python binds a forward call."""
-        inputs = self.graph.inputs
-        if len(args) > len(inputs):
-            raise TypeError(f"{self.graph.name} takes {len(inputs)} inputs "
-                            f"({', '.join(n.target for n in inputs)}) but {len(args)} were given")
-        env: dict[str, Any] = {}
-        names = {n.target for n in inputs}
-        unknown = set(kwargs) - names
-        if unknown:
-            raise TypeError(f"{self.graph.name} got unexpected keyword inputs {sorted(unknown)}; "
-                            f"it takes {', '.join(n.target for n in inputs)}")
-        for i, node in enumerate(inputs):
-            if i < len(args):
-                env[node.name] = args[i]
-            elif node.target in kwargs:
-                env[node.name] = kwargs[node.target]
-            elif node.args:
-                env[node.name] = node.args[0]
-            else:
-                raise TypeError(f"{self.graph.name} is missing input {node.target!r}")
-        return env
+        return bind_inputs(self.graph, args, kwargs)
 
     def run_node(self, node: Node, env: dict[str, Any]) -> Any:
         args = map_args(node.args, lambda n: env[n.name])
@@ -130,6 +101,30 @@ class Interpreter:
         if isinstance(holder, nn.Module) and hasattr(holder, key):
             return getattr(holder, key)
         return self.graph.constants[key]
+
+
+def bind_inputs(graph: Graph, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Input node name -> value, matching ``args`` and ``kwargs`` to ``graph``'s inputs the way
+    Python binds a call (defaults included); TypeError naming the inputs otherwise. Running a
+    graph and inlining one into a call site both bind this way."""
+    inputs = graph.inputs
+    taken = ", ".join(n.target for n in inputs)
+    if len(args) > len(inputs):
+        raise TypeError(f"{graph.name} takes {len(inputs)} inputs ({taken}) but {len(args)} were given")
+    unknown = set(kwargs) - {n.target for n in inputs}
+    if unknown:
+        raise TypeError(f"{graph.name} got unexpected keyword inputs {sorted(unknown)}; it takes {taken}")
+    env: dict[str, Any] = {}
+    for i, node in enumerate(inputs):
+        if i < len(args):
+            env[node.name] = args[i]
+        elif node.target in kwargs:
+            env[node.name] = kwargs[node.target]
+        elif node.args:
+            env[node.name] = node.args[0]
+        else:
+            raise TypeError(f"{graph.name} is missing input {node.target!r}")
+    return env
 
 
 def fetch_attribute(root: nn.Module, qualname: str) -> Any:
@@ -215,7 +210,7 @@ def _checked_build(qualname: str, spec: Any, trust: tuple[str, ...]) -> nn.Modul
 
 def graph_bytes(graph: Graph, trust: Iterable[str] = ()) -> int:
     """What building ``graph`` would allocate for its modules, attributes and constants."""
-    trust = tuple(trust)
+    trust = graph.trusted(trust)
     total = sum(_spec_bytes(q, spec, trust) for q, spec in graph.modules.items())
     for attr in graph.attributes.values():
         total += math.prod(attr.shape) * torch.empty((), dtype=dtype_from_name(attr.dtype)).element_size()
@@ -229,7 +224,7 @@ class IRModule(nn.Module):
                  max_bytes: int | None = None) -> None:
         super().__init__()
         self.graph = graph
-        self._trust = tuple(trust)
+        self._trust = graph.trusted(trust)
         limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
         on_meta = torch.device(device or "cpu").type == "meta"  # allocates nothing
         try:

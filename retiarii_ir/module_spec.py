@@ -167,8 +167,9 @@ _SPECIAL: dict[type, Callable[[Any], dict[str, Any]]] = {
 }
 
 
-def _signature_of(module: nn.Module) -> tuple:
-    """What must agree between an original module and its rebuilt twin."""
+def module_signature(module: nn.Module) -> tuple:
+    """What must agree between a module and one rebuilt from its spec (or a simpler spelling of
+    it): its printout, and the name, shape and dtype of every state_dict entry."""
     tensors = [(k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()]
     return repr(module), tensors
 
@@ -179,7 +180,7 @@ def _rebuilds(module: nn.Module, spec: ModuleSpec) -> bool:
             rebuilt = spec.build(trust=_trust_for(module))
     except Exception:
         return False
-    return _signature_of(rebuilt) == _signature_of(module)
+    return module_signature(rebuilt) == module_signature(module)
 
 
 def _trust_for(module: nn.Module) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import GraphValidationError
 from .graph import Graph
+from .interpreter import bind_inputs
 from .module_spec import ModuleSpec
 from .node import Node, iter_nodes, map_args
 
@@ -73,22 +74,10 @@ def _prefixed(prefix: str, qualname: str) -> str:
 
 
 def _bind_inputs(node: Node, sub: Graph) -> dict[str, Any]:
-    inputs = sub.inputs
-    if len(node.args) > len(inputs):
-        raise GraphValidationError(f"cannot inline into {node.describe()}: it passes {len(node.args)} "
-                                   f"arguments, the subgraph takes {len(inputs)}")
-    env: dict[str, Any] = {}
-    for i, sub_input in enumerate(inputs):
-        if i < len(node.args):
-            env[sub_input.name] = node.args[i]
-        elif sub_input.target in node.kwargs:
-            env[sub_input.name] = node.kwargs[sub_input.target]
-        elif sub_input.args:
-            env[sub_input.name] = sub_input.args[0]
-        else:
-            raise GraphValidationError(f"cannot inline into {node.describe()}: nothing is passed "
-                                       f"for subgraph input {sub_input.target!r}")
-    return env
+    try:
+        return bind_inputs(sub, node.args, node.kwargs)
+    except TypeError as e:
+        raise GraphValidationError(f"cannot inline into {node.describe()}: {e}") from None
 
 
 def forget_modules(graph: Graph, prefix: str) -> None:

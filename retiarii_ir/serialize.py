@@ -34,9 +34,15 @@ _LAYOUTS = {"strided": torch.strided, "sparse_coo": torch.sparse_coo}
 
 
 # ---------------------------------------------------------------------- values
+class HashRef:
+    """Stands for a node reference while hashing (``analysis``): the referenced node's own hash."""
+
+    def __init__(self, value: list) -> None:
+        self.value = value
+
+
 def encode_value(value: Any, refs_ok: bool = False) -> Any:
     """A graph value (argument or constructor argument) as JSON data."""
-    from .analysis import _Ref
 
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
@@ -46,7 +52,7 @@ def encode_value(value: Any, refs_ok: bool = False) -> Any:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, Node):
         return {"$node": value.name}
-    if refs_ok and isinstance(value, _Ref):
+    if refs_ok and isinstance(value, HashRef):
         return {"$ref": value.value}
     if isinstance(value, torch.Size):
         return {"$size": list(value)}
@@ -284,6 +290,7 @@ def graph_from_dict(data: Any, trust: Iterable[str] = ()) -> Graph:
         raise SchemaError(f"unsupported graph schema version {_short(data.get('version'))}; "
                           f"this release reads version {SCHEMA_VERSION}")
     graph = Graph(check_identifier(data.get("name"), "graph name"))
+    graph.trust = trust
     for qualname, spec in _object(data, "modules").items():
         with _field(f"module {_short(qualname)}"):
             value = decode_value(spec, None, trust)

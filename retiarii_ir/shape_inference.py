@@ -9,6 +9,7 @@ back to the CPU for ops that have no meta kernel.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +22,9 @@ from .graph import Graph
 from . import limits
 from .interpreter import Interpreter, NodeExecutionError, build_module
 from .types import ScalarType, TensorType, ValueType, concrete_dim, dtype_from_name, generalize_batch, type_of
+
+
+_log = logging.getLogger(__name__)
 
 
 class _Recorder(Interpreter):
@@ -53,6 +57,18 @@ def _observe(graph: Graph, root: nn.Module, args: tuple, kwargs: dict, trust=())
     return recorder.types
 
 
+@contextlib.contextmanager
+def _quiet_fake_tensors() -> Iterator[None]:
+    """Fake tensors log every failing meta kernel with its traceback at error level; a failure
+    here is an answer (the model fixes its batch size), so keep the terminal quiet."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level, log.level = log.level, logging.CRITICAL + 1
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _observe_fake(graph: Graph, root: nn.Module, args: tuple, kwargs: dict) -> dict[str, ValueType]:
     """Types without arithmetic: fake tensors carry shapes and dtypes only. Used only to see
     how dimensions follow the batch size; falls back to real execution for data-dependent
@@ -61,7 +77,7 @@ def _observe_fake(graph: Graph, root: nn.Module, args: tuple, kwargs: dict) -> d
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         fake = lambda v: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
         fake_args, fake_kwargs = tuple(fake(a) for a in args), {k: fake(v) for k, v in kwargs.items()}
-        with mode:
+        with mode, _quiet_fake_tensors():
             return _observe(graph, root, fake_args, fake_kwargs)
     except Exception:  # noqa: BLE001 - any fake-mode gap: compute for real instead
         return _observe(graph, root, args, kwargs)
@@ -116,6 +132,7 @@ def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batc
                 large, b_large = _observe_fake(graph, model, grown_args, grown_kwargs), b_small + 1
             except IRError:
                 large = None  # the model fixes its batch size: keep concrete shapes
+                _log.info("%s works only at batch size %s; its types keep concrete shapes", graph.name, b_small)
         graph.meta["symbolic_batch"] = large is not None
         _merge(graph, small, large, b_small, b_large)
 

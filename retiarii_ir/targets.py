@@ -26,7 +26,9 @@ from .errors import UnsafeTargetError
 
 _SEGMENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _PUBLIC = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*\Z")
-_QUALNAME_PART = re.compile(r"\A[A-Za-z0-9_]+\Z")
+# A module name segment: what PyTorch accepts and models use (``layer1``, ``0``, ``block1-0``),
+# limited to characters that are inert wherever a path is written (quoted in generated source).
+_QUALNAME_PART = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 _ROOTS = {"torch": torch, "operator": operator, "math": math, "builtins": builtins}
 _MISSING = object()
 
@@ -40,6 +42,8 @@ def qualified_name(obj: Callable[..., Any]) -> str:
         if obj.__module__.startswith("torch.nn.") and getattr(torch.nn, obj.__name__, None) is obj:
             return short
         return name
+    if _is_user_function(obj):
+        return _module_and_qualname(obj)
     name = _get_qualified_name(obj)
     if name.startswith("_operator."):
         return "operator." + name.removeprefix("_operator.")
@@ -53,6 +57,33 @@ def qualified_name(obj: Callable[..., Any]) -> str:
         except UnsafeTargetError:
             pass
     return name
+
+
+def _is_user_function(obj: Any) -> bool:
+    """A plain Python function from outside torch and the standard roots (a model's own helper)."""
+    home = getattr(obj, "__module__", None)
+    return (isinstance(obj, types.FunctionType) and isinstance(home, str)
+            and home.split(".")[0] not in (*_ROOTS, "_operator"))
+
+
+def _module_and_qualname(obj: Any) -> str:
+    """``module.qualname``: the one spelling that finds ``obj`` again even when a package's
+    ``__init__`` re-exports it under the name of its own submodule."""
+    qualname = obj.__qualname__
+    if "<" in qualname:
+        raise UnsafeTargetError(f"function {obj.__module__}.{qualname} is defined inside another function, so "
+                                f"no name can find it again; define it at module level")
+    return f"{obj.__module__}.{qualname}"
+
+
+def package_of(obj: Any) -> str | None:
+    """The top-level package whose code ``obj`` is, when it is neither torch nor a standard root;
+    tracing trusts it (the model's own code), loading JSON needs it in ``trust=[...]``."""
+    home = allowlist.home_of(obj)
+    if home is None:
+        return None
+    top = home.split(".")[0]
+    return None if top in (*_ROOTS, "_operator") else top
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -261,21 +292,27 @@ def _aten_op(parts: list[str], what: str) -> Any:
 
 
 def _resolve_trusted(path: str, root: str, what: str) -> Any:
-    """A name inside a namespace the caller trusts: imported if needed, then walked."""
+    """A name inside a namespace the caller trusts: the longest prefix that is a module
+    (imported if needed), then the rest read as a qualified name inside it. Attributes are read
+    from the module's own namespace, so a package ``__init__`` that re-exports a function under
+    the name of its submodule does not hide the submodule."""
     parts = path.split(".")
     first = len(root.split("."))
-    for cut in range(len(parts), first - 1, -1):
+    for cut in range(len(parts) - 1, first - 1, -1):
         module_name = ".".join(parts[:cut])
-        try:
-            obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
-        except ImportError:
-            continue
-        try:
-            for part in parts[cut:]:
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        if not isinstance(obj, types.ModuleType):
+        module = sys.modules.get(module_name)
+        if not isinstance(module, types.ModuleType):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+        obj: Any = module
+        for part in parts[cut:]:
+            namespace = vars(obj) if isinstance(obj, (types.ModuleType, type)) else {}
+            obj = namespace.get(part, _MISSING)
+            if obj is _MISSING:
+                break
+        if obj is not _MISSING and not isinstance(obj, types.ModuleType):
             return obj
     raise UnsafeTargetError(f"{what} {path!r} cannot be resolved in the trusted package {root!r}")
 

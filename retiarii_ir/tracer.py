@@ -22,13 +22,14 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import SchemaError, TraceError, first_line
+from .errors import IRError, SchemaError, TraceError, UnsafeTargetError, first_line
 from .graph import AttributeSpec, Graph
+from .interpreter import fetch_attribute
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
 from .shape_inference import evaluation_mode, record_types
-from .targets import qualified_name
+from .targets import package_of, qualified_name, resolve_function
 from .types import dtype_name
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -131,11 +132,12 @@ def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | Non
         where = _user_frame(fx_error)
         module = tracer.failed_module if tracer.failed_module is not None else ""
         if not use_export_fallback:
-            raise _trace_error(model, module, where, fx_error, None) from fx_error
+            raise _output_error(model, args, kwargs) or _trace_error(model, module, where, fx_error, None) from fx_error
         try:
             graph = _trace_with_export(model, args, kwargs, graph_name, batch_dim)
         except Exception as export_error:  # noqa: BLE001
-            raise _trace_error(model, module, where, fx_error, export_error) from export_error
+            raise (_output_error(model, args, kwargs)
+                   or _trace_error(model, module, where, fx_error, export_error)) from export_error
         warnings.warn(
             f"symbolic tracing of {graph_name} failed in {_module_label(model, module)} at {where}: "
             f"{first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
@@ -159,6 +161,47 @@ def _user_frame(error: BaseException) -> str:
         return "<unknown location>"
     frame = frames[-1]
     return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+
+
+_OUTPUT_LEAVES = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _output_error(model: nn.Module, args: tuple, kwargs: dict) -> TraceError | None:
+    """A TraceError saying what to do when the model returns something a graph cannot hold
+    (a decoder's key/value cache, say), found by running the model once; None otherwise."""
+    try:
+        with evaluation_mode(model), torch.no_grad():
+            output = model(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the model cannot even run: the tracing error says more
+        return None
+    found = _foreign_leaf(output, "output")
+    if found is None:
+        return None
+    where, value = found
+    kind = type(value).__name__
+    if "cache" in kind.lower():
+        advice = ("it is a key/value cache: disable it (model.config.use_cache = False, or pass "
+                  "example_kwargs={'use_cache': False}), or return only tensors from forward")
+    else:
+        advice = "return only tensors, numbers and containers of them from forward (wrap the model)"
+    return TraceError(f"cannot trace {type(model).__name__}: {where} is a {kind}, which a graph cannot hold; {advice}")
+
+
+def _foreign_leaf(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first value inside an output that is neither data nor a container of data."""
+    if isinstance(value, _OUTPUT_LEAVES):
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    else:
+        return where, value
+    for key, item in items:
+        found = _foreign_leaf(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def _module_label(model: nn.Module, qualname: str) -> str:
@@ -200,7 +243,33 @@ def _from_fx(model: nn.Module, fx_graph: fx.Graph, tracer: _Tracer | None, name:
         if node is not None:
             mapping[fx_node] = node
     graph.eliminate_dead_code()
+    graph.trust = _own_packages(model, graph, fx_graph)
     return graph
+
+
+def _own_packages(model: nn.Module, graph: Graph, fx_graph: fx.Graph) -> tuple[str, ...]:
+    """Packages outside torch whose code the graph calls: tracing trusts the model's own code."""
+    found = [package_of(n.target) for n in fx_graph.nodes if n.op == "call_function"]
+    found += [package_of(type(model.get_submodule(q))) for q in graph.modules]
+    return tuple(sorted({p for p in found if p}))
+
+
+def _function_name(target: Any, fx_node: fx.Node) -> str:
+    """The name under which a called function is found again, checked to find that very function."""
+    try:
+        name = qualified_name(target)
+    except UnsafeTargetError as e:
+        raise TraceError(f"node {fx_node.name!r}: {e}") from None
+    package = package_of(target)
+    if package is not None:
+        try:
+            found = resolve_function(name, (package,))
+        except UnsafeTargetError:
+            found = None
+        if found is not target:
+            raise TraceError(f"node {fx_node.name!r} calls {name}, which that name does not find again "
+                             f"(is it replaced at import time?)")
+    return name
 
 
 def _identifier(name: str) -> str:
@@ -232,21 +301,21 @@ def _convert_node(graph: Graph, owner: nn.Module, model: nn.Module, fx_node: fx.
     if op == "get_attr" and target == TRAINING_FLAG:
         return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
     if op == "get_attr":
-        value = _fetch(owner, target)
+        try:
+            value = fetch_attribute(owner, target)
+        except IRError as e:
+            raise TraceError(f"node {fx_node.name!r} reads {e}, which the IR cannot hold") from None
         if isinstance(value, torch.Tensor) and not _is_state(model, target):
             key = graph.unique_name(target.replace(".", "_"))
             graph.constants[key] = value.detach().clone()
             return graph.add_node("constant", key, name=fx_node.name, scope=scope)
-        if not isinstance(value, torch.Tensor):
-            raise TraceError(f"node {fx_node.name!r} reads attribute {target!r} of type "
-                             f"{type(value).__name__}, which the IR cannot hold")
         return graph.add_node("get_attr", target, name=fx_node.name, scope=scope)
     if op == "call_module":
         if target == "_guards_fn":  # torch.export's shape guards: nothing to compute
             return None
         return graph.add_node("call_module", target, args, kwargs, name=fx_node.name, scope=scope)
     if op == "call_function":
-        return graph.add_node("call_function", qualified_name(target), _checked(args, fx_node),
+        return graph.add_node("call_function", _function_name(target, fx_node), _checked(args, fx_node),
                               _checked(kwargs, fx_node), name=fx_node.name, scope=scope)
     if op == "call_method":
         return graph.add_node("call_method", target, _checked(args, fx_node), _checked(kwargs, fx_node),
@@ -260,11 +329,6 @@ def _checked(value: Any, fx_node: fx.Node) -> Any:
     except SchemaError as e:
         raise TraceError(f"node {fx_node.name!r} ({fx_node.target}) has an argument the IR cannot hold: {e}") from None
     return value
-
-
-def _fetch(owner: nn.Module, qualname: str) -> Any:
-    module_name, _, attr = qualname.rpartition(".")
-    return getattr(owner.get_submodule(module_name) if module_name else owner, attr)
 
 
 def _is_state(model: nn.Module, qualname: str) -> bool:
@@ -325,22 +389,60 @@ def _record_tied_tensors(graph: Graph, model: nn.Module, covered: list[str]) -> 
 
 # ---------------------------------------------------------------------- export fallback
 def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, batch_dim: int | None) -> Graph:
-    torch_log = logging.getLogger("torch")
-    level = torch_log.level
-    torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
-    try:
-        # export prints the failing graph to stderr as well
-        with evaluation_mode(model), contextlib.redirect_stderr(io.StringIO()):
-            exported = _export(model, args, kwargs, batch_dim)
-    finally:
-        torch_log.setLevel(level)
+    """Export in eval mode, then tie the ``train``/``training`` argument of every aten operator
+    that has one (dropout, batch norm...) to the graph's ``self.training``, so those layers follow
+    ``train()``/``eval()`` as in a symbolically traced graph. What the model's Python decides from
+    ``self.training`` (an attention ``dropout_p``, say) stays fixed to eval mode."""
+    with evaluation_mode(model):
+        exported = _quiet_export(model, args, kwargs, batch_dim)
     gm = exported.module()
+    _tie_training_arguments(gm.graph)
     graph = _from_fx(model, gm.graph, None, name, "torch.export", owner=gm)
     # export returns outputs flattened; give the graph the model's own output structure
     output = graph.output
     flat = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
     output.args = (pytree.tree_unflatten(list(flat), exported.call_spec.out_spec),)
     return graph
+
+
+def _quiet_export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # export's own failures are summarised in our error
+    try:
+        # export prints the failing graph to stderr as well
+        with contextlib.redirect_stderr(io.StringIO()):
+            return _export(model, args, kwargs, batch_dim)
+    finally:
+        torch_log.setLevel(level)
+
+
+_MODE_ARGUMENTS = ("train", "training")
+
+
+def _tie_training_arguments(fx_graph: fx.Graph) -> None:
+    """Replace the constant ``False`` that eval-mode export gives each aten operator's
+    ``train``/``training`` argument by one ``self.training`` node."""
+    flag = None
+    for node in list(fx_graph.nodes):
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is None:
+            continue
+        for index, argument in enumerate(schema.arguments):
+            if argument.name not in _MODE_ARGUMENTS or str(argument.type) != "bool":
+                continue
+            in_args = index < len(node.args)
+            value = node.args[index] if in_args else node.kwargs.get(argument.name)
+            if value is not False:
+                continue
+            if flag is None:
+                placeholders = [n for n in fx_graph.nodes if n.op == "placeholder"]
+                with fx_graph.inserting_after(placeholders[-1]) if placeholders else fx_graph.inserting_before(node):
+                    flag = fx_graph.get_attr(TRAINING_FLAG)
+            if in_args:
+                node.update_arg(index, flag)
+            else:
+                node.update_kwarg(argument.name, flag)
 
 
 def _export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):

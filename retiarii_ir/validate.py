@@ -17,12 +17,13 @@ from .types import DictType, TensorType, TupleType, ValueType
 
 def validate(graph: Graph, check_types: bool = True, trust: Iterable[str] = ()) -> None:
     """Raise GraphValidationError (or TypeMismatchError) naming the offending nodes."""
+    trust = graph.trusted(trust)
     _check_names(graph)
-    _check_targets(graph, tuple(trust))
+    _check_targets(graph, trust)
     _check_edges(graph)
     _check_acyclic_and_ordered(graph)
     if check_types:
-        _check_types(graph, tuple(trust))
+        _check_types(graph, trust)
 
 
 def _check_names(graph: Graph) -> None:

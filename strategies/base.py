@@ -14,19 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from retiarii_ir.search_space import InvalidSampleError, Sample, SearchSpace
+from retiarii_ir.errors import InvalidSampleError, SpaceExhausted, StrategyError
+from retiarii_ir.space.search_space import Sample, SearchSpace
 
 OPTIMIZE_MODES = ("maximize", "minimize")
 FAILURE_POLICIES = ("ignore", "worst")
 MAX_GRID_FOR_FALLBACK = 200_000
-
-
-class SpaceExhausted(RuntimeError):
-    """Every sample of the space has been proposed once: nothing new is left to try."""
-
-
-class StrategyError(ValueError):
-    """A strategy was misused (bad option, unknown sample, observed twice...)."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
-from retiarii_ir.search_space import Sample
+from retiarii_ir.space.search_space import Sample
 
 from .base import SpaceExhausted, Strategy, StrategyError, Trial
 

@@ -201,7 +201,7 @@ def test_users_follow_every_edit_in_execution_order():
     clone.node("total").args = (clone.node("left"), clone.node("left"))
     assert g.users(late) == [total], "editing a copy leaves the original alone"
     assert [n.name for n in g.nodes] == ["x", "left", "late", "total", "output"]
-    g.move_before(late, left)
+    g.reorder([x, late, left, total, g.output])
     assert [n.name for n in g.nodes] == ["x", "late", "left", "total", "output"]
     assert g.users(x) == [late, left]
 

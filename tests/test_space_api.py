@@ -16,7 +16,7 @@ from retiarii_ir import (
     nn,
     trace_space,
 )
-from retiarii_ir.search_space import AnyOf
+from retiarii_ir.space.search_space import AnyOf
 
 torch.set_num_threads(1)
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from retiarii_ir.search_space import Choice, SearchSpace, product_space
+from retiarii_ir.space.search_space import Choice, SearchSpace, product_space
 from strategies import (
     TPE,
     Budget,

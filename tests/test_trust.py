@@ -261,10 +261,10 @@ def test_trusted_package_classes_load_only_with_trust():
 
     from retiarii_ir.targets import resolve_function, resolve_module_class
 
-    class_path = "tests.corpus.resnet.BasicBlock"
+    class_path = "tests.corpus.resnet.SEBasicBlock"
     with pytest.raises(UnsafeTargetError, match=r"trust=\['tests'\]"):
         resolve_module_class(class_path)
-    assert resolve_module_class(class_path, trust=["tests"]).__name__ == "BasicBlock"
+    assert resolve_module_class(class_path, trust=["tests"]).__name__ == "SEBasicBlock"
     with pytest.raises(UnsafeTargetError, match="not allowed"):  # stdlib reached through it
         resolve_function("tests.corpus.resnet.torch.os.system", trust=["tests"])
     with pytest.raises(UnsafeTargetError, match="posix.getcwd, which is not one of torch's"):

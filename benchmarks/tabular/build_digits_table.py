@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retiarii_ir.search_space import Choice, SearchSpace
+from retiarii_ir.space.search_space import Choice, SearchSpace
 
 TABLE_PATH = Path(__file__).with_name("digits_cell.json")
 NODES = 3

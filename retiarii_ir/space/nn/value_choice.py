@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ValueChoiceMisuseError
+from ...errors import ValueChoiceMisuseError
 from .context import auto_label, check_label, current_fixed
 
 
@@ -44,9 +44,6 @@ class ValueExpr:
             for leaf in leaves_of(operand):
                 found.setdefault(leaf.label, leaf)
         return list(found.values())
-
-    def labels(self) -> list[str]:
-        return [leaf.label for leaf in self.leaves()]
 
     def __repr__(self) -> str:
         return self._text

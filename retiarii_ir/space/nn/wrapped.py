@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..module_spec import ModuleSpec, spec_of
+from ...module_spec import ModuleSpec, spec_of
 from .context import current_fixed
 from .value_choice import ValueExpr, default_of, leaves_of
 
@@ -94,13 +94,4 @@ def plain_spec(layer: ValueChoiceLayer) -> ModuleSpec:
     return spec
 
 
-def value_arg_labels(layer: ValueChoiceLayer) -> list[str]:
-    labels: list[str] = []
-    for value in layer.value_args.values():
-        for leaf in leaves_of(value):
-            if leaf.label not in labels:
-                labels.append(leaf.label)
-    return labels
-
-
-__all__ = ["ValueChoiceLayer", "ValueExpr", "plain_spec", "value_arg_labels", "wrap_layer"]
+__all__ = ["ValueChoiceLayer", "ValueExpr", "plain_spec", "wrap_layer"]

@@ -13,10 +13,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .analysis import structural_hash
-from .errors import IRError
-from .graph import Graph
-from .interpreter import NodeExecutionError
+from ..analysis import structural_hash
+from ..errors import IRError
+from ..graph import Graph
+from ..interpreter import NodeExecutionError
 from .search_space import Choice, InvalidSampleError
 
 
@@ -76,12 +76,15 @@ class Mutator:
         self._run(graph, "dry_run", {})
         return list(self._recorded.values())
 
+    def applies(self, graph: Graph, sample: Mapping[str, Any]) -> bool:
+        """Whether this mutator has anything to decide for ``sample`` (a choice site may not)."""
+        return True
+
     def apply(self, graph: Graph, sample: Mapping[str, Any], infer: bool = True) -> Graph:
         """A mutated copy of ``graph``; ``graph`` itself never changes."""
-        result = graph.copy()
         source = {"graph": graph.name, "structural_hash": structural_hash(graph)[:16]}
-        used = self.mutate_in_place(result, sample)
-        result.meta.setdefault("history", []).append(self.history_entry(used, source))
+        result, used, history = apply_mutators(graph, [self], sample, source)
+        result.meta.setdefault("history", []).extend(history)
         if infer and not any(spec.is_opaque for spec in result.modules.values()):
             infer_after_mutation(result, used)
         return result
@@ -108,6 +111,23 @@ class Mutator:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(label={self.label!r})"
+
+
+def apply_mutators(graph: Graph, mutators: Iterable[Mutator], sample: Mapping[str, Any],
+                   source: Mapping[str, Any] | None = None) -> tuple[Graph, dict[str, Any], list[dict]]:
+    """The one freeze path: a copy of ``graph`` with each mutator that applies run on it in order.
+    Returns the copy, the decisions taken (label -> value) and one history entry per mutator run;
+    ``graph`` itself never changes. ``Mutator.apply`` and ``ModelSpace.freeze`` both come here."""
+    result = graph.copy()
+    used: dict[str, Any] = {}
+    history: list[dict] = []
+    for mutator in mutators:
+        if not mutator.applies(result, sample):
+            continue
+        decided = mutator.mutate_in_place(result, sample)
+        used.update(decided)
+        history.append(mutator.history_entry(decided, source))
+    return result, used, history
 
 
 def _check_plain(candidates: list[Any], label: str, owner: str) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from .analysis import structural_hash
+from ..analysis import structural_hash
 from .choice_mutators import CHOICE_CLASS_NAMES, SiteMutator
-from .errors import GraphValidationError, IRError
-from .graph import Graph
-from .mutator import Mutator, infer_after_mutation
-from .rewrite import eliminate_dead_code_keeping_state
+from ..errors import GraphValidationError, IRError
+from ..graph import Graph
+from .mutator import Mutator, apply_mutators, infer_after_mutation
+from ..rewrite import eliminate_dead_code_keeping_state
 from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, _key
 
 
@@ -38,7 +38,7 @@ class ModelSpace:
     def from_module(cls, model: nn.Module, example_inputs: Any = (), example_kwargs: dict | None = None, *,
                     mutators: Iterable[Mutator] = (), batch_dim: int | None = 0,
                     leaf_modules: Iterable[type | str] = (), trust: Iterable[str] = ()) -> ModelSpace:
-        from .space_trace import trace_space_graph
+        from .tracing import trace_space_graph
 
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         base, builtin = trace_space_graph(model, args, example_kwargs, batch_dim=batch_dim,
@@ -102,13 +102,7 @@ class ModelSpace:
     def freeze(self, sample: Mapping[str, Any]) -> Graph:
         """The concrete graph of ``sample``: validated, mutated, re-typed; history in ``meta``."""
         clean = self.search_space.validate(sample)
-        graph = self.base.copy()
-        history = []
-        for mutator in self.mutators:
-            if isinstance(mutator, SiteMutator) and not mutator.applies(graph, clean):
-                continue
-            used = mutator.mutate_in_place(graph, clean)
-            history.append(mutator.history_entry(used))
+        graph, _, history = apply_mutators(self.base, self.mutators, clean)
         eliminate_dead_code_keeping_state(graph, CHOICE_CLASS_NAMES)
         _check_resolved(graph, clean)
         _prune_module_types(graph)

@@ -13,13 +13,13 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from .graph import Graph
-from .module_spec import ModuleSpec
+from ..graph import Graph
+from ..module_spec import ModuleSpec
 from .mutator import Mutator, mark
 from .nn.choices import chosen_indices
 from .nn.value_choice import evaluate, leaves_of
-from .node import Node
-from .rewrite import (
+from ..node import Node
+from ..rewrite import (
     eliminate_dead_code_keeping_state,
     forget_modules,
     inline,

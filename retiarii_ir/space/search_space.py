@@ -14,13 +14,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import IRError
+from ..errors import InvalidSampleError
 
 Sample = dict[str, Any]
-
-
-class InvalidSampleError(IRError, ValueError):
-    """A sample names unknown labels, misses active ones, or holds values outside a choice."""
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,14 @@ from .choice_mutators import (
     SiteMutator,
     ValueChoiceMutator,
 )
-from .errors import TraceError
-from .graph import Graph
+from ..errors import TraceError
+from ..graph import Graph
 from .nn.cell import LooseEndMerge
 from .nn.choices import InputChoice, LayerChoice, Repeat
 from .nn.wrapped import ValueChoiceLayer, plain_spec
-from .rewrite import relocate
+from ..rewrite import relocate
 from .search_space import AnyOf
-from .tracer import trace
+from ..tracer import trace
 
 STRUCTURAL_CHOICES: tuple[type, ...] = (LayerChoice, InputChoice, Repeat, LooseEndMerge)
 

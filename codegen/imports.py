@@ -1,0 +1,58 @@
+"""The non-torch functions a graph calls, imported by name at the top of the generated file.
+
+Tracing trusts the model's own code, so a graph may call, say, ``userpkg.ops.stochastic_depth``.
+Each such function is resolved (with the graph's trust) to the object itself and imported
+from the module that really defines it: ``from userpkg.ops.stochastic_depth import
+stochastic_depth``. A graph that calls only torch gets no import beyond ``import torch``.
+"""
+
+from __future__ import annotations
+
+from retiarii_ir.errors import UnsafeTargetError
+from retiarii_ir.graph import Graph
+from retiarii_ir.targets import package_of, resolve_function
+
+from .errors import CodegenError
+from .literals import function_name
+from .names import NameTable, is_identifier
+
+STANDARD_ROOTS = ("torch", "operator", "math", "builtins")
+
+
+class Imports:
+    """``from module import name [as alias]`` for every foreign function of ``graph``; the local
+    name each call is written with (claimed in the module scope, so nothing shadows it)."""
+
+    def __init__(self, graph: Graph, module_scope: NameTable) -> None:
+        self.lines: list[str] = []
+        self._callee: dict[str, str] = {}
+        for node in graph.nodes:
+            if node.op != "call_function" or node.target in self._callee:
+                continue
+            path = function_name(node.target, f"node {node.name!r} function")
+            if path.split(".")[0] in STANDARD_ROOTS:
+                continue
+            self._callee[path] = self._import(path, graph, module_scope, node.name)
+
+    def _import(self, path: str, graph: Graph, module_scope: NameTable, node_name: str) -> str:
+        try:
+            fn = resolve_function(path, graph.trust)
+        except UnsafeTargetError as e:
+            raise CodegenError(f"node {node_name!r}: {e}") from None
+        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+        if package_of(fn) is None or not isinstance(module, str) or f"{module}.{qualname}" != path:
+            raise CodegenError(f"node {node_name!r}: {path} is not the module-level name of the function it finds")
+        first, _, rest = qualname.partition(".")
+        if not is_identifier(first):
+            raise CodegenError(f"node {node_name!r}: {path} cannot be imported by name")
+        alias = module_scope.claim(first, "imported name")
+        self.lines.append(f"from {module} import {first}" + (f" as {alias}" if alias != first else ""))
+        return f"{alias}.{rest}" if rest else alias
+
+    def callee(self, path: str) -> str | None:
+        """The expression that calls ``path`` in generated code, when it is imported."""
+        return self._callee.get(path)
+
+    @property
+    def names(self) -> set[str]:
+        return {c.split(".")[0] for c in self._callee.values()}

@@ -1,0 +1,18 @@
+"""Model spaces: ``retiarii_ir.nn`` choices, mutators, samples, and freezing a sample into a Graph.
+
+Built on the IR core (``retiarii_ir``), which never imports this package: a graph, its JSON and
+its generated code need nothing from here. ``retiarii_ir.nn`` is this package's ``nn``.
+"""
+
+import sys
+
+from . import nn
+from .fixed import fixed_arch
+from .model_space import ModelSpace, trace_space
+from .mutator import Mutator, ShapeMismatchError
+from .search_space import AnyOf, Choice, InvalidSampleError, Sample, SearchSpace
+
+sys.modules.setdefault("retiarii_ir.nn", nn)  # the public spelling: ``from retiarii_ir import nn``
+
+__all__ = ["AnyOf", "Choice", "InvalidSampleError", "ModelSpace", "Mutator", "Sample", "SearchSpace",
+           "ShapeMismatchError", "fixed_arch", "nn", "trace_space"]
