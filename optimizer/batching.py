@@ -26,7 +26,7 @@ from retiarii_ir.node import TRAINING_FLAG, Node, map_args
 from retiarii_ir.types import ValueType
 
 from .matching import CHANNEL, LEADING, Group, schedule, find_anchor_groups, grow_lane_groups
-from .state import StateRef, keys_under
+from .state import KeyIndex, StateRef
 
 
 @dataclass
@@ -254,9 +254,9 @@ def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
             emitter.copy(unit)
     new = emitter.new
     called = {n.target for n in new.nodes if n.op == "call_module"}
-    keys = {ref.key for refs in state_maps for ref in refs.values()}
+    index = KeyIndex({ref.key for refs in state_maps for ref in refs.values()})
     for qualname in list(new.modules):  # stateless layers whose calls were fused into another's
-        if qualname not in called and not keys_under(qualname, keys):
+        if qualname not in called and not index.under(qualname):
             del new.modules[qualname]
     new.infer_types()
     return new, emitter.report

@@ -12,7 +12,7 @@ from retiarii_ir import Graph, node_hashes
 from retiarii_ir.graph import has_side_effect
 from retiarii_ir.node import TRAINING_FLAG, Node
 
-from .state import StateRef, keys_under
+from .state import KeyIndex, StateRef
 
 RANDOM_FUNCTIONS = frozenset({
     "torch.nn.functional.dropout", "torch.nn.functional.dropout1d", "torch.nn.functional.dropout2d",
@@ -51,9 +51,10 @@ def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef
     point at the copy that is kept. ``frozen_values`` holds the merged keys that do not
     train, with their initial values."""
     all_keys = {ref.key for refs in state_maps for ref in refs.values()}
+    index = KeyIndex(all_keys)
     unshareable = []
     for node in graph.nodes:
-        reads = (keys_under(node.target, all_keys)
+        reads = (index.under(node.target)
                  if node.op == "call_module" or node.op == "get_attr" and node.target != TRAINING_FLAG else [])
         if (any(k not in frozen_values for k in reads) or is_random(graph, node) or has_side_effect(node)
                 or node.op == "get_attr" and node.target != TRAINING_FLAG and not reads):

@@ -22,7 +22,7 @@ from .batching import BatchedGroup, batch_operators
 from .cost import node_flops
 from .cse import SharedNode, eliminate_common_subgraphs
 from .merge import initial_state, merge_trials
-from .state import StateRef, extract_trial_state, keys_under, load_trial_state
+from .state import KeyIndex, StateRef, extract_trial_state, load_trial_state
 from .trial import Trial
 
 PASSES = ("dedup", "cse", "batch")
@@ -163,10 +163,10 @@ def _trial_of(graph: Graph, trials: list[Trial]) -> dict[str, int]:
 def _trainable_modules(graph: Graph, trials: list[Trial], state_maps: list[dict[str, StateRef]]) -> set[str]:
     """Modules every one of whose state entries trains (a layer with its own weights)."""
     frozen = {refs[k].key for t, refs in zip(trials, state_maps) for k in t.frozen if k in refs}
-    keys = {ref.key for refs in state_maps for ref in refs.values()}
+    index = KeyIndex({ref.key for refs in state_maps for ref in refs.values()})
     trainable = set()
     for qualname in graph.modules:
-        own = keys_under(qualname, keys)
+        own = index.under(qualname)
         if own and not any(k in frozen for k in own):
             trainable.add(qualname)
     return trainable

@@ -28,9 +28,20 @@ class StateRef:
         return [self.key, list(self.rows) if self.rows else None]
 
 
-def keys_under(prefix: str, keys) -> list[str]:
-    """State keys at ``prefix`` or inside it (``fc`` holds ``fc.weight``, not ``fc2.weight``)."""
-    return [k for k in keys if k == prefix or k.startswith(prefix + ".")]
+class KeyIndex:
+    """State keys by every module path that holds them (``fc`` holds ``fc.weight``, not
+    ``fc2.weight``): one pass over the keys, then each module's lookup is a dict read rather
+    than a scan of every key, which kept planning quadratic in the size of a merged graph."""
+
+    def __init__(self, keys) -> None:
+        self._under: dict[str, list[str]] = {}
+        for key in keys:
+            parts = key.split(".")
+            for end in range(1, len(parts) + 1):
+                self._under.setdefault(".".join(parts[:end]), []).append(key)
+
+    def under(self, prefix: str) -> list[str]:
+        return self._under.get(prefix, [])
 
 
 def extract_trial_state(module: nn.Module, state_map: dict[str, StateRef]) -> dict[str, torch.Tensor]:
