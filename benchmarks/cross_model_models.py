@@ -7,7 +7,7 @@ on scikit-learn's digits, each a function ``trials(K, steps)`` that gives K tria
 (b) ``heads``: classification heads of different widths and learning rates fine-tuned on one
     frozen, briefly pretrained ResNet-18-layout backbone (half width) at 32x32.
 (c) ``lr_sweep``: one small CNN on 8x8 digits at K learning rates.
-(d) ``mobilenet``: samples of the MobileNetV3-style space of ``tests/spaces`` at 16x16, the
+(d) ``mobilenet``: samples of the MobileNetV3-style space of ``retiarii_ir.space.hub`` at 16x16, the
     input size that space is written for.
 
 Each workload also names the part of one trial that merging can share (``shared_part``),
@@ -260,7 +260,7 @@ def lr_sweep_trials(k_trials: int, steps: int) -> list[Trial]:
 
 # ---------------------------------------------------------------------- (d) MobileNetV3-style samples
 def mobilenet_space() -> ir.ModelSpace:
-    from tests.spaces.mobilenetv3 import MobileNetV3Space
+    from retiarii_ir.space.hub import MobileNetV3Space
 
     def build() -> nn.Module:
         model = MobileNetV3Space()

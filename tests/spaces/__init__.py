@@ -1,4 +1,4 @@
-"""Three real model spaces written with ``retiarii_ir.nn``, for tests and examples.
+"""The three reference spaces of ``retiarii_ir.space.hub``, as test cases.
 
 ``SPACES`` maps a name to a ``SpaceCase``: how to build the space (the user's class)
 and an example input. ``frozen_and_fixed`` builds, for one sample, the module of the
@@ -15,9 +15,7 @@ from torch import nn
 
 import retiarii_ir
 
-from .darts import DartsSpace
-from .mobilenetv3 import MobileNetV3Space
-from .nasbench201 import NasBench201
+from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space, NasBench201
 
 
 @dataclass(frozen=True)
