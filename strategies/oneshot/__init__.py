@@ -1,0 +1,16 @@
+"""One-shot architecture search on the same model spaces as multi-trial search.
+
+    space = retiarii_ir.trace_space(model, example)
+    search = DARTS(space, model, epochs=10, seed=0, progress=True)
+    search.fit(train_x, train_y)
+    sample = search.export()           # a plain sample: space.freeze(sample), codegen
+    search.alphas()                    # label -> {value: probability}
+
+A supernet (``Supernet``) turns each ``retiarii_ir.nn`` choice of the model into a mixed
+module; DARTS, ENAS, SPOS and ProxylessNAS train it and pick one architecture.
+"""
+
+from .mixed import UnsupportedSpaceError
+from .supernet import Supernet
+
+__all__ = ["Supernet", "UnsupportedSpaceError"]
