@@ -10,7 +10,14 @@ A supernet (``Supernet``) turns each ``retiarii_ir.nn`` choice of the model into
 module; DARTS, ENAS, SPOS and ProxylessNAS train it and pick one architecture.
 """
 
-from .mixed import UnsupportedSpaceError
+from .base import OneShotSearch
+from .darts import DARTS
+from .enas import ENAS
+from .latency import LatencyTable
+from .mixed import OneShotError, UnsupportedSpaceError
+from .proxyless import ProxylessNAS
+from .spos import SPOS
 from .supernet import Supernet
 
-__all__ = ["Supernet", "UnsupportedSpaceError"]
+__all__ = ["DARTS", "ENAS", "SPOS", "LatencyTable", "OneShotError", "OneShotSearch", "ProxylessNAS", "Supernet",
+           "UnsupportedSpaceError"]

@@ -25,7 +25,11 @@ from retiarii_ir.space.nn.choices import chosen_indices, reduce_inputs
 from retiarii_ir.space.nn.value_choice import evaluate, leaves_of
 
 
-class UnsupportedSpaceError(IRError):
+class OneShotError(IRError):
+    """A one-shot search was misused (bad option, export before fit, wrong checkpoint)."""
+
+
+class UnsupportedSpaceError(OneShotError):
     """A one-shot method cannot handle a choice of this space; names the label."""
 
 

@@ -1,0 +1,108 @@
+"""SPOS: train the supernet one uniformly sampled path per batch, then search it by evolution.
+
+Single-path one-shot (Guo et al., 2020): because every path was trained equally, a
+subnet's accuracy with inherited weights ranks it. The evolution scores each candidate on
+the arch split after re-estimating batch-norm statistics for that path alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from retiarii_ir.space.search_space import Sample
+
+from .base import OneShotSearch
+from .mixed import OneShotError
+
+
+class SPOS(OneShotSearch):
+    """Uniform single-path supernet training, then evolutionary search with inherited weights."""
+
+    def __init__(self, space: Any, model: nn.Module, *, population: int = 12, generations: int = 4,
+                 parents: int = 4, mutation_prob: float = 0.2, recalibration_batches: int = 4,
+                 eval_examples: int = 512, **options: Any) -> None:
+        super().__init__(space, model, **options)
+        self.population, self.generations, self.parents = population, generations, parents
+        self.mutation_prob, self.recalibration_batches = mutation_prob, recalibration_batches
+        self.eval_examples = eval_examples
+        self.scores: dict[str, tuple[float, Sample]] = {}
+        self.best: Sample | None = None
+
+    def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> dict[str, Any]:
+        losses, accs = [], []
+        for x, y in weight_batches:
+            with self.supernet.sampled(self.space.random_sample(self.rng)):
+                loss, acc = self.weight_step(x, y)
+            losses.append(loss), accs.append(acc)
+        self.end_epoch()
+        return {"loss": sum(losses) / len(losses), "train_acc": sum(accs) / len(accs)}
+
+    def score(self, sample: Sample) -> float:
+        """Arch-split accuracy with inherited weights and recalibrated batch norms (cached)."""
+        key = self.space.search_space.sample_key(sample)
+        if key not in self.scores:
+            x, y = self.arch_split
+            recalibrate = self.weight_split[0][torch.randperm(len(self.weight_split[0]), generator=self.generator)]
+            acc = self.accuracy(sample, x[:self.eval_examples], y[:self.eval_examples], recalibrate=recalibrate,
+                                recalibration_batches=self.recalibration_batches)
+            self.scores[key] = (acc, dict(sample))
+        return self.scores[key][0]
+
+    def _after_training(self, arch_split: tuple[torch.Tensor, torch.Tensor]) -> None:
+        population = [self.space.random_sample(self.rng) for _ in range(self.population)]
+        for generation in range(self.generations):
+            ranked = sorted(population, key=self.score, reverse=True)
+            top = ranked[:self.parents]
+            children = []
+            while len(children) < self.population:
+                if self.rng.random() < 0.5:
+                    child = self._mutate(self.rng.choice(top))
+                else:
+                    child = self._crossover(self.rng.choice(top), self.rng.choice(top))
+                children.append(child)
+            population = top + children
+            best_acc, _ = max(self.scores.values(), key=lambda t: t[0])
+            self._report({"method": "SPOS", "epoch": f"search {generation + 1}", "epochs": self.generations,
+                          "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
+        for sample in population:
+            self.score(sample)
+        self.best = max(self.scores.values(), key=lambda t: t[0])[1]
+
+    def _mutate(self, parent: Mapping[str, Any]) -> Sample:
+        return self.walk(lambda label, values: parent[label] if label in parent and
+                         self.rng.random() >= self.mutation_prob else self.rng.choice(values))
+
+    def _crossover(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> Sample:
+        def pick(label: str, values: list[Any]) -> Any:
+            options = [p[label] for p in (a, b) if label in p]
+            return self.rng.choice(options) if options else self.rng.choice(values)
+        return self.walk(pick)
+
+    def export(self) -> Sample:
+        if self.best is None:
+            raise OneShotError("SPOS.export() needs fit() first: the evolution runs after training")
+        return self.space.validate(self.best)
+
+    def alphas(self) -> dict[str, dict[str, float]]:
+        """Per label, how often each value appears among the five best subnets evaluated."""
+        import json
+
+        top = sorted(self.scores.values(), key=lambda t: t[0], reverse=True)[:5]
+        out: dict[str, dict[str, float]] = {}
+        for label, values in self.space.choices().items():
+            seen = [s[label] for _, s in top if label in s]
+            if seen:
+                out[label] = {json.dumps(v): sum(json.dumps(x) == json.dumps(v) for x in seen) / len(seen)
+                              for v in values}
+        return out
+
+    def arch_state_dict(self) -> dict[str, Any]:
+        return {"scores": {k: list(v) for k, v in self.scores.items()}, "best": self.best}
+
+    def load_arch_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.scores = {k: (v[0], v[1]) for k, v in state["scores"].items()}
+        self.best = state["best"]
