@@ -1,0 +1,192 @@
+"""One-shot search on the DARTS-style and MobileNetV3-style spaces with digits.
+
+For each space and method: search time, the exported architecture retrained from scratch
+(its validation accuracy) next to the mean and best of 5 random architectures retrained
+the same way, and the exported model's latency (timed: the fastest of 60 runs, batch 1, one thread). ProxylessNAS
+runs without and with a latency target. Last, regularized evolution and random search
+(multi-trial, each trial a full retrain) run until they match the best one-shot accuracy,
+which gives their cost for the same accuracy.
+
+    python benchmarks/oneshot.py            # about 15 minutes on 2 shared cores
+    python benchmarks/oneshot.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+# the repository root first: this folder's strategies.py must not hide the strategies package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch
+from torch.nn import functional as F
+
+import retiarii_ir
+from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space
+from runtime.data import dataset
+from strategies import Budget, Random, RegularizedEvolution, run_strategy
+from strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, ProxylessNAS, Supernet
+
+
+def digits_rgb():
+    """Digits as 3-channel 8x8 images (the reference spaces take RGB input)."""
+    d = dataset("digits")
+    return d.train_x.repeat(1, 3, 1, 1), d.train_y, d.val_x.repeat(1, 3, 1, 1), d.val_y
+
+
+def retrain(space, sample, data, epochs: int, seed: int = 0) -> float:
+    """Validation accuracy of ``sample`` trained from scratch (Adam, fixed seed and batches)."""
+    train_x, train_y, val_x, val_y = data
+    torch.manual_seed(seed)
+    model = retiarii_ir.build_module(space.freeze(sample))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        for i in range(0, len(order), 64):
+            index = order[i:i + 64]
+            optimizer.zero_grad()
+            F.cross_entropy(model(train_x[index]), train_y[index]).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return (model(val_x).argmax(1) == val_y).float().mean().item()
+
+
+def timed_latency_ms(space, sample, shape, repeats: int = 60) -> float:
+    """Fastest forward time of the exported standalone model, batch 1, eval mode (the minimum
+    over ``repeats`` runs: on shared cores it is the least disturbed by other work)."""
+    model = retiarii_ir.build_module(space.freeze(sample)).eval()
+    x = torch.randn(1, *shape)
+    times = []
+    with torch.no_grad():
+        for _ in range(5):
+            model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return min(times)
+
+
+def run_space(name: str, build, data, args) -> list[str]:
+    train_x, train_y, val_x, val_y = data
+    torch.manual_seed(0)
+    model = build()
+    space = retiarii_ir.trace_space(model, train_x[:2])
+    shape = tuple(train_x.shape[1:])
+    rows = []
+
+    def report(method: str, sample, seconds: float | None, extra: str = "") -> float:
+        acc = retrain(space, sample, data, args.retrain_epochs)
+        ms = timed_latency_ms(space, sample, shape)
+        search = f"{seconds:.1f}" if seconds is not None else "-"
+        rows.append(f"| {name} | {method} | {search} | {acc:.3f} | {ms:.3f} | {extra} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+        return acc
+
+    randoms = [space.random_sample(1000 + i) for i in range(5)]
+    started = time.perf_counter()
+    random_accs = [retrain(space, s, data, args.retrain_epochs) for s in randoms]
+    retrain_seconds = (time.perf_counter() - started) / len(randoms)
+    random_ms = [timed_latency_ms(space, s, shape) for s in randoms]
+    rows.append(f"| {name} | 5 random architectures | - | mean {statistics.mean(random_accs):.3f}, "
+                f"best {max(random_accs):.3f} | mean {statistics.mean(random_ms):.3f} | "
+                f"{retrain_seconds:.1f} s per retrain |")
+    print(rows[-1], file=sys.stderr, flush=True)
+
+    common = dict(batch_size=args.batch_size, seed=0, progress=True)
+    epochs = args.darts_epochs if name == "darts" else args.epochs
+    accs = {}
+    for method, make in [
+        ("DARTS (first order)", lambda m: DARTS(space, m, epochs=epochs, arch_lr=0.01, **common)),
+        ("ENAS", lambda m: ENAS(space, m, epochs=args.epochs, **common)),
+        ("SPOS", lambda m: SPOS(space, m, epochs=args.epochs, population=args.population,
+                                generations=args.generations, **common)),
+        ("ProxylessNAS", lambda m: ProxylessNAS(space, m, epochs=args.epochs, **common)),
+    ]:
+        torch.manual_seed(0)
+        search = make(model).fit(train_x, train_y)
+        extra = ""
+        if method.startswith("DARTS"):
+            extra = f"mean max probability {search.history[0]['max_prob']:.3f} -> {search.history[-1]['max_prob']:.3f}"
+        accs[method] = report(method, search.export(), search.search_seconds, extra)
+        if method == "ProxylessNAS":
+            free = search.export()
+
+    table = LatencyTable.measure(Supernet(space, model), train_x[:1])
+    free_table_ms = table.of_sample(free)
+    target = args.latency_fraction * free_table_ms
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    fast = ProxylessNAS(space, model, epochs=args.epochs, latency_target_ms=target, latency_table=table,
+                        latency_weight=args.latency_weight, **common).fit(train_x, train_y)
+    seconds = time.perf_counter() - started
+    report(f"ProxylessNAS, latency target {target:.3f} ms", fast.export(), seconds,
+           f"table: {table.of_sample(fast.export()):.3f} ms vs {free_table_ms:.3f} ms without target; "
+           f"table built in {table_seconds(table)}")
+
+    goal = max(accs.values())
+    for strategy_cls in (RegularizedEvolution, Random):
+        strategy = strategy_cls(space, seed=0)
+        started = time.perf_counter()
+        reached = None
+
+        def evaluate(sample):
+            nonlocal reached
+            acc = retrain(space, sample, data, args.retrain_epochs)
+            if reached is None and acc >= goal:
+                reached = (len(strategy.history) + 1, time.perf_counter() - started)
+            return acc
+
+        run_strategy(strategy, evaluate, Budget(max_trials=args.max_trials))
+        best = strategy.best().metric
+        text = (f"reached {goal:.3f} after {reached[0]} trials, {reached[1]:.1f} s" if reached else
+                f"did not reach {goal:.3f} in {args.max_trials} trials ({time.perf_counter() - started:.1f} s)")
+        rows.append(f"| {name} | multi-trial {strategy_cls.__name__} | - | best {best:.3f} | - | {text} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def table_seconds(table: LatencyTable) -> str:
+    return f"{len(table.entries)} ops"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps of everything (smoke test)")
+    parser.add_argument("--spaces", default="darts,mobilenetv3")
+    parser.add_argument("--epochs", type=int, default=6, help="search epochs (ENAS, SPOS, ProxylessNAS; DARTS on "
+                                                               "MobileNetV3)")
+    parser.add_argument("--darts-epochs", type=int, default=3, help="DARTS epochs on the DARTS cell space")
+    parser.add_argument("--retrain-epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--latency-fraction", type=float, default=0.6, help="target = this x the unconstrained "
+                                                                              "export's table latency")
+    parser.add_argument("--latency-weight", type=float, default=2.0)
+    parser.add_argument("--max-trials", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.darts_epochs, args.retrain_epochs, args.max_trials = 1, 1, 1, 2
+        args.population, args.generations = 2, 1
+    torch.set_num_threads(1)
+    data = digits_rgb()
+    spaces = {"darts": lambda: DartsSpace(c=4, num_nodes=2), "mobilenetv3": MobileNetV3Space}
+    started = time.perf_counter()
+    rows = ["| space | method | search s | retrained val. accuracy | latency ms (batch 1) | notes |",
+            "|---|---|---|---|---|---|"]
+    for name in args.spaces.split(","):
+        rows += run_space(name, spaces[name], data, args)
+    print("\n".join(rows))
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; torch {torch.__version__}, 1 thread")
+
+
+if __name__ == "__main__":
+    main()
