@@ -100,8 +100,8 @@ class OneShotSearch:
             self.progress(report)
         elif self.progress:
             shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()
-                              if k not in ("method", "epoch", "epochs", "seconds"))
-            print(f"{report['method']} epoch {report['epoch']}/{report['epochs']}: {shown}  "
+                              if k not in ("method", "phase", "epoch", "epochs", "seconds"))
+            print(f"{report['method']} {report.get('phase', 'epoch')} {report['epoch']}/{report['epochs']}: {shown}  "
                   f"({report['seconds']:.1f} s)", file=sys.stderr, flush=True)
 
     def weight_optimizer(self) -> torch.optim.Optimizer:

@@ -66,7 +66,7 @@ class SPOS(OneShotSearch):
                 children.append(child)
             population = top + children
             best_acc, _ = max(self.scores.values(), key=lambda t: t[0])
-            self._report({"method": "SPOS", "epoch": f"search {generation + 1}", "epochs": self.generations,
+            self._report({"method": "SPOS", "phase": "evolution", "epoch": generation + 1, "epochs": self.generations,
                           "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
         for sample in population:
             self.score(sample)
