@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import retiarii_ir as ir
 from retiarii_ir.serialize import decode_value, encode_value
 from tests.corpus import CORPUS
+from tests.helpers import assert_same_graph, same_value
 
 
 def small_graph() -> ir.Graph:
@@ -21,7 +22,8 @@ def small_graph() -> ir.Graph:
 constants = st.recursive(
     st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.text(max_size=8)
     | st.floats(allow_nan=False) | st.just(float("inf")) | st.just(Ellipsis)
-    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last]),
+    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last])
+    | st.lists(st.integers(0, 2**40), max_size=4).map(torch.Size),
     lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
     | st.dictionaries(st.text(max_size=4), inner, max_size=3)
     | st.tuples(inner, inner, inner).map(lambda t: slice(*t)),
@@ -33,7 +35,15 @@ constants = st.recursive(
 def test_every_constant_kind_round_trips_exactly(value):
     data = json.loads(json.dumps(encode_value(value), allow_nan=False))
     back = decode_value(data, nodes={})
-    assert repr(back) == repr(value) and type(back) is type(value)
+    same_value(back, value)
+    assert repr(back) == repr(value)
+
+
+def test_a_size_comes_back_as_a_size_not_a_tuple():
+    """Planted bug: a ``torch.Size`` decoded as a plain ``tuple`` (equal under ``==``)."""
+    back = decode_value(json.loads(json.dumps(encode_value(torch.Size([2, 3])))), nodes={})
+    assert type(back) is torch.Size and back == (2, 3)
+    assert type(decode_value(encode_value((2, 3)), nodes={})) is tuple
 
 
 def test_nan_round_trips():
@@ -43,14 +53,33 @@ def test_nan_round_trips():
 
 def test_graph_round_trip_is_exact_including_constants_and_buffers():
     graph = small_graph()
-    text = graph.to_json()
-    again = ir.Graph.from_json(text)
-    assert again.to_json() == text
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
     assert str(again) == str(graph)
     for key, tensor in graph.constants.items():
         assert torch.equal(again.constants[key], tensor)
     prior = next(a for a in graph.attributes.values() if not a.persistent)
     assert torch.equal(next(a for a in again.attributes.values() if not a.persistent).value, prior.value)
+
+
+def size_graph() -> ir.Graph:
+    """``x.new_zeros(torch.Size([2, 3]))`` next to a plain tuple shape, written by hand."""
+    graph = ir.Graph("Sizes")
+    x = graph.add_node("input", "x", name="x")
+    zeros = graph.add_node("call_method", "new_zeros", (x, torch.Size([2, 3])), name="zeros")
+    ones = graph.add_node("call_method", "new_ones", (x, (2, 3)), name="ones")
+    total = graph.add_node("call_function", "operator.add", (zeros, ones), name="total")
+    graph.add_node("output", "output", (total,), name="output")
+    return graph
+
+
+def test_graph_round_trip_keeps_python_types_of_arguments():
+    """Planted bug: a ``torch.Size`` decoded as a plain ``tuple``; the re-encoded JSON would
+    not show it if the decoder lost the type, so the decoded graph is compared with the original."""
+    graph = size_graph()
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
+    assert type(again.node("zeros").args[1]) is torch.Size and type(again.node("ones").args[1]) is tuple
 
 
 def test_json_carries_a_schema_version_and_unknown_versions_are_refused():
