@@ -121,8 +121,8 @@ def test_constants_buffers_and_dtypes_are_embedded():
 def test_tensor_literals_are_exact(tensor):
     rebuilt = eval(tensor_literal(tensor), {"torch": torch})
     assert rebuilt.dtype == tensor.dtype and rebuilt.shape == tensor.shape
-    assert torch.equal(rebuilt.nan_to_num(0.0), tensor.nan_to_num(0.0)) if tensor.is_floating_point() else torch.equal(
-        rebuilt, tensor)
+    bits = lambda t: t.reshape(-1).view(torch.uint8)  # noqa: E731 - bit for bit: NaN, -0.0 and inf included
+    assert torch.equal(bits(rebuilt), bits(tensor))
 
 
 class Trial(nn.Module):

@@ -222,3 +222,30 @@ def test_origin_round_trips_through_json():
     back = ir.Graph.from_json(g.to_json())
     assert back.node("total").origin == [("t0", "total"), ("t1", "total")]
     assert back.node("left").origin == []
+
+
+def _chain_graph() -> ir.Graph:
+    """x -> relu -> sigmoid -> tanh (read by no one); x -> neg -> output; an in-place add_
+    nobody reads; and a node read only by the dead chain."""
+    g = ir.Graph("Chain")
+    x = g.add_node("input", "x", name="x")
+    shared = g.add_node("call_function", "torch.abs", (x,), name="shared")
+    a = g.add_node("call_function", "torch.relu", (shared,), name="a")
+    b = g.add_node("call_function", "torch.sigmoid", (a,), name="b")
+    g.add_node("call_function", "torch.tanh", (b, shared), name="c")
+    kept = g.add_node("call_function", "torch.neg", (x,), name="kept")
+    g.add_node("call_method", "add_", (kept, 1.0), name="in_place")
+    g.add_node("output", "output", (kept,), name="output")
+    return g
+
+
+def test_dead_code_elimination_removes_whole_dead_chains():
+    """Planted bug: use counts not decremented, so only the last node of a dead chain goes.
+    Every node of the chain (and what only the chain reads) must go; the in-place call stays."""
+    g = _chain_graph()
+    removed = g.eliminate_dead_code()
+    assert removed == ["c", "b", "a", "shared"]
+    assert [n.name for n in g.nodes] == ["x", "kept", "in_place", "output"]
+    assert [u.name for u in g.users(g.node("x"))] == ["kept"]
+    assert all(name not in g for name in removed)
+    assert g.eliminate_dead_code() == []
