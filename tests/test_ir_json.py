@@ -62,6 +62,18 @@ def test_graph_round_trip_is_exact_including_constants_and_buffers():
     assert torch.equal(next(a for a in again.attributes.values() if not a.persistent).value, prior.value)
 
 
+def test_tied_weights_empty_constants_and_meta_round_trip():
+    """Aliases (a tied embedding), an empty constant and the graph's meta come back as they were."""
+    model = CORPUS["gpt"].build().eval()
+    graph = ir.trace(model, CORPUS["gpt"].example_args())
+    graph.constants["empty"] = torch.empty(0, 3, dtype=torch.int16)
+    graph.meta["history"] = [{"mutator": "m", "choices": {"op": 1}}]
+    assert graph.aliases == {"lm_head.weight": "transformer.wte.weight"}
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
+    assert again.meta == graph.meta and again.meta["traced_with"] == "torch.fx"
+
+
 def size_graph() -> ir.Graph:
     """``x.new_zeros(torch.Size([2, 3]))`` next to a plain tuple shape, written by hand."""
     graph = ir.Graph("Sizes")
