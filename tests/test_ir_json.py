@@ -94,6 +94,24 @@ def test_graph_round_trip_keeps_python_types_of_arguments():
     assert type(again.node("zeros").args[1]) is torch.Size and type(again.node("ones").args[1]) is tuple
 
 
+def test_optional_fields_may_be_left_out_of_hand_written_json():
+    """A node needs only name, op and target (args, kwargs, scope and type default to empty
+    and unknown), and a graph only its schema, version, name and nodes."""
+    graph = size_graph()
+    data = json.loads(graph.to_json())
+    for key in ("modules", "attributes", "aliases", "constants", "module_types", "meta"):
+        del data[key]
+    for node in data["nodes"]:
+        for key in ("kwargs", "scope", "type", *(("args",) if not node["args"] else ())):
+            del node[key]
+    again = ir.Graph.from_json(json.dumps(data))
+    assert [(n.name, n.op, n.target, n.scope, n.kwargs, n.type) for n in again.nodes] == [
+        (n.name, n.op, n.target, "", {}, ir.types.UNKNOWN) for n in graph.nodes]
+    for mine, theirs in zip(again.nodes, graph.nodes):
+        same_value(mine.args, theirs.args, mine.name)
+    assert (again.modules, again.attributes, again.aliases, again.constants, again.meta) == ({}, {}, {}, {}, {})
+
+
 def test_json_carries_a_schema_version_and_unknown_versions_are_refused():
     data = json.loads(small_graph().to_json())
     assert data["schema"] == "retiarii-ir/graph" and data["version"] == ir.SCHEMA_VERSION
