@@ -390,3 +390,37 @@ def test_evaluate_many_that_raises_fails_its_whole_group_and_goes_on(bench):
     assert [t.status for t in history] == ["failed"] * 3 + ["succeeded"] * 3
     with pytest.raises(StrategyError, match="not both"):
         run_strategy(Random(bench.space, seed=0), bench, Budget(max_trials=2), evaluate_many=evaluate_many)
+
+
+class Stuck(Random):
+    """Suggests the same sample forever: every proposal after the first comes from the fallback."""
+
+    def _suggest(self):
+        return {"op": "skip", "width": 8}
+
+
+def test_a_stuck_strategy_still_proposes_every_sample_once():
+    space = nested_space()
+    strategy = Stuck(space, seed=0)
+    proposals = [strategy.propose() for _ in range(12)]
+    assert proposals[0] == {"op": "skip", "width": 8}
+    assert sorted(map(space.sample_key, proposals)) == sorted(map(space.sample_key, space.grid()))
+    assert strategy.exhausted and len(strategy.pending) == 12
+    assert strategy.pending == proposals
+
+
+def test_trials_record_what_happened_as_plain_data():
+    space = nested_space()
+    strategy = Random(space, seed=0, optimize_mode="minimize")
+    a, b, c, d = (strategy.propose() for _ in range(4))
+    assert not strategy.exhausted and strategy.best() is None
+    first = strategy.observe(a, "0.5")
+    strategy.observe(b, float("inf"))
+    strategy.observe(c, 0.25)
+    failed = strategy.observe_failure(d, ValueError("diverged"))
+    assert first.to_dict() == {"number": 0, "sample": a, "status": "succeeded", "metric": 0.5, "error": None}
+    assert failed.to_dict() == {"number": 3, "sample": d, "status": "failed", "metric": None,
+                                "error": "ValueError: diverged"}
+    assert strategy.best().metric == 0.25 and strategy.best().sample == c
+    assert [t.number for t in strategy.history] == [0, 1, 2, 3] and strategy.pending == []
+    assert repr(strategy) == "Random(optimize_mode='minimize', seed=0, trials=4, pending=0)"
