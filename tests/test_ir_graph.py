@@ -280,6 +280,9 @@ def test_dead_code_elimination_removes_whole_dead_chains():
     ("call_function", "torch.ops.aten._assert_async.msg", {}, True),
     ("call_function", "torch.ops.aten.sym_constrain_range.default", {}, True),
     ("call_function", "operator.__iadd__", {}, False),  # dunders return a value; not in-place by name
+    ("call_function", "torch.nn.functional.relu_", {}, True),  # the last part names the function
+    ("call_function", "torch.Tensor.add_", {}, True),
+    ("call_function", "mypkg.ops.fill_.impl.run", {}, False),  # the overload position only counts under torch.ops
     ("call_method", "add_", {}, True),
     ("call_method", "add", {}, False),
     ("call_method", "_private_", {}, False),
