@@ -125,22 +125,18 @@ def main() -> None:
         parser.error(f"unknown modules {unknown}; choose from {list(MODULES)}")
     args.modules = args.modules or list(MODULES)
 
-    rows, report = [], []
+    print("| module | mutants | killed | survived | timeout | no tests | score | minutes |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    report = []
     total = time.monotonic()
     for name in args.modules:
         counts, survivors, seconds = run_module(name, args.workdir / name.replace("/", "_"), args.children)
-        rows.append((name, counts, seconds))
         report += [f"## {name}: {mutant}\n\n```diff\n{diff.strip()}\n```\n" for mutant, diff in survivors]
-        print(f"{name}: {counts['killed']}/{sum(counts.values())} killed in {seconds / 60:.1f} min", file=sys.stderr)
-
-    print("| module | mutants | killed | survived | timeout | no tests | score | minutes |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, counts, seconds in rows:
         print(f"| {name} | {sum(counts.values())} | {counts['killed']} | {counts['survived']} | {counts['timeout']} "
-              f"| {counts['no tests']} | {score(counts):.1%} | {seconds / 60:.1f} |")
+              f"| {counts['no tests']} | {score(counts):.1%} | {seconds / 60:.1f} |", flush=True)
+        if args.survivors:  # after each module, so a stopped run keeps what it measured
+            args.survivors.write_text("# Surviving mutants\n\n" + "\n".join(report))
     print(f"\ntotal: {(time.monotonic() - total) / 60:.1f} min, {args.children} mutants at a time")
-    if args.survivors:
-        args.survivors.write_text("# Surviving mutants\n\n" + "\n".join(report))
 
 
 if __name__ == "__main__":
