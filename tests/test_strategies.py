@@ -190,8 +190,9 @@ def test_a_failure_is_learned_with_the_worst_score_so_far(mode):
 def test_nan_and_none_metrics_are_failures(bench):
     strategy = Random(bench.space, seed=0)
     a, b, c = strategy.propose(), strategy.propose(), strategy.propose()
-    assert strategy.observe(a, float("nan")).status == "failed"
-    assert strategy.observe(b, None).status == "failed"
+    nan, none = strategy.observe(a, float("nan")), strategy.observe(b, None)
+    assert (nan.status, nan.error) == ("failed", "metric is NaN")
+    assert (none.status, none.error) == ("failed", "no metric reported")
     assert strategy.observe(c, "high").error.startswith("metric is not a number")
     assert strategy.best() is None
 
@@ -424,3 +425,22 @@ def test_trials_record_what_happened_as_plain_data():
     assert strategy.best().metric == 0.25 and strategy.best().sample == c
     assert [t.number for t in strategy.history] == [0, 1, 2, 3] and strategy.pending == []
     assert repr(strategy) == "Random(optimize_mode='minimize', seed=0, trials=4, pending=0)"
+
+
+def test_the_last_unseen_samples_are_found_by_enumeration_reproducibly():
+    """When random draws keep hitting proposed samples, the rest of the grid is enumerated:
+    a stuck strategy still proposes all 600 samples once, in the same order for the same seed."""
+    space = product_space(a=list(range(20)), b=list(range(30)))
+
+    def proposals(seed):
+        strategy = Stuck(space, seed=seed)
+        strategy._suggest = lambda: {"a": 0, "b": 0}
+        keys = [space.sample_key(strategy.propose()) for _ in range(space.size)]
+        with pytest.raises(SpaceExhausted):
+            strategy.propose()
+        assert strategy._grid_keys is not None, "the enumeration fallback was used"
+        return keys
+
+    first = proposals(3)
+    assert sorted(first) == sorted(space.sample_key(s) for s in space.grid())
+    assert proposals(3) == first and proposals(4) != first
