@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import retiarii_ir as ir
+from retiarii_ir.module_spec import FunctionRef
 from retiarii_ir.serialize import decode_value, encode_value
 from tests.corpus import CORPUS
 from tests.helpers import assert_same_graph, same_value
@@ -22,7 +23,8 @@ def small_graph() -> ir.Graph:
 constants = st.recursive(
     st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.text(max_size=8)
     | st.floats(allow_nan=False) | st.just(float("inf")) | st.just(Ellipsis)
-    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last])
+    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last,
+                       torch.strided, torch.sparse_coo, FunctionRef("torch.nn.functional.gelu")])
     | st.lists(st.integers(0, 2**40), max_size=4).map(torch.Size),
     lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
     | st.dictionaries(st.text(max_size=4), inner, max_size=3)
