@@ -211,6 +211,8 @@ def test_model_filter_runs_before_training(cls, bench):
     assert len(evaluated) == 30 and all(small(s) for s in evaluated)
     filtered = [t for t in history if t.status == "filtered"]
     assert filtered and all(not small(t.sample) for t in filtered)
+    assert all(t.error == "rejected by model_filter" and t.metric is None for t in filtered)
+    assert sorted(t.number for t in history) == list(range(len(history))), "one number per proposal"
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -236,6 +238,7 @@ def test_a_filter_that_rejects_everything_is_reported(bench):
     strategy = Random(bench.space, seed=0, model_filter=lambda s: False, max_filtered_in_a_row=50)
     with pytest.raises(StrategyError, match="rejected 50 samples in a row"):
         strategy.propose()
+    assert [t.status for t in strategy.history] == ["filtered"] * 50
 
 
 def test_time_budget_stops_and_observes_every_started_trial(bench, monkeypatch):
