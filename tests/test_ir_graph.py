@@ -308,6 +308,9 @@ def test_unique_names_are_identifiers_and_never_repeat():
     assert relu.name == "relu" and g.add_node("call_function", "torch.relu", (relu,)).name == "relu_1"
     g.rename(relu, "first")
     assert g.node("first") is relu and relu.name == "first" and "relu" not in g
+    assert g.add_node("call_method", "mean", (relu,)).name == "mean"  # a target without a dot
+    with pytest.raises(ir.GraphValidationError, match="already has a node named 'x'"):
+        g.add_node("input", "x", name="x")
 
 
 def test_new_nodes_go_before_the_output_unless_placed():
