@@ -1,16 +1,24 @@
-"""Shared test set-up: the repository root on sys.path so ``tests.corpus`` imports."""
+"""Shared test set-up: the repository root on sys.path so ``tests.corpus`` imports, and
+hypothesis writing nothing into the working tree (no example database, patches in the temp dir)."""
 
 import os
 import sys
+import tempfile
 
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 torch.set_num_threads(1)
+
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "retiarii-ir-hypothesis"))
+settings.register_profile("retiarii", database=None)
+settings.load_profile("retiarii")
 
 
 @pytest.fixture(autouse=True)

@@ -121,8 +121,8 @@ def test_constants_buffers_and_dtypes_are_embedded():
 def test_tensor_literals_are_exact(tensor):
     rebuilt = eval(tensor_literal(tensor), {"torch": torch})
     assert rebuilt.dtype == tensor.dtype and rebuilt.shape == tensor.shape
-    assert torch.equal(rebuilt.nan_to_num(0.0), tensor.nan_to_num(0.0)) if tensor.is_floating_point() else torch.equal(
-        rebuilt, tensor)
+    bits = lambda t: t.reshape(-1).view(torch.uint8)  # noqa: E731 - bit for bit: NaN, -0.0 and inf included
+    assert torch.equal(bits(rebuilt), bits(tensor))
 
 
 class Trial(nn.Module):
@@ -199,10 +199,24 @@ def test_class_name_and_inspectable_forward(tmp_path):
     import inspect
 
     graph = ir.trace(Trial(8), torch.randn(2, 4))
-    path = codegen.write_module(graph, tmp_path / "nested" / "winner.py", class_name="Winner")
+    path = codegen.write_module(graph, tmp_path / "nested" / "twice" / "winner.py", class_name="Winner")
     assert "class Winner(torch.nn.Module):" in path.read_text()
     Winner = codegen.load(graph, class_name="Winner")
     assert Winner.__name__ == "Winner"
     assert "def forward(self, x):" in inspect.getsource(Winner.forward)
     with pytest.raises(codegen.CodegenError, match="not a plain identifier"):
         codegen.to_source(graph, class_name="Winner(object): pass\nclass X")
+
+
+class BuiltinNamedInputs(nn.Module):
+    def forward(self, input, max):
+        return input * max
+
+
+def test_inputs_keep_builtin_names_unless_generated_code_calls_that_builtin():
+    """``input`` stays as written (callers may pass it by keyword); ``max`` is renamed because
+    emitted code may call ``max(...)`` itself."""
+    graph = ir.trace(BuiltinNamedInputs(), (torch.randn(2, 3), torch.randn(2, 3)))
+    assert "def forward(self, input, max_):" in codegen.to_source(graph)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch.equal(codegen.load(graph)()(input=x, max_=y), x * y)

@@ -1,9 +1,9 @@
 """Golden files: the exact source emitted for two small graphs, so any change is seen in review.
 
-Regenerate after an intended change with ``RETIARII_UPDATE_GOLDEN=1 python -m pytest tests/test_codegen_golden.py``.
+The test only compares. After an intended change, regenerate the files with
+``python -m tests.update_golden`` and review the diff.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -66,18 +66,22 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_emitted_source_matches_the_golden_file(name):
+def emitted(name: str):
+    """The model of case ``name`` (seeded weights), its traced graph and the source emitted for it."""
     build, inputs = CASES[name]
     torch.manual_seed(0)
     model = build().eval()
     graph = ir.trace(model, inputs())
-    source = codegen.to_source(graph)
+    return model, graph, codegen.to_source(graph)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_emitted_source_matches_the_golden_file(name):
+    model, graph, source = emitted(name)
     golden = GOLDEN / f"{name}.py"
-    if os.environ.get("RETIARII_UPDATE_GOLDEN"):
-        golden.write_text(source)
-    assert golden.exists(), f"missing {golden}; run with RETIARII_UPDATE_GOLDEN=1 to create it"
-    assert source == golden.read_text(), f"emitted code for {name} changed; review and update {golden}"
+    assert golden.exists(), f"missing {golden}; create it with python -m tests.update_golden"
+    assert source == golden.read_text(), f"emitted code for {name} changed; review, then python -m tests.update_golden"
+    inputs = CASES[name][1]
 
     generated = codegen.load(graph)().eval()
     generated.load_state_dict(model.state_dict(), strict=True)

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import codegen
+from tests import spaces
 from tests.helpers import max_abs_diff
 from tests.test_codegen_corpus import run_in_torch_only_interpreter
-
-spaces = pytest.importorskip("tests.spaces")
 
 
 _TRACED: dict = {}

@@ -91,10 +91,26 @@ def test_editing_then_reinferring_types():
 
 def test_copy_is_independent():
     graph = mlp_graph()
+    graph.node("act").meta["origin"] = [("t0", "act")]
+    graph.node("fc2").kwargs = {"unused": graph.node("fc1")}
+    graph.node("fc2").scope = "head"
+    graph.meta["note"] = ["kept"]
+    graph.attributes["scale"] = ir.graph.AttributeSpec("parameter", (1,), "float32")
     clone = graph.copy()
+    from tests.helpers import assert_same_graph
+
+    assert_same_graph(clone, graph)
+    assert clone.name == "MLP" and clone.meta == graph.meta
+    assert clone.node("fc2").kwargs["unused"] is clone.node("fc1")
     clone.node("act").target = "fc2"
+    clone.node("act").meta["origin"].append(("t1", "act"))
     clone.modules["fc1"].kwargs["out_features"] = 99
+    clone.attributes["scale"].shape = (2,)
+    clone.meta["note"].append("changed")
+    clone.module_types["fc1"] = "Other"
     assert graph.node("act").target == "act" and graph.modules["fc1"].kwargs["out_features"] == 8
+    assert graph.node("act").meta["origin"] == [("t0", "act")] and graph.attributes["scale"].shape == (1,)
+    assert graph.meta["note"] == ["kept"] and graph.module_types["fc1"] == "Linear"
     assert clone.node("fc2").args[0] is clone.node("act")
 
 
@@ -222,3 +238,135 @@ def test_origin_round_trips_through_json():
     back = ir.Graph.from_json(g.to_json())
     assert back.node("total").origin == [("t0", "total"), ("t1", "total")]
     assert back.node("left").origin == []
+
+
+def _chain_graph() -> ir.Graph:
+    """x -> relu -> sigmoid -> tanh (read by no one); x -> neg -> output; an in-place add_
+    nobody reads; and a node read only by the dead chain."""
+    g = ir.Graph("Chain")
+    x = g.add_node("input", "x", name="x")
+    g.add_node("input", "unused", name="unused")
+    shared = g.add_node("call_function", "torch.abs", (x,), name="shared")
+    a = g.add_node("call_function", "torch.relu", (shared,), name="a")
+    b = g.add_node("call_function", "torch.sigmoid", (a,), name="b")
+    g.add_node("call_function", "torch.tanh", (b, shared), name="c")
+    kept = g.add_node("call_function", "torch.neg", (x,), name="kept")
+    g.add_node("call_method", "add_", (kept, 1.0), name="in_place")
+    g.add_node("output", "output", (kept,), name="output")
+    return g
+
+
+def test_dead_code_elimination_removes_whole_dead_chains():
+    """Planted bug: use counts not decremented, so only the last node of a dead chain goes.
+    Every node of the chain (and what only the chain reads) must go; the in-place call stays."""
+    g = _chain_graph()
+    removed = g.eliminate_dead_code()
+    assert removed == ["c", "b", "a", "shared"]
+    assert [n.name for n in g.nodes] == ["x", "unused", "kept", "in_place", "output"]
+    assert [u.name for u in g.users(g.node("x"))] == ["kept"]
+    assert all(name not in g for name in removed)
+    assert g.eliminate_dead_code() == []
+
+
+@pytest.mark.parametrize("op, target, kwargs, expected", [
+    ("call_function", "torch.relu", {}, False),
+    ("call_function", "torch.nn.functional.relu", {"inplace": True}, True),
+    ("call_function", "torch.nn.functional.relu", {"inplace": False}, False),
+    ("call_function", "operator.setitem", {}, True),
+    ("call_function", "torch._assert", {}, True),
+    ("call_function", "torch.ops.aten.fill_.Scalar", {}, True),
+    ("call_function", "torch.ops.aten.add.Tensor", {}, False),
+    ("call_function", "torch.ops.aten.add_", {}, True),  # no overload: the op is the last part
+    ("call_function", "torch.ops.aten._assert_async.msg", {}, True),
+    ("call_function", "torch.ops.aten.sym_constrain_range.default", {}, True),
+    ("call_function", "operator.__iadd__", {}, False),  # dunders return a value; not in-place by name
+    ("call_function", "torch.nn.functional.relu_", {}, True),  # the last part names the function
+    ("call_function", "torch.Tensor.add_", {}, True),
+    ("call_function", "mypkg.ops.fill_.impl.run", {}, False),  # the overload position only counts under torch.ops
+    ("call_method", "add_", {}, True),
+    ("call_method", "add", {}, False),
+    ("call_method", "_private_", {}, False),
+    ("call_method", "__setitem__", {}, True),
+    ("call_module", "relu_", {}, False),
+    ("get_attr", "weight_", {}, False),
+])
+def test_which_nodes_have_side_effects(op, target, kwargs, expected):
+    g = ir.Graph()
+    x = g.add_node("input", "x", name="x")
+    node = g.add_node(op, target, (x,), kwargs, name="n")
+    assert ir.graph.has_side_effect(node) is expected
+
+
+def test_unique_names_are_identifiers_and_never_repeat():
+    g = ir.Graph()
+    assert g.name == "Model"
+    assert g.unique_name("a.b-c") == "a_b_c" and g.unique_name("") == "v" and g.unique_name("3x") == "_3x"
+    g.add_node("input", "x", name="x")
+    g.add_node("input", "x_1", name="x_1")
+    assert g.unique_name("x") == "x_2"
+    relu = g.add_node("call_function", "torch.nn.functional.relu", (g.node("x"),))
+    assert relu.name == "relu" and g.add_node("call_function", "torch.relu", (relu,)).name == "relu_1"
+    g.rename(relu, "first")
+    assert g.node("first") is relu and relu.name == "first" and "relu" not in g
+    assert g.add_node("call_method", "mean", (relu,)).name == "mean"  # a target without a dot
+    with pytest.raises(ir.GraphValidationError, match="already has a node named 'x'"):
+        g.add_node("input", "x", name="x")
+
+
+def test_new_nodes_go_before_the_output_unless_placed():
+    g = _two_branches(True)
+    tail = g.add_node("call_function", "torch.neg", (g.node("total"),), name="tail")
+    assert [n.name for n in g.nodes][-2:] == ["tail", "output"]
+    g.remove_node(g.node("output"))
+    end = g.add_node("call_function", "torch.neg", (tail,), name="end")
+    assert g.nodes[-1] is end
+    empty = ir.Graph()
+    assert empty.add_node("input", "x", name="x") is empty.nodes[0]
+
+
+def test_inserts_at_both_ends_keep_order_and_positions():
+    g = _two_branches(True)
+    front = [g.add_node("call_function", "torch.relu", (g.node("x"),), name=f"f{i}", before=g.nodes[0])
+             for i in range(60)]
+    back = [g.add_node("call_function", "torch.relu", (g.node("x"),), name=f"b{i}", after=g.nodes[-1])
+            for i in range(60)]
+    names = [n.name for n in g.nodes]
+    assert names[:2] == ["f59", "f58"] and names[-2:] == ["b58", "b59"]
+    positions = [n._position for n in g.nodes]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions) and positions[0] > 0
+    assert all(g._index(n) == names.index(n.name) for n in front + back)
+    g.reorder(list(reversed(g.nodes)))
+    assert [n._position for n in g.nodes] == [float(i + 1) for i in range(len(g.nodes))]
+    with pytest.raises(ir.GraphValidationError, match="is not in graph"):
+        g._index(ir.Graph().add_node("input", "y", name="y"))
+
+
+def test_nodes_in_a_scope_include_its_children_and_calls_into_it():
+    g = ir.Graph()
+    x = g.add_node("input", "x", name="x")
+    inner = g.add_node("call_function", "torch.relu", (x,), name="inner", scope="layer1.0")
+    deeper = g.add_node("call_function", "torch.relu", (inner,), name="deeper", scope="layer1.0.conv")
+    call = g.add_node("call_module", "layer1.0.bn", (deeper,), name="call")
+    whole = g.add_node("call_module", "layer1.0", (call,), name="whole")
+    g.add_node("call_function", "torch.relu", (whole,), name="sibling", scope="layer1.01")
+    g.add_node("call_method", "layer1.0.x", (whole,), name="method")
+    assert g.nodes_in("layer1.0") == [inner, deeper, call, whole]
+
+
+def test_replace_all_uses_rewires_args_and_kwargs_of_the_chosen_users():
+    g = _two_branches(True)
+    x, left, right = g.node("x"), g.node("left"), g.node("right")
+    late = g.add_node("call_function", "torch.add", (x,), {"other": left}, name="late")
+    g.replace_all_uses(left, right, only_in=[late])
+    assert late.kwargs == {"other": right} and g.node("total").args == (left, right)
+    g.replace_all_uses(left, late)
+    assert g.node("total").args == (late, right) and late.kwargs == {"other": right}, "the new node keeps its input"
+
+
+def test_graph_methods_pass_their_options_on():
+    graph = mlp_graph()
+    assert "\n" in graph.to_json(indent=2) and "\n" not in graph.to_json()
+    graph.modules["fc2"].kwargs["in_features"] = 5
+    graph.validate(check_types=False)  # names and edges only
+    with pytest.raises(ir.TypeMismatchError):
+        graph.validate()

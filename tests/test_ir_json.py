@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import retiarii_ir as ir
+from retiarii_ir.module_spec import FunctionRef
 from retiarii_ir.serialize import decode_value, encode_value
 from tests.corpus import CORPUS
+from tests.helpers import assert_same_graph, same_value
 
 
 def small_graph() -> ir.Graph:
@@ -21,7 +23,9 @@ def small_graph() -> ir.Graph:
 constants = st.recursive(
     st.none() | st.booleans() | st.integers(-2**62, 2**62) | st.text(max_size=8)
     | st.floats(allow_nan=False) | st.just(float("inf")) | st.just(Ellipsis)
-    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last]),
+    | st.sampled_from([torch.float32, torch.int64, torch.bool, torch.device("cpu"), torch.channels_last,
+                       torch.strided, torch.sparse_coo, FunctionRef("torch.nn.functional.gelu")])
+    | st.lists(st.integers(0, 2**40), max_size=4).map(torch.Size),
     lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
     | st.dictionaries(st.text(max_size=4), inner, max_size=3)
     | st.tuples(inner, inner, inner).map(lambda t: slice(*t)),
@@ -33,7 +37,24 @@ constants = st.recursive(
 def test_every_constant_kind_round_trips_exactly(value):
     data = json.loads(json.dumps(encode_value(value), allow_nan=False))
     back = decode_value(data, nodes={})
-    assert repr(back) == repr(value) and type(back) is type(value)
+    same_value(back, value)
+    assert repr(back) == repr(value)
+
+
+def test_a_size_comes_back_as_a_size_not_a_tuple():
+    """Planted bug: a ``torch.Size`` decoded as a plain ``tuple`` (equal under ``==``)."""
+    back = decode_value(json.loads(json.dumps(encode_value(torch.Size([2, 3])))), nodes={})
+    assert type(back) is torch.Size and back == (2, 3)
+    assert type(decode_value(encode_value((2, 3)), nodes={})) is tuple
+
+
+@pytest.mark.parametrize("value", [
+    torch.Size([2, 3]), torch.strided, torch.sparse_coo, FunctionRef("torch.nn.functional.gelu"), Ellipsis,
+    slice(1, None, 2), torch.channels_last, torch.device("cpu"), torch.float16, (1, [2.5, "a"], {"k": None}),
+], ids=repr)
+def test_each_value_kind_round_trips_exactly(value):
+    """Every kind at least once on every run (the property test above draws them at random)."""
+    same_value(decode_value(json.loads(json.dumps(encode_value(value))), nodes={}), value)
 
 
 def test_nan_round_trips():
@@ -43,14 +64,63 @@ def test_nan_round_trips():
 
 def test_graph_round_trip_is_exact_including_constants_and_buffers():
     graph = small_graph()
-    text = graph.to_json()
-    again = ir.Graph.from_json(text)
-    assert again.to_json() == text
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
     assert str(again) == str(graph)
     for key, tensor in graph.constants.items():
         assert torch.equal(again.constants[key], tensor)
     prior = next(a for a in graph.attributes.values() if not a.persistent)
     assert torch.equal(next(a for a in again.attributes.values() if not a.persistent).value, prior.value)
+
+
+def test_tied_weights_empty_constants_and_meta_round_trip():
+    """Aliases (a tied embedding), an empty constant and the graph's meta come back as they were."""
+    model = CORPUS["gpt"].build().eval()
+    graph = ir.trace(model, CORPUS["gpt"].example_args())
+    graph.constants["empty"] = torch.empty(0, 3, dtype=torch.int16)
+    graph.meta["history"] = [{"mutator": "m", "choices": {"op": 1}}]
+    assert graph.aliases == {"lm_head.weight": "transformer.wte.weight"}
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
+    assert again.meta == graph.meta and again.meta["traced_with"] == "torch.fx"
+
+
+def size_graph() -> ir.Graph:
+    """``x.new_zeros(torch.Size([2, 3]))`` next to a plain tuple shape, written by hand."""
+    graph = ir.Graph("Sizes")
+    x = graph.add_node("input", "x", name="x")
+    zeros = graph.add_node("call_method", "new_zeros", (x, torch.Size([2, 3])), name="zeros")
+    ones = graph.add_node("call_method", "new_ones", (x, (2, 3)), name="ones")
+    total = graph.add_node("call_function", "operator.add", (zeros, ones), name="total")
+    graph.add_node("output", "output", (total,), name="output")
+    return graph
+
+
+def test_graph_round_trip_keeps_python_types_of_arguments():
+    """Planted bug: a ``torch.Size`` decoded as a plain ``tuple``; the re-encoded JSON would
+    not show it if the decoder lost the type, so the decoded graph is compared with the original."""
+    graph = size_graph()
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
+    assert type(again.node("zeros").args[1]) is torch.Size and type(again.node("ones").args[1]) is tuple
+
+
+def test_optional_fields_may_be_left_out_of_hand_written_json():
+    """A node needs only name, op and target (args, kwargs, scope and type default to empty
+    and unknown), and a graph only its schema, version, name and nodes."""
+    graph = size_graph()
+    data = json.loads(graph.to_json())
+    for key in ("modules", "attributes", "aliases", "constants", "module_types", "meta"):
+        del data[key]
+    for node in data["nodes"]:
+        for key in ("kwargs", "scope", "type", *(("args",) if not node["args"] else ())):
+            del node[key]
+    again = ir.Graph.from_json(json.dumps(data))
+    assert [(n.name, n.op, n.target, n.scope, n.kwargs, n.type) for n in again.nodes] == [
+        (n.name, n.op, n.target, "", {}, ir.types.UNKNOWN) for n in graph.nodes]
+    for mine, theirs in zip(again.nodes, graph.nodes):
+        same_value(mine.args, theirs.args, mine.name)
+    assert (again.modules, again.attributes, again.aliases, again.constants, again.meta) == ({}, {}, {}, {}, {})
 
 
 def test_json_carries_a_schema_version_and_unknown_versions_are_refused():

@@ -33,3 +33,12 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     for block in runnable:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
     assert (tmp_path / "model.py").exists() and (tmp_path / "model.onnx").exists()
+
+
+def test_hypothesis_writes_nothing_into_the_working_tree():
+    """No example database, and its other files (failure patches) go under the temp dir."""
+    from hypothesis import settings
+    from hypothesis.configuration import storage_directory
+
+    assert settings.default.database is None
+    assert not os.path.abspath(str(storage_directory("patches").path)).startswith(ROOT + os.sep)

@@ -17,6 +17,7 @@ from retiarii_ir import (
     trace_space,
 )
 from retiarii_ir.space.search_space import AnyOf
+from tests.helpers import assert_same_graph
 
 torch.set_num_threads(1)
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -71,22 +72,22 @@ def test_grid_yields_size_distinct_samples_that_all_match_fixed_arch(small):
 
 
 def test_base_graph_never_changes_and_freezing_is_deterministic(small):
-    before = small.base.to_json()
+    before = small.base.copy()
     sample = {"width": 8, "op": "conv", "k": 3, "depth": 2}
     first, second = small.freeze(sample), small.freeze(json.loads(json.dumps(sample)))
-    assert first.to_json() == second.to_json()
-    assert small.base.to_json() == before
+    assert_same_graph(second, first)
+    assert_same_graph(small.base, before)
     assert first.meta["sample"] == sample
     assert [h["site"] for h in first.meta["history"]][:3] == ["stem", "op", "op"]
     assert first.meta["derived_from"]["graph"] == "Small"
-    assert retiarii_ir.Graph.from_json(first.to_json()).to_json() == first.to_json()
+    assert_same_graph(retiarii_ir.Graph.from_json(first.to_json()), first)
 
 
 def test_base_graph_keeps_choice_points(small):
     small.base.validate(check_types=False)
     sites = {n.target: small.base.modules[n.target].class_name for n in small.base.nodes if n.op == "call_module"}
     assert sites == {"stem": "Conv2d", "op": "LayerChoice", "blocks": "Repeat", "head": "Linear"}
-    assert retiarii_ir.Graph.from_json(small.base.to_json(), trust=["retiarii_ir"]).to_json() == small.base.to_json()
+    assert_same_graph(retiarii_ir.Graph.from_json(small.base.to_json(), trust=["retiarii_ir"]), small.base)
 
 
 def test_a_model_without_choices_is_a_space_of_one():
@@ -132,8 +133,9 @@ def test_fixed_arch_from_json_file(tmp_path, small):
     path.write_text(json.dumps(sample))
     with fixed_arch(path):
         model = Small()
-    assert isinstance(model.op, (tnn.Conv2d, tnn.MaxPool2d)) and isinstance(model.blocks, tnn.Sequential)
-    assert len(model.blocks) == sample["depth"]
+    assert type(model.op) is {"conv": tnn.Conv2d, "pool": tnn.MaxPool2d}[sample["op"]]
+    assert model.stem.out_channels == sample["width"] and model.head.in_features == sample["width"]
+    assert type(model.blocks) is tnn.Sequential and len(model.blocks) == sample["depth"]
 
 
 def test_random_samples_are_seeded(small):
@@ -364,3 +366,70 @@ def test_choices_inside_repeat_blocks_exist_only_when_the_block_does():
     assert len(hashes) == len(samples), "every sample is a different architecture: no wasted trials"
     with pytest.raises(retiarii_ir.InvalidSampleError, match="not active"):
         space.freeze({"depth": 0, "op0": 1})
+
+
+# ---------------------------------------------------------------------- hand-written expectations
+def architecture(graph) -> list[tuple]:
+    """Each node as (op, target, the nodes it reads); modules checked separately."""
+    return [(n.op, n.target, [i.name for i in n.inputs]) for n in graph.nodes]
+
+
+def modules(graph) -> dict[str, tuple]:
+    return {path: (spec.class_name, spec.kwargs) for path, spec in graph.modules.items()}
+
+
+def test_freeze_gives_the_hand_written_architecture(small):
+    """Independent of fixed_arch (which shares the choice helpers with freeze): what each sample
+    must build, written out by hand."""
+    graph = small.freeze({"width": 8, "op": "conv", "k": 3, "depth": 2})
+    assert architecture(graph) == [
+        ("input", "x", []), ("call_module", "stem", ["x"]), ("call_module", "op", ["stem"]),
+        ("call_module", "blocks.0.0", ["op"]), ("call_module", "blocks.0.1", ["blocks_0_0"]),
+        ("call_module", "blocks.1.0", ["blocks_0_1"]), ("call_module", "blocks.1.1", ["blocks_1_0"]),
+        ("call_method", "mean", ["blocks_1_1"]), ("call_module", "head", ["mean"]), ("output", "output", ["head"])]
+    conv = lambda i, o, k, **kw: ("Conv2d", {"in_channels": i, "out_channels": o, "kernel_size": k, **kw})  # noqa: E731
+    assert modules(graph) == {
+        "stem": conv(3, 8, 3, padding=1), "op": conv(8, 8, 3, padding=1), "head": ("Linear", {"in_features": 8, "out_features": 5}),
+        "blocks.0.0": conv(8, 8, 1), "blocks.0.1": ("ReLU", {}), "blocks.1.0": conv(8, 8, 1), "blocks.1.1": ("ReLU", {})}
+    assert str(graph.output.type) == "f32[B,5]" and str(graph.node("blocks_1_1").type) == "f32[B,8,8,8]"
+
+    graph = small.freeze({"width": 4, "op": "pool", "depth": 0})
+    assert architecture(graph) == [
+        ("input", "x", []), ("call_module", "stem", ["x"]), ("call_module", "op", ["stem"]),
+        ("call_method", "mean", ["op"]), ("call_module", "head", ["mean"]), ("output", "output", ["head"])]
+    assert modules(graph) == {"stem": conv(3, 4, 3, padding=1), "head": ("Linear", {"in_features": 4, "out_features": 5}),
+                              "op": ("MaxPool2d", {"kernel_size": 3, "stride": 1, "padding": 1})}
+    assert set(graph.module_types) == {"", "stem", "op", "head"}
+
+
+@nn.model_wrapper
+class CalledTwice(tnn.Module):
+    """One LayerChoice applied twice, one of its candidates made of two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.op = nn.LayerChoice({"conv1": tnn.Conv2d(3, 3, 1),
+                                  "conv_relu": tnn.Sequential(tnn.Conv2d(3, 3, 3, padding=1), tnn.ReLU())}, label="op")
+
+    def forward(self, x):
+        return self.op(self.op(x)) + x
+
+
+def test_a_multi_op_candidate_called_twice_is_inlined_at_both_call_sites():
+    """Planted bug: only the first call site of a chosen candidate is inlined. Both calls
+    must become conv -> relu, sharing the weights of ``op.0``."""
+    space = trace_space(CalledTwice(), X)
+    graph = space.freeze({"op": "conv_relu"})
+    graph.validate()
+    ops = [(op, target) for op, target, _ in architecture(graph)]
+    assert ops == [("input", "x"), ("call_module", "op.0"), ("call_module", "op.1"), ("call_module", "op.0"),
+                   ("call_module", "op.1"), ("call_function", "operator.add"), ("output", "output")]
+    reads = [inputs for _, _, inputs in architecture(graph)]
+    names = [n.name for n in graph.nodes]
+    assert reads[1:6] == [["x"], [names[1]], [names[2]], [names[3]], [names[4], "x"]]
+    assert modules(graph) == {"op.0": ("Conv2d", {"in_channels": 3, "out_channels": 3, "kernel_size": 3, "padding": 1}),
+                              "op.1": ("ReLU", {})}
+    _compare(space, CalledTwice, {"op": "conv_relu"})
+    single = space.freeze({"op": "conv1"})
+    assert [(op, target) for op, target, _ in architecture(single)] == [
+        ("input", "x"), ("call_module", "op"), ("call_module", "op"), ("call_function", "operator.add"), ("output", "output")]
