@@ -104,6 +104,11 @@ def _validate(module: nn.Module, group: Plan, active: list[int], device) -> dict
     return results
 
 
+# Batching is kept only when its timed step is clearly faster: its kernels round differently
+# from training alone and hold K trials' activations at once, which a win within timing noise
+# does not pay for.
+BATCHING_MARGIN = 0.9
+
 # ---------------------------------------------------------------------- one merged group
 class _GroupRun:
     """Trains the trials of one plan in lock step, re-planning when one leaves."""
@@ -140,9 +145,9 @@ class _GroupRun:
 
     def _choose(self) -> tuple[Plan, nn.Module]:
         """The plan with the passes asked for. With autotune, operator batching stays only if a
-        timed training step of the batched module beats the unbatched one on this device: fused
-        kernels save launches, but where a step is bound by arithmetic (a small CPU), the joins
-        and splits around them can cost more than they save."""
+        timed training step of the batched module is clearly faster (``BATCHING_MARGIN``) than
+        the unbatched one on this device: fused kernels save launches, but where a step is
+        bound by arithmetic (a small CPU), the joins and splits around them can cost more."""
         chosen = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
         module = build_merged_module(chosen.graph, self.device)
         if not (self.autotune and chosen.batched and len(self.trials) > 1):
@@ -155,7 +160,7 @@ class _GroupRun:
         except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
             keep, note = False, f"off: the batched step failed ({type(error).__name__}: {first_line(error)})"
         else:
-            keep = batched_s < plain_s
+            keep = batched_s < BATCHING_MARGIN * plain_s
             note = (f"{'kept' if keep else 'off'}: a step took {batched_s * 1e3:.1f} ms batched, "
                     f"{plain_s * 1e3:.1f} ms unbatched")
         for trial in self.trials:

@@ -445,3 +445,13 @@ def test_a_batched_step_that_fails_while_timed_costs_the_batching_not_the_merge(
     for got, expected in zip(results, exact):
         assert got.batching == "off: the batched step failed (RuntimeError: simulated failure inside a fused kernel)"
         assert got.trained_as == "merged with 3" and got.losses == expected.losses
+
+
+@pytest.mark.parametrize("batched_over_plain, kept", [(0.5, True), (0.95, False), (1.2, False)])
+def test_batching_is_kept_only_when_clearly_faster(monkeypatch, batched_over_plain, kept):
+    def step_seconds(self, group, module, repeats=3):
+        return 0.1 * batched_over_plain if group.batched else 0.1
+
+    monkeypatch.setattr(trainer._GroupRun, "_step_seconds", step_seconds)
+    results = train_trials(dropout_trials()[:2], ALL)
+    assert all(r.batching.startswith("kept" if kept else "off") for r in results), results[0].batching
