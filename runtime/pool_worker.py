@@ -1,0 +1,25 @@
+"""A process-pool worker: one job (a JSON line) in on stdin, one result line out.
+
+Its own stdout is kept for results: anything the user's code prints goes to stderr."""
+
+import os
+import sys
+
+
+def main() -> None:
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # prints, from Python or C, land on stderr
+    sys.stdout = sys.stderr
+    import torch
+
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    from runtime.worker import run_job
+
+    for line in sys.stdin:
+        if line.strip():
+            channel.write(run_job(line) + "\n")
+            channel.flush()
+
+
+if __name__ == "__main__":
+    main()
