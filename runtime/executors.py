@@ -97,7 +97,7 @@ def describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = " (killed; out of memory?)" if -code == signal.SIGKILL else ""
+        hint = ", by a user or the out-of-memory killer" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit code {code}"
 
@@ -111,6 +111,8 @@ class _Worker:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
                                         start_new_session=True)
         self.job: tuple[int, float | None] | None = None  # (job id, deadline)
+        self.timeout: float | None = None
+        self.ready = False  # imports done: a job's timeout starts when the worker can run it
         self._outcomes = outcomes
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -120,7 +122,8 @@ class _Worker:
         self._outcomes.put((self, None))  # end of output: the process is gone
 
     def send(self, job_id: int, job_text: str, timeout: float | None) -> None:
-        self.job = (job_id, time.monotonic() + timeout if timeout else None)
+        self.job = (job_id, None)  # the deadline starts when the worker says the trials started
+        self.timeout = timeout
         self.process.stdin.write(job_text + "\n")
         self.process.stdin.flush()
 
@@ -164,12 +167,12 @@ class ProcessPool(Executor):
 
     def _dispatch(self) -> None:
         while self._pending:
-            idle = next((w for w in self._pool if w.job is None and w.process.poll() is None), None)
+            idle = next((w for w in self._pool if w.ready and w.job is None and w.process.poll() is None), None)
             if idle is None:
-                if len(self._pool) >= self.workers:
-                    return
-                idle = self._spawn()
-                self._pool.append(idle)
+                if len(self._pool) < self.workers:
+                    self._pool.append(self._spawn())
+                    continue
+                return
             idle.send(*self._pending.popleft())
 
     def poll(self, wait_s: float) -> list[JobOutcome]:
@@ -190,6 +193,14 @@ class ProcessPool(Executor):
         return ended
 
     def _handle(self, worker: _Worker, line: str | None) -> list[JobOutcome]:
+        if line == "ready\n":
+            worker.ready = True
+            self._dispatch()
+            return []
+        if line == "started\n":
+            if worker.job is not None and worker.timeout:
+                worker.job = (worker.job[0], time.monotonic() + worker.timeout)
+            return []
         if line is not None:  # a result
             if worker.job is None:
                 return []
@@ -200,6 +211,10 @@ class ProcessPool(Executor):
             return []
         code = worker.process.wait()
         self._pool.remove(worker)
+        if not worker.ready and self._pending:  # it could not even start: a job fails, so this cannot loop
+            job_id = self._pending.popleft()[0]
+            return [JobOutcome(job_id, error=f"worker process failed to start ({describe_exit(code)}); "
+                                             f"see its error output above")]
         if worker.job is None:
             return []
         return [JobOutcome(worker.job[0], error=f"worker process died ({describe_exit(code)})")]

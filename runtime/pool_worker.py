@@ -13,11 +13,16 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    import codegen  # noqa: F401  (imported before "ready", so job timeouts do not pay for it)
+    import optimizer  # noqa: F401
     from runtime.worker import run_job
 
+    channel.write("ready\n")
+    channel.flush()
     for line in sys.stdin:
         if line.strip():
-            channel.write(run_job(line) + "\n")
+            result = run_job(line, on_start=lambda: (channel.write("started\n"), channel.flush()))
+            channel.write(result + "\n")
             channel.flush()
 
 

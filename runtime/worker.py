@@ -54,8 +54,10 @@ def _save(job: dict, number: int, state: dict[str, torch.Tensor]) -> str:
     return path
 
 
-def run_job(job_text: str) -> str:
-    """Train the job's trials; returns ``{"trials": [{number, status, metric, error, ...}]}``."""
+def run_job(job_text: str, on_start=None) -> str:
+    """Train the job's trials; returns ``{"trials": [{number, status, metric, error, ...}]}``.
+    ``on_start()`` is called once the space is built, just before the first trial runs (an
+    executor starts the job's timeout there, so building the space does not count)."""
     job = json.loads(job_text)
     if threads := job.get("threads"):
         torch.set_num_threads(threads)
@@ -77,6 +79,9 @@ def run_job(job_text: str) -> str:
         except Exception as e:  # noqa: BLE001 - a sample that does not build fails alone
             results[t["number"]] = {"number": t["number"], "status": "failed", "error": _reason(e)}
     runnable = [t for t in job["trials"] if t["number"] in graphs]
+    _store(job["store"])  # opened before the clock starts
+    if on_start is not None:
+        on_start()
     if isinstance(evaluator, FunctionEvaluator):
         for t in runnable:
             results[t["number"]] = _run_function(job, evaluator, t, graphs[t["number"]])
