@@ -156,7 +156,7 @@ def test_dashboard_starts_and_answers_on_localhost(finished):
             except OSError:
                 time.sleep(0.3)
         assert answer is not None, "the dashboard did not answer within 90 s"
-        studies = {s["study_name"]: s for s in answer["studies"]}
+        studies = {s["study_name"]: s for s in answer["study_summaries"]}
         assert "cli" in studies
     finally:
         server.terminate()
