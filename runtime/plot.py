@@ -36,6 +36,7 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
     if not done:
         raise ConfigError(f"experiment {name!r} has no finished trial to plot yet")
     labels = list(dict.fromkeys(label for r in done for label in r.sample))
+    candidates = {c["label"]: c["values"] for c in store.config(study_id).get("search_space", [])}
     columns = 2
     rows = 1 + math.ceil(len(labels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(11, 3.6 * rows), squeeze=False)
@@ -63,7 +64,8 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
 
     for i, label in enumerate(labels):
         ax = axes[1 + i // columns][i % columns]
-        values = list(dict.fromkeys(str(r.sample[label]) for r in done if label in r.sample))
+        seen = {str(r.sample[label]) for r in done if label in r.sample}
+        values = [str(v) for v in candidates.get(label, ()) if str(v) in seen] or sorted(seen)
         for x, value in enumerate(values):
             ys = [r.metric for r in done if str(r.sample.get(label)) == value]
             ax.scatter([x] * len(ys), ys, s=14, alpha=0.6, color="C0")

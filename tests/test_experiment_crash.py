@@ -63,6 +63,9 @@ def _kill_when(process: subprocess.Popen, db: str, complete: int, timeout: float
         time.sleep(0.05)
     else:
         pytest.fail(f"no {complete} complete trials within {timeout}s")
+    status = subprocess.run([sys.executable, "-m", "runtime.cli", "status", "crash", "--storage", db],
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "crash:" in status.stdout, status.stderr  # read while it writes
     process.send_signal(signal.SIGKILL)
     process.wait()
     return _rows(db)
