@@ -1,6 +1,8 @@
 """kill -9 of the experiment process at any moment, then resume: no finished trial lost, none
 run twice, the ones running at the kill re-queued. Checked from the store with plain SQL."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -11,7 +13,7 @@ import time
 
 import pytest
 
-from runtime import Experiment, FunctionEvaluator, SpaceSpec
+from runtime.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_TRIALS = 12
@@ -23,7 +25,7 @@ from runtime import Experiment, FunctionEvaluator, SpaceSpec
 
 def experiment():
     evaluator = FunctionEvaluator("tests.experiment_fixtures:slow_count",
-                                  delay=nn.ValueChoice([0.3, 0.31, 0.32, 0.33, 0.34, 0.35], label="delay"))
+                                  delay=nn.ValueChoice([0.4, 0.41, 0.42, 0.43, 0.44, 0.45], label="delay"))
     return Experiment(SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)]), evaluator,
                       "random", max_trials={max_trials}, concurrency=2, storage=sys.argv[2], name="crash",
                       progress=False)
@@ -63,9 +65,10 @@ def _kill_when(process: subprocess.Popen, db: str, complete: int, timeout: float
         time.sleep(0.05)
     else:
         pytest.fail(f"no {complete} complete trials within {timeout}s")
-    status = subprocess.run([sys.executable, "-m", "runtime.cli", "status", "crash", "--storage", db],
-                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=120)
-    assert status.returncode == 0 and "crash:" in status.stdout, status.stderr  # read while it writes
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["status", "crash", "--storage", db])  # the command line reads the store while it is written
+    assert code == 0 and printed.getvalue().startswith("crash: "), printed.getvalue()
     process.send_signal(signal.SIGKILL)
     process.wait()
     return _rows(db)
