@@ -7,8 +7,11 @@ cross-model optimizer on vs off, and in-process vs a process pool vs Ray.
 Each mode runs in its own fresh process; the time is ``Experiment.run()`` from start to the
 last result, so it includes starting worker processes (pool) or a local cluster (Ray), the
 store's writes and each trial's generated source and checkpoint. Random search with a fixed
-seed proposes the same samples in every mode, and the passes are the exact ones (dedup, CSE):
-every mode must report the same metric for every sample, and the table says whether it did.
+seed proposes the same samples in every mode, and the passes are the exact ones (dedup, CSE).
+The table gives, per mode, the largest difference of any sample's accuracy from the baseline's:
+0 where the torch thread count is the same (in-process, 2 threads); the pool and Ray workers run
+1 thread each, which sums convolutions in another order, and 2 epochs of Adam can grow that
+rounding into a different prediction on a few validation images.
 """
 
 from __future__ import annotations
@@ -92,11 +95,14 @@ def main() -> None:
     if not results:
         sys.exit(1)
     base = results.get("independent") or next(iter(results.values()))
-    print(f"\n| mode | wall s | vs in-process, cross-model off | same metrics as that |")
+    print(f"\n| mode | wall s | vs in-process, cross-model off | largest accuracy difference from it |")
     print("|---|---|---|---|")
     for mode, result in results.items():
-        same = "yes" if result["metrics"] == base["metrics"] else "NO"
-        print(f"| {MODES[mode]} | {result['seconds']:.1f} | {base['seconds'] / result['seconds']:.2f}x | {same} |")
+        if set(result["metrics"]) != set(base["metrics"]):
+            differs = "other samples"
+        else:
+            differs = f"{max(abs(result['metrics'][k] - base['metrics'][k]) for k in base['metrics']):.4f}"
+        print(f"| {MODES[mode]} | {result['seconds']:.1f} | {base['seconds'] / result['seconds']:.2f}x | {differs} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -22,6 +22,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from retiarii_ir.errors import first_line
+
 from .experiment_errors import ConfigError
 
 
@@ -77,15 +79,23 @@ class InProcess(Executor):
             time.sleep(min(wait_s, 0.05))
             return []
         job_id, job_text, timeout = self._queue.popleft()
-        if timeout is None:
-            return [JobOutcome(job_id, result=run_job(job_text))]
         box: dict[str, str] = {}
-        thread = threading.Thread(target=lambda: box.setdefault("result", run_job(job_text)), daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if "result" in box:
-            return [JobOutcome(job_id, result=box["result"])]
-        return [JobOutcome(job_id, error=f"timed out after {timeout:g}s (its thread was abandoned)")]
+
+        def work() -> None:
+            try:
+                box["result"] = run_job(job_text)
+            except Exception as e:  # noqa: BLE001 - the job as a whole broke: its trials fail, the experiment goes on
+                box["error"] = f"the job failed: {type(e).__name__}: {first_line(e)}"
+
+        if timeout is None:
+            work()
+        else:
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            thread.join(timeout)
+            if not box:
+                return [JobOutcome(job_id, error=f"timed out after {timeout:g}s (its thread was abandoned)")]
+        return [JobOutcome(job_id, result=box.get("result"), error=box.get("error"))]
 
 
 def describe_exit(code: int | None) -> str:

@@ -125,6 +125,13 @@ class Experiment:
         self.storage = storage
         factory = space.factory.rpartition(":")[2].split(".")[-1].lower() or "experiment"
         self.name = name or f"{factory}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        if isinstance(executor, str):
+            from .executors import executor_named
+
+            executor = executor_named(executor)
+        if executor is not None and not isinstance(executor, Executor):
+            raise ConfigError(f"executor must be InProcess(), ProcessPool(workers), Ray(...) or one of the names "
+                              f"in-process, pool, ray; got {executor!r}")
         self.executor = executor or InProcess()
         self.progress, self.config_file = progress, config_file
         self.artifacts = artifacts

@@ -131,6 +131,8 @@ def test_bad_definitions_are_one_project_error_each(tmp_path):
         Experiment(SPACE, _training(), "annealing", max_trials=2, storage=db)
     with pytest.raises(ConfigError, match="cannot import"):
         Experiment(SpaceSpec("no_such_module:Net", inputs=[(1, 2)]), _training(), max_trials=2, storage=db)
+    with pytest.raises(ConfigError, match="unknown executor 'cluster'"):
+        Experiment(SPACE, _training(), executor="cluster", max_trials=2, storage=db)
     with pytest.raises(ConfigError, match="max_trials, max_duration"):
         Experiment(SPACE, _training(), storage=db)
     with pytest.raises(ConfigError, match="optimizer must be one of"):
