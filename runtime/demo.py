@@ -15,7 +15,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-import retiarii_ir as ir
 from retiarii_ir import nn
 
 from .cli import UsageError
@@ -58,12 +57,6 @@ def load_digits_tensors(seed: int = 0):
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     split = int(0.8 * len(x))
     return x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
-
-
-def accuracy(model: torch.nn.Module, data) -> float:
-    model.eval()
-    with torch.no_grad():
-        return (model(data[2]).argmax(1) == data[3]).float().mean().item()
 
 
 _CHECK_STANDALONE = """

@@ -220,7 +220,10 @@ class Experiment:
 
     # ------------------------------------------------------------------ the loop
     def _job_size(self) -> int:
-        if not (self.evaluator.merges and self.cross_model):
+        """Trials per job: the ones in flight shared out among the workers. Without
+        ``cross_model`` a job trains its trials one after another, so the strategy sees
+        results in the same groups either way and proposes the same samples."""
+        if not self.evaluator.merges:
             return 1
         return max(1, math.ceil(self.concurrency / max(1, self.executor.workers)))
 

@@ -158,3 +158,13 @@ def test_a_factory_that_returns_a_model_space_needs_no_example_inputs(tmp_path):
     values = sorted(t.value for t in _study(tmp_path / "e.db", "ready").trials)
     expected = sorted(_parameters({"width": w, "op": o}) for w in (4, 8) for o in ("conv", "pool"))
     assert values == expected
+
+
+def test_max_duration_stops_proposing_and_lets_the_started_trials_finish(tmp_path):
+    path = tmp_path / "timed.db"
+    evaluator = FunctionEvaluator("tests.experiment_fixtures:slow_count", delay=0.4)
+    Experiment(SPACE, evaluator, "random", max_duration=1.0, concurrency=1, storage=str(path), name="timed",
+               progress=False).run()
+    trials = _study(path, "timed").trials
+    assert 1 <= len(trials) <= 3  # about 1.0 s / 0.4 s each, never the whole space of 4
+    assert {t.state.name for t in trials} == {"COMPLETE"}
