@@ -78,7 +78,7 @@ class Classification(Evaluator):
     def __init__(self, dataset: str | Callable = "digits", *, epochs: Any = 1, optimizer: Any = "adam",
                  lr: Any = 1e-3, batch_size: Any = 64, momentum: Any = 0.0, weight_decay: Any = 0.0, seed: int = 0,
                  max_steps: int | None = None, grad_clip: float | None = None, shuffle_seed: int = 0) -> None:
-        if not isinstance(dataset, str):
+        if not isinstance(dataset, (str, nn.ValueChoice)):
             dataset = reference_of(dataset)
         values = dict(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, seed=seed, max_steps=max_steps, grad_clip=grad_clip,

@@ -72,7 +72,7 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
     paths = {"weights": os.path.join(out_dir, f"{stem}.pt"), "model": os.path.join(out_dir, f"{stem}.py")}
     shutil.copyfile(checkpoint, paths["weights"])
     source = record.attrs["source"]
-    dataset_name = evaluator.params.get("dataset")
+    dataset_name = evaluator.resolve(record.sample).get("dataset")
     if dataset_name is not None:
         from .data import dataset
         from .worker import _register_loader

@@ -59,3 +59,8 @@ def slow_count(model: torch.nn.Module, delay: float = 0.3) -> float:
     time.sleep(delay)
     report(1.0)
     return float(sum(p.numel() for p in model.parameters()))
+
+
+def deadly_data():
+    """A data set loader that kills the process loading it (as the out-of-memory killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)

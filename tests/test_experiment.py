@@ -168,3 +168,19 @@ def test_max_duration_stops_proposing_and_lets_the_started_trials_finish(tmp_pat
     trials = _study(path, "timed").trials
     assert 1 <= len(trials) <= 3  # about 1.0 s / 0.4 s each, never the whole space of 4
     assert {t.state.name for t in trials} == {"COMPLETE"}
+
+
+def test_optunas_journal_file_works_as_the_store_too(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "runs.log"
+    evaluator = FunctionEvaluator("tests.experiment_fixtures:parameter_count")
+    experiment = Experiment(SPACE, evaluator, "grid", max_trials=4, concurrency=2, storage=str(path),
+                            name="journal", progress=False)
+    experiment.run()
+    study = optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(str(path))))
+    assert sorted(t.value for t in study.trials) == sorted(
+        _parameters({"width": w, "op": o}) for w in (4, 8) for o in ("conv", "pool"))
+    assert [r.number for r in experiment.top(2)] == [t.number for t in sorted(
+        study.trials, key=lambda t: (-t.value, t.number))[:2]]

@@ -112,3 +112,16 @@ def test_ray_executor_survives_crashing_hanging_and_dying_trials(ray_module, tmp
                max_trials=4, concurrency=2, executor=Ray(workers=2), trial_timeout=4,
                storage=str(path), name="ray", progress=False).run()
     _check_failures_stay_alone(_trials(path, "ray"), "Ray task failed")
+
+
+def test_a_trial_that_kills_its_merged_group_fails_alone_and_the_others_are_trained_again(tmp_path):
+    path = tmp_path / "group.db"
+    data = nn.ValueChoice(["digits", "tests.experiment_fixtures:deadly_data"], label="data")
+    training = Classification(data, epochs=1, max_steps=2)
+    Experiment(SPACE, training, "grid", max_trials=2, concurrency=2, executor=ProcessPool(1, threads=1),
+               storage=str(path), name="group", progress=False).run()
+    by_data = {t.params["data"]: t for t in _trials(path, "group")}  # grid: width 4, conv, each data set
+    survivor, killer = by_data["digits"], by_data["tests.experiment_fixtures:deadly_data"]
+    assert survivor.state.name == "COMPLETE" and survivor.user_attrs["trained_as"] == "alone"
+    assert survivor.user_attrs["note"].startswith("re-run alone after its group failed: worker process died")
+    assert killer.state.name == "FAIL" and "killed by SIGKILL" in killer.user_attrs["failure"]
