@@ -41,7 +41,7 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def _load_commands() -> None:
-    from . import commands  # noqa: F401  (registers the subcommands)
+    from . import commands, experiment_commands  # noqa: F401  (registers the subcommands)
 
 
 def _quiet_torch_internals() -> None:

@@ -1,11 +1,13 @@
 """``retiarii demo``: neural architecture search end to end on real data (scikit-learn's
-digits): a model space in plain PyTorch → typed IR → a strategy explores it, training
-several candidates at a time → the winner comes back as a standalone PyTorch file."""
+digits), as an experiment: a model space in plain PyTorch → typed IR → a strategy explores
+it, training several candidates at a time as one merged model, every trial recorded in the
+store → leaderboard → the winner as a standalone PyTorch file and ONNX, and a plot."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +15,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-import retiarii_ir as ir
 from retiarii_ir import nn
 
 from .cli import UsageError
@@ -58,12 +59,6 @@ def load_digits_tensors(seed: int = 0):
     return x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
 
 
-def accuracy(model: torch.nn.Module, data) -> float:
-    model.eval()
-    with torch.no_grad():
-        return (model(data[2]).argmax(1) == data[3]).float().mean().item()
-
-
 _CHECK_STANDALONE = """
 import sys, torch
 sys.path = [p for p in sys.path if p not in ("", ".")]
@@ -88,77 +83,73 @@ EXACT_PASSES = ("dedup", "cse")
 
 def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = True,
              passes: tuple[str, ...] = EXACT_PASSES) -> int:
-    from optimizer import DataSpec, TrainConfig, Trial
-    from strategies import Budget, RegularizedEvolution, run_strategy
-
-    from .trainer import train_trials
+    """The experiment flow end to end: a recorded search, the leaderboard, the winner exported
+    as standalone code + ONNX and re-checked in a fresh interpreter, and the plot."""
+    from .evaluators import Classification
+    from .experiment import Experiment
+    from .export import export
+    from .leaderboard import format_top, top
+    from .plot import plot_experiment
+    from .space_spec import SpaceSpec
+    from .store import Store
 
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
     os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(0)
+    storage = os.path.join(out_dir, "experiment.db")
+    for old in (storage, os.path.join(out_dir, "experiment-artifacts")):  # the demo starts afresh each time
+        if os.path.isdir(old):
+            shutil.rmtree(old)
+        elif os.path.exists(old):
+            os.remove(old)
     data = load_digits_tensors()
     print(f"digits: {len(data[0])} training and {len(data[2])} validation images, 8x8")
 
     start = time.perf_counter()
-    space = ir.trace_space(DigitsSpace(), data[0][:4])
+    spec = SpaceSpec("runtime.demo:DigitsSpace", inputs=[(4, 1, 8, 8)])
+    space = spec.build()
     print(f"\n1. traced the model space in {time.perf_counter() - start:.2f}s: {space.size} architectures")
     for label, values in space.choices().items():
         print(f"   {label:>6}: {values}")
 
     trials = 6 if quick else 16
     epochs = 2 if quick else 5
-    strategy = RegularizedEvolution(space, population_size=4, sample_size=2, seed=0)
-    recipe = TrainConfig(optimizer="adam", lr=1e-2, epochs=epochs, seed=0)
-    batches = DataSpec("digits", batch_size=64, shuffle_seed=0)
-    final_states: dict[str, dict] = {}
-
-    def evaluate_many(samples):
-        """The proposals in flight, trained together as one merged group (or one by one)."""
-        group = [Trial(f"proposal{i}", space.freeze(s), batches, recipe) for i, s in enumerate(samples)]
-        outcomes = []
-        for sample, result in zip(samples, train_trials(group, passes, independent=not merge)):
-            if result.status == "succeeded":
-                final_states[json.dumps(sample, sort_keys=True)] = result.state
-                outcomes.append(result.metric)
-            else:
-                outcomes.append(RuntimeError(result.error))
-        return outcomes
-
+    experiment = Experiment(spec, Classification("digits", epochs=epochs, optimizer="adam", lr=1e-2, batch_size=64),
+                            "evolution", strategy_options={"population_size": 4, "sample_size": 2},
+                            max_trials=trials, concurrency=4, cross_model=merge, passes=passes, storage=storage,
+                            name="demo", seed=0)
     how = f"trained together as one merged model, passes {', '.join(passes)}" if merge else "trained one after another"
-    print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight ({how}), {epochs} epoch(s) each:")
+    print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight ({how}), {epochs} epoch(s) each;")
+    print(f"   every trial recorded in {storage} (watch it: retiarii dashboard demo --storage {storage})")
     start = time.perf_counter()
-    history = run_strategy(strategy, None, Budget(max_trials=trials), concurrency=4, progress=True,
-                           evaluate_many=evaluate_many)
-    best = strategy.best()
-    print(f"   search took {time.perf_counter() - start:.1f}s")
-    if best is None:
+    state = experiment.run()
+    print(f"   search took {time.perf_counter() - start:.1f}s; {state.done} of {state.done + state.failed} "
+          f"trials succeeded")
+    store = Store(storage, create=False)
+    study_id = store.study_id("demo")
+    leaders = top(store, study_id, 5)
+    if not leaders:
         print("   no trial succeeded; see the errors above", file=sys.stderr)
         return 1
-    print(f"   best: trial {best.number}, accuracy {best.metric:.3f}, sample {json.dumps(best.sample)}")
-    print(f"   {sum(t.status == 'succeeded' for t in history)} of {len(history)} trials succeeded")
+    print(format_top(leaders).replace("\n", "\n   ").join(["   ", ""]))
+    best = leaders[0]
 
-    from codegen import write_module
-
-    graph = space.freeze(best.sample)
-    model = ir.build_module(graph)
-    model.load_state_dict(final_states[json.dumps(best.sample, sort_keys=True)], strict=True)
-    final = accuracy(model, data)
-    source_path = write_module(graph, os.path.join(out_dir, "best_model.py"), class_name="BestModel")
-    weights_path = os.path.join(out_dir, "best_model.pt")
-    data_path = os.path.join(out_dir, "validation.pt")
-    torch.save(model.state_dict(), weights_path)
-    torch.save({"x": data[2], "y": data[3]}, data_path)
+    paths = export(store, "demo", 1, out_dir, stem="best_model")
     with open(os.path.join(out_dir, "best_sample.json"), "w") as f:
         json.dump(best.sample, f, indent=1)
-    print(f"\n3. wrote the winner as plain PyTorch: {source_path} (+ weights {weights_path})")
+    print(f"\n3. exported the winner (trial {best.number}) as plain PyTorch and ONNX: {paths['model']} "
+          f"(+ weights {os.path.basename(paths['weights'])}, {os.path.basename(paths['onnx'])})")
 
-    check = subprocess.run([sys.executable, "-I", "-B", "-c", _CHECK_STANDALONE.format(cls="BestModel"),
-                            str(source_path), weights_path, data_path],
+    check = subprocess.run([sys.executable, "-I", "-B", "-c", _CHECK_STANDALONE.format(cls="Model"),
+                            paths["model"], paths["weights"], paths["validation"]],
                            capture_output=True, text=True, cwd=out_dir)
     if check.returncode != 0:
         print(check.stderr, file=sys.stderr)
         return 1
     standalone, imported = check.stdout.splitlines()[:2]
     print(f"4. fresh interpreter, only torch: accuracy {float(standalone):.3f} "
-          f"(in-process {final:.3f}); {imported}")
-    return 0 if abs(float(standalone) - final) < 1e-6 else 1
+          f"(recorded {best.metric:.3f}); {imported}")
+    plot_path = os.path.join(out_dir, "search.png")
+    plot_experiment(store, "demo", plot_path)
+    print(f"5. plot of the search: {plot_path}")
+    print(f"\nnext: retiarii top demo --storage {storage}; the same flow from a config file: retiarii run CONFIG.py")
+    return 0 if abs(float(standalone) - best.metric) < 1e-6 else 1

@@ -114,6 +114,21 @@ class Strategy:
             self._pending[key] = pending
             return dict(sample)
 
+    def adopt(self, sample: Mapping[str, Any]) -> Sample:
+        """Take ``sample`` as a proposal this strategy did not make itself (a trial of an
+        earlier run, when an experiment resumes): it counts as seen, and is pending until
+        observed, like one ``propose`` returned. The model filter does not apply."""
+        clean = self._checked(sample)
+        key = self.space.sample_key(clean)
+        if key in self._seen:
+            raise StrategyError(f"cannot adopt {dict(sample)}: it was already proposed")
+        self._seen.add(key)
+        pending = _Pending(dict(clean), self._number)
+        self._number += 1
+        self._accepted(clean, pending.extra)
+        self._pending[key] = pending
+        return dict(clean)
+
     def observe(self, sample: Mapping[str, Any], metric: float | None) -> Trial:
         """Tell the metric of a proposed sample; None or NaN means the trial failed."""
         if metric is None:

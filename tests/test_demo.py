@@ -38,3 +38,18 @@ def test_demo_finds_a_model_and_writes_it_as_standalone_code(demo_run):
     sample = json.loads((out / "best_sample.json").read_text())
     assert set(sample) >= {"width", "op"}
     assert not (out / "__pycache__").exists(), "the standalone check leaves no bytecode in the output folder"
+
+
+def test_demo_records_an_experiment_exports_onnx_and_plots_it(demo_run):
+    import sqlite3
+
+    result, out = demo_run
+    with sqlite3.connect(out / "experiment.db") as db:
+        states = [s for (s,) in db.execute("select state from trials")]
+        best = db.execute("select max(value) from trial_values").fetchone()[0]
+    assert states == ["COMPLETE"] * 6  # --quick: 6 trials, none failed
+    recorded = json.loads((out / "best_model_sample.json").read_text())
+    assert recorded["metric"] == best and recorded["sample"] == json.loads((out / "best_sample.json").read_text())
+    assert (out / "best_model.onnx").stat().st_size > 0
+    assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rank  trial" in result.stdout  # the leaderboard

@@ -1,0 +1,145 @@
+"""How a trial is judged. Two kinds, both plain data that any worker rebuilds:
+
+- ``Classification(dataset, epochs=, optimizer=, lr=, batch_size=...)`` (and ``Regression``):
+  the batching trainer trains the proposals in flight, merged into one model when the
+  experiment asks for it; the metric is validation accuracy (negative MSE for regression).
+- ``FunctionEvaluator(fn, **params)``: ``fn(model, **params) -> metric`` for anything else;
+  ``report(value)`` inside it records an intermediate value.
+
+A hyperparameter given as ``nn.ValueChoice([...], label=...)`` joins the search space."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import retiarii_ir as ir
+from retiarii_ir import nn
+
+from .experiment_errors import ConfigError
+from .references import reference_of
+
+_TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
+                 "grad_clip", "shuffle_seed")
+
+
+def _encode(name: str, value: Any) -> Any:
+    if isinstance(value, nn.ValueChoice):
+        return {"choice": value.label, "values": list(value.candidates)}
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    raise ConfigError(f"hyperparameter {name}={value!r}: give a plain number or string, or an nn.ValueChoice")
+
+
+def _is_choice(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"choice", "values"}
+
+
+class Evaluator:
+    """Base: hyperparameters (plain or searched) and a JSON form."""
+
+    kind = ""
+    merges = False  # whether several trials can train as one merged model
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = {name: _encode(name, value) for name, value in params.items()}
+
+    def choices(self) -> list[ir.Choice]:
+        """The searched hyperparameters, as choices of the experiment's search space."""
+        return [ir.Choice(v["choice"], tuple(v["values"]), None, "value") for v in self.params.values()
+                if _is_choice(v)]
+
+    def resolve(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The hyperparameters with each searched one taken from ``sample``."""
+        return {name: sample[v["choice"]] if _is_choice(v) else v for name, v in self.params.items()}
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "params": self.params}
+
+    @staticmethod
+    def from_dict(raw: dict) -> "Evaluator":
+        kinds = {"classification": Classification, "regression": Regression, "function": FunctionEvaluator}
+        if not isinstance(raw, dict) or raw.get("kind") not in kinds:
+            raise ConfigError(f"unknown evaluator {raw!r}")
+        evaluator = kinds[raw["kind"]].__new__(kinds[raw["kind"]])
+        evaluator.params = dict(raw["params"])
+        if raw["kind"] == "function":
+            evaluator.fn = raw["fn"]
+        return evaluator
+
+
+class Classification(Evaluator):
+    """Train on a registered data set (``runtime.data.register_dataset``) or one a loader
+    returns (``"mypkg.data:load"``, called in each worker); metric: validation accuracy."""
+
+    kind = "classification"
+    merges = True
+    loss = "cross_entropy"
+
+    def __init__(self, dataset: str | Callable = "digits", *, epochs: Any = 1, optimizer: Any = "adam",
+                 lr: Any = 1e-3, batch_size: Any = 64, momentum: Any = 0.0, weight_decay: Any = 0.0, seed: int = 0,
+                 max_steps: int | None = None, grad_clip: float | None = None, shuffle_seed: int = 0) -> None:
+        if not isinstance(dataset, (str, nn.ValueChoice)):
+            dataset = reference_of(dataset)
+        values = dict(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, momentum=momentum,
+                      weight_decay=weight_decay, seed=seed, max_steps=max_steps, grad_clip=grad_clip,
+                      shuffle_seed=shuffle_seed)
+        super().__init__({"dataset": dataset, **values})
+        self.params["loss"] = self.loss
+
+    def train_spec(self, sample: dict[str, Any]):
+        """(DataSpec, TrainConfig) of one trial."""
+        from optimizer import DataSpec, TrainConfig
+
+        p = self.resolve(sample)
+        data = DataSpec(p["dataset"], batch_size=p["batch_size"], shuffle_seed=p["shuffle_seed"])
+        train = TrainConfig(loss=p["loss"], optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
+                            weight_decay=p["weight_decay"], epochs=p["epochs"], seed=p["seed"],
+                            max_steps=p["max_steps"], grad_clip=p["grad_clip"])
+        return data, train
+
+    def check(self) -> None:
+        """Every fixed and every candidate setting makes a valid recipe (fails here, not in a worker)."""
+        for choice in self.choices() or [None]:
+            for value in (choice.values if choice else [None]):
+                sample = {c.label: c.values[0] for c in self.choices()}
+                if choice:
+                    sample[choice.label] = value
+                try:
+                    self.train_spec(sample)
+                except ir.IRError as e:
+                    raise ConfigError(f"{type(self).__name__}: {e}") from None
+
+
+class Regression(Classification):
+    """The same, with mean squared error; metric: negative validation MSE (higher is better)."""
+
+    kind = "regression"
+    loss = "mse"
+
+
+class FunctionEvaluator(Evaluator):
+    """``fn(model, **params) -> metric``: ``model`` is the trial's generated PyTorch module,
+    fresh from its constructor; what ``fn`` leaves in its weights is the trial's checkpoint."""
+
+    kind = "function"
+
+    def __init__(self, fn: Callable | str, **params: Any) -> None:
+        super().__init__(params)
+        self.fn = reference_of(fn)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "fn": self.fn}
+
+    def check(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------- intermediate reports
+_REPORTER: list[Callable[[float], None]] = []
+
+
+def report(value: float) -> None:
+    """Record an intermediate value of the trial ``fn`` is evaluating (one step per call);
+    outside an experiment it does nothing."""
+    if _REPORTER:
+        _REPORTER[-1](float(value))

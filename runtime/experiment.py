@@ -1,0 +1,404 @@
+"""An experiment: a model space searched by a strategy, trials trained by an executor, every
+step recorded in the store so a crash loses nothing.
+
+    exp = Experiment(SpaceSpec("runtime.demo:DigitsSpace", inputs=[(2, 1, 8, 8)]),
+                     Classification("digits", epochs=2, lr=nn.ValueChoice([1e-3, 1e-2], label="lr")),
+                     "evolution", max_trials=16, concurrency=4, storage="runs.db", name="digits")
+    exp.run()          # or exp.resume() after a crash: finished trials stay, running ones run again
+    exp.top(5); exp.export(1, "best/")
+
+The loop keeps ``concurrency`` trials in flight: it asks the strategy for samples, records
+each as a RUNNING trial, sends them to the executor in groups (one merged model per group
+with ``cross_model``), records each result and only then tells the strategy."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import retiarii_ir as ir
+
+from .evaluators import Evaluator
+from .executors import Executor, InProcess
+from .experiment_errors import ConfigError, ExperimentError
+from .space_spec import SpaceSpec
+from .store import DEFAULT_STORAGE, Store, TrialRecord
+
+EXACT_PASSES = ("dedup", "cse")
+INTERRUPTED = "interrupted: the experiment stopped while it ran; re-queued as a new trial"
+
+
+def _strategies() -> dict[str, type]:
+    import strategies
+
+    return {"random": strategies.Random, "grid": strategies.GridSearch, "gridsearch": strategies.GridSearch,
+            "evolution": strategies.RegularizedEvolution, "regularizedevolution": strategies.RegularizedEvolution,
+            "tpe": strategies.TPE, "rl": strategies.PolicyBasedRL, "policybasedrl": strategies.PolicyBasedRL}
+
+
+def strategy_name(strategy: Any) -> str:
+    """A strategy given by name (``"tpe"``) or class -> its canonical name; unknown ones are refused."""
+    known = _strategies()
+    if isinstance(strategy, str):
+        key = strategy.lower().replace("_", "").replace("-", "")
+        if key not in known:
+            raise ConfigError(f"unknown strategy {strategy!r}; known: random, grid, evolution, tpe, rl")
+        return key
+    for name, cls in known.items():
+        if strategy is cls:
+            return name
+    raise ConfigError(f"strategy must be a name (random, grid, evolution, tpe, rl) or one of the strategy "
+                      f"classes, got {strategy!r}")
+
+
+@dataclass
+class _Running:
+    """A trial the loop has handed out."""
+
+    number: int
+    trial_id: int
+    sample: dict
+    attempts: int = 1
+    note: str = ""
+
+    def as_job_entry(self) -> dict:
+        return {"number": self.number, "trial_id": self.trial_id, "sample": self.sample}
+
+
+@dataclass
+class Progress:
+    """Counts the progress bar and ``status`` show."""
+
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    best: float | None = None
+    best_trial: int | None = None
+    events: list[str] = field(default_factory=list)
+
+
+class Experiment:
+    """A searched, recorded, resumable experiment (see the module docstring)."""
+
+    def __init__(self, space: SpaceSpec | str, evaluator: Evaluator, strategy: Any = "random", *,
+                 max_trials: int | None = None, max_duration: float | None = None, concurrency: int = 4,
+                 cross_model: bool = True, storage: str = DEFAULT_STORAGE, name: str | None = None,
+                 executor: Executor | None = None, strategy_options: dict | None = None, seed: int = 0,
+                 optimize_mode: str = "maximize", retries: int = 0, trial_timeout: float | None = None,
+                 passes: tuple[str, ...] = EXACT_PASSES, artifacts: str | None = None,
+                 progress: bool = True, config_file: str | None = None) -> None:
+        if isinstance(space, str):
+            space = SpaceSpec(space)
+        if not isinstance(space, SpaceSpec):
+            raise ConfigError(f"space must be a SpaceSpec('module:factory', inputs=[...]), got {type(space).__name__}")
+        if not isinstance(evaluator, Evaluator):
+            raise ConfigError(f"evaluator must be Classification, Regression or FunctionEvaluator, "
+                              f"got {type(evaluator).__name__}")
+        if max_trials is None and max_duration is None:
+            raise ConfigError("give max_trials, max_duration, or both")
+        if max_trials is not None and (type(max_trials) is not int or max_trials < 1):
+            raise ConfigError(f"max_trials must be an integer >= 1, got {max_trials!r}")
+        if max_duration is not None and not (isinstance(max_duration, (int, float)) and max_duration > 0):
+            raise ConfigError(f"max_duration must be seconds > 0, got {max_duration!r}")
+        if type(concurrency) is not int or concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if type(retries) is not int or retries < 0:
+            raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
+        if optimize_mode not in ("maximize", "minimize"):
+            raise ConfigError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+            raise ConfigError(f"experiment name {name!r}: letters, digits, '_', '.', '-' (up to 100)")
+        self.space, self.evaluator = space, evaluator
+        self.strategy = strategy_name(strategy)
+        self.strategy_options = dict(strategy_options or {})
+        self.max_trials, self.max_duration, self.concurrency = max_trials, max_duration, concurrency
+        self.cross_model, self.passes = cross_model, tuple(passes)
+        self.seed, self.optimize_mode, self.retries, self.trial_timeout = seed, optimize_mode, retries, trial_timeout
+        self.storage = storage
+        factory = space.factory.rpartition(":")[2].split(".")[-1].lower() or "experiment"
+        self.name = name or f"{factory}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        if isinstance(executor, str):
+            from .executors import executor_named
+
+            executor = executor_named(executor)
+        if executor is not None and not isinstance(executor, Executor):
+            raise ConfigError(f"executor must be InProcess(), ProcessPool(workers), Ray(...) or one of the names "
+                              f"in-process, pool, ray; got {executor!r}")
+        self.executor = executor or InProcess()
+        self.progress, self.config_file = progress, config_file
+        self.artifacts = artifacts
+        self.last_run: Progress | None = None
+
+    # ------------------------------------------------------------------ definition
+    def _store(self) -> Store:
+        return Store(self.storage)
+
+    def _artifacts(self, store: Store) -> str:
+        if self.artifacts:
+            return os.path.abspath(self.artifacts)
+        if store.url.startswith("sqlite:///"):
+            base = os.path.splitext(store.url[len("sqlite:///"):])[0]
+        elif store.url.startswith("journal://"):
+            base = os.path.splitext(store.url[len("journal://"):])[0]
+        else:
+            base = os.path.abspath("retiarii")
+        return f"{base}-artifacts{os.sep}{self.name}"
+
+    def search_space(self) -> tuple[ir.ModelSpace, ir.SearchSpace]:
+        """The model space, and the search space strategies see: its choices plus the
+        evaluator's searched hyperparameters."""
+        model_space = self.space.build()
+        extra = self.evaluator.choices()
+        clash = sorted({c.label for c in extra} & set(model_space.search_space.choices))
+        if clash:
+            raise ConfigError(f"hyperparameter labels {clash} are also choices of the model space; rename them")
+        return model_space, ir.SearchSpace.of([*model_space.search_space, *extra])
+
+    def _config(self, store: Store, model_space: ir.ModelSpace, search: ir.SearchSpace) -> dict:
+        return json.loads(json.dumps({
+            "space": self.space.to_dict(), "evaluator": self.evaluator.to_dict(),
+            "strategy": {"name": self.strategy, "options": self.strategy_options, "seed": self.seed},
+            "model_space": model_space.search_space.to_json(), "search_space": search.to_json(),
+            "max_trials": self.max_trials, "max_duration": self.max_duration, "concurrency": self.concurrency,
+            "cross_model": self.cross_model, "passes": list(self.passes), "retries": self.retries,
+            "trial_timeout": self.trial_timeout, "optimize_mode": self.optimize_mode,
+            "artifacts": self._artifacts(store), "config_file": self.config_file,
+            "created": datetime.datetime.now().isoformat(timespec="seconds")}))
+
+    def _build_strategy(self, search: ir.SearchSpace):
+        cls = _strategies()[self.strategy]
+        try:
+            return cls(search, optimize_mode=self.optimize_mode, seed=self.seed, **self.strategy_options)
+        except TypeError as e:
+            raise ConfigError(f"strategy {self.strategy}: {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"strategy {self.strategy}: {e}") from None
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> Progress:
+        """Start the experiment (its name must be new in the store) and run it to its budget."""
+        self.evaluator.check()
+        model_space, search = self.search_space()
+        strategy = self._build_strategy(search)
+        store = self._store()
+        config = self._config(store, model_space, search)
+        study_id = store.create(self.name, config, self.optimize_mode == "maximize")
+        return self._loop(store, study_id, config, strategy, search)
+
+    def resume(self) -> Progress:
+        """Continue a stopped experiment: finished trials are kept (and told to a fresh strategy),
+        trials that were running when it stopped are failed as interrupted and run again."""
+        model_space, search = self.search_space()
+        store = self._store()
+        study_id = store.study_id(self.name)
+        config = store.config(study_id)
+        if config["search_space"] != json.loads(json.dumps(search.to_json())):
+            raise ExperimentError(f"experiment {self.name!r} was started with another search space; "
+                                  f"its space or evaluator changed since")
+        recover(store, study_id, search)
+        strategy = self._build_strategy(search)
+        return self._loop(store, study_id, config, strategy, search)
+
+    def top(self, k: int = 5) -> list[TrialRecord]:
+        from .leaderboard import top
+
+        store = Store(self.storage, create=False)
+        return top(store, store.study_id(self.name), k)
+
+    def export(self, rank: int, out_dir: str, stem: str = "model", onnx: bool = True) -> dict[str, str]:
+        from .export import export
+
+        return export(Store(self.storage, create=False), self.name, rank, out_dir, stem=stem, onnx=onnx)
+
+    # ------------------------------------------------------------------ the loop
+    def _job_size(self) -> int:
+        """Trials per job: the ones in flight shared out among the workers. Without
+        ``cross_model`` a job trains its trials one after another, so the strategy sees
+        results in the same groups either way and proposes the same samples."""
+        if not self.evaluator.merges:
+            return 1
+        return max(1, math.ceil(self.concurrency / max(1, self.executor.workers)))
+
+    def _loop(self, store: Store, study_id: int, config: dict, strategy, search: ir.SearchSpace) -> Progress:
+        from strategies import SpaceExhausted
+
+        choices = {c.label: list(c.values) for c in search}
+        records = store.trials(study_id)
+        waiting = replay(strategy, records)
+        state = Progress()
+        for r in records:
+            if r.state == "COMPLETE":
+                state.done += 1
+                _better(state, r.metric, r.number, self.optimize_mode)
+            elif r.state == "FAIL" and not r.interrupted:
+                state.failed += 1
+        job_base = {"space": config["space"], "evaluator": config["evaluator"], "store": store.url,
+                    "artifacts": config["artifacts"], "cross_model": self.cross_model,
+                    "passes": list(self.passes), "model_space": config["model_space"]}
+        bar = _ProgressBar(self.max_trials, state, self.progress, self.name)
+        in_flight: dict[int, list[_Running]] = {}
+        job_ids = itertools.count()
+        start, exhausted = time.monotonic(), False
+
+        def submit(group: list[_Running]) -> None:
+            job_id = next(job_ids)
+            in_flight[job_id] = group
+            timeout = self.trial_timeout * len(group) if self.trial_timeout else None
+            self.executor.submit(job_id, json.dumps({**job_base, "trials": [g.as_job_entry() for g in group]}),
+                                 timeout)
+
+        def fail_or_retry(trial: _Running, reason: str, attrs: dict) -> None:
+            if trial.attempts <= self.retries:
+                trial.attempts += 1
+                trial.note = f"attempt {trial.attempts} after: {reason}"
+                store.set_attrs(trial.trial_id, {"attempts": trial.attempts, f"failure_{trial.attempts - 1}": reason})
+                submit([trial])
+                return
+            store.fail(trial.trial_id, reason, {**attrs, "attempts": trial.attempts})
+            strategy.observe_failure(trial.sample, reason)
+            state.failed += 1
+            state.events.append(f"trial {trial.number} failed: {reason}")
+
+        self.executor.start({"store": store.url})
+        try:
+            while True:
+                fresh: list[_Running] = []
+                while sum(len(g) for g in in_flight.values()) + len(fresh) < self.concurrency:
+                    if waiting:
+                        record = waiting.pop(0)
+                        store.start(record.trial_id)
+                        fresh.append(_Running(record.number, record.trial_id, record.sample))
+                        continue
+                    in_flight_now = sum(len(g) for g in in_flight.values()) + len(fresh)
+                    used = state.done + state.failed + in_flight_now
+                    if exhausted or (self.max_trials is not None and used >= self.max_trials) or (
+                            self.max_duration is not None and time.monotonic() - start >= self.max_duration):
+                        break
+                    try:
+                        sample = strategy.propose()
+                    except SpaceExhausted:
+                        exhausted = True
+                        break
+                    number, trial_id = store.add_trial(study_id, sample, choices)
+                    fresh.append(_Running(number, trial_id, sample))
+                size = self._job_size()
+                for i in range(0, len(fresh), size):
+                    submit(fresh[i:i + size])
+                state.running = sum(len(g) for g in in_flight.values())
+                bar.update()
+                if not in_flight:
+                    break
+                for outcome in self.executor.poll(0.5):
+                    group = in_flight.pop(outcome.job_id)
+                    if outcome.error is not None:
+                        if len(group) > 1:  # one member may have brought the job down: each again, alone
+                            for trial in group:
+                                trial.note = f"re-run alone after its group failed: {outcome.error}"
+                                submit([trial])
+                        else:
+                            fail_or_retry(group[0], outcome.error, {})
+                        continue
+                    self._record(store, strategy, state, group, json.loads(outcome.result), fail_or_retry)
+                state.running = sum(len(g) for g in in_flight.values())
+                bar.update()
+        finally:
+            self.executor.close()
+            bar.close()
+        self.last_run = state
+        return state
+
+    def _record(self, store: Store, strategy, state: Progress, group: list[_Running], result: dict,
+                fail_or_retry) -> None:
+        by_number = {entry["number"]: entry for entry in result["trials"]}
+        for trial in group:
+            entry = by_number.get(trial.number, {"status": "failed", "error": "the worker returned no result"})
+            attrs = {key: entry[key] for key in ("train_seconds", "trained_as", "traceback") if key in entry}
+            if trial.note:
+                attrs["note"] = trial.note
+            if entry["status"] == "succeeded":
+                store.complete(trial.trial_id, entry["metric"],
+                               {**attrs, "source": entry["source"], "checkpoint": entry["checkpoint"],
+                                "attempts": trial.attempts})
+                strategy.observe(trial.sample, entry["metric"])
+                state.done += 1
+                _better(state, entry["metric"], trial.number, self.optimize_mode)
+            else:
+                fail_or_retry(trial, entry.get("error") or "failed", attrs)
+
+
+def _better(state: Progress, metric: float | None, number: int, mode: str) -> None:
+    if metric is None:
+        return
+    if state.best is None or (metric > state.best if mode == "maximize" else metric < state.best):
+        state.best, state.best_trial = metric, number
+
+
+def recover(store: Store, study_id: int, search: ir.SearchSpace) -> int:
+    """Trials left RUNNING by a stopped process: each gets a WAITING copy (once, even if this
+    itself is interrupted), then is failed as interrupted. Returns how many were re-queued."""
+    choices = {c.label: list(c.values) for c in search}
+    records = store.trials(study_id)
+    copied = {r.attrs.get("requeued_from") for r in records if "requeued_from" in r.attrs}
+    count = 0
+    for r in records:
+        if r.state != "RUNNING":
+            continue
+        if r.number not in copied:
+            store.add_trial(study_id, r.sample, choices, state="WAITING", attrs={"requeued_from": r.number})
+        store.fail(r.trial_id, INTERRUPTED, {"interrupted": True})
+        count += 1
+    return count
+
+
+def replay(strategy, records: list[TrialRecord]) -> list[TrialRecord]:
+    """Tell a fresh strategy what the store holds, in trial order; returns the queued trials
+    (adopted as pending: they run first)."""
+    waiting = []
+    for r in sorted(records, key=lambda r: r.number):
+        if r.state == "COMPLETE":
+            strategy.adopt(r.sample)
+            strategy.observe(r.sample, r.metric)
+        elif r.state == "FAIL" and not r.interrupted:
+            strategy.adopt(r.sample)
+            strategy.observe_failure(r.sample, r.attrs.get("failure", "failed"))
+        elif r.state == "WAITING":
+            strategy.adopt(r.sample)
+            waiting.append(r)
+    return waiting
+
+
+class _ProgressBar:
+    """tqdm on stderr: trials done of the budget with ETA, running, failed and the best metric."""
+
+    def __init__(self, total: int | None, state: Progress, enabled: bool, name: str) -> None:
+        self.state, self.bar, self._shown = state, None, 0
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=state.done + state.failed, desc=name, unit="trial",
+                            file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+    def update(self) -> None:
+        if self.bar is None:
+            return
+        s = self.state
+        for event in s.events[self._shown:]:
+            self.bar.write(f"  {event}", file=sys.stderr)
+        self._shown = len(s.events)
+        self.bar.n = s.done + s.failed
+        best = f"{s.best:.4g} (#{s.best_trial})" if s.best is not None else "-"
+        self.bar.set_postfix_str(f"done {s.done} running {s.running} failed {s.failed} best {best}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.update()
+            self.bar.close()

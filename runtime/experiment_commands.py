@@ -1,0 +1,204 @@
+"""``retiarii run / resume / status / top / export / plot / dashboard``: experiments from the
+command line. Every error about the input is one line with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .cli import UsageError, command
+from .store import DEFAULT_STORAGE
+
+_SETTINGS = ("strategy", "strategy_options", "max_trials", "max_duration", "concurrency", "cross_model",
+             "name", "storage", "executor", "seed", "optimize_mode", "retries", "trial_timeout", "passes",
+             "artifacts")
+
+
+def load_config(path: str, storage: str | None = None, name: str | None = None):
+    """The Experiment a config file defines: ``experiment = Experiment(...)``, or ``space``,
+    ``evaluator`` and optionally ``strategy``, ``max_trials``, ... as top-level names."""
+    from .experiment import Experiment
+    from .experiment_errors import ConfigError
+    from .references import load_file_module
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such config file: {path}")
+    module = load_file_module(path)
+    experiment = getattr(module, "experiment", None)
+    if experiment is None:
+        if not hasattr(module, "space") or not hasattr(module, "evaluator"):
+            raise ConfigError(f"{path} defines neither `experiment = Experiment(...)` nor `space` and `evaluator`")
+        settings = {key: getattr(module, key) for key in _SETTINGS if hasattr(module, key)}
+        if "max_trials" not in settings and "max_duration" not in settings:
+            settings["max_trials"] = 10
+        experiment = Experiment(module.space, module.evaluator, **settings)
+    elif not isinstance(experiment, Experiment):
+        raise ConfigError(f"{path}: `experiment` is a {type(experiment).__name__}, not an Experiment")
+    experiment.config_file = os.path.abspath(path)
+    if storage:
+        experiment.storage = storage
+    if name:
+        experiment.name = name
+    return experiment
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=None,
+                   help=f"the experiment store: a file (default {DEFAULT_STORAGE}) or a database URL")
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment name")
+    _storage_arg(p)
+
+
+def _open(args):
+    from .store import Store
+
+    store = Store(args.storage or DEFAULT_STORAGE, create=False)
+    return store, store.study_id(args.experiment)
+
+
+def _print_top(store, study_id, k: int) -> None:
+    from .leaderboard import format_top, top
+
+    records = top(store, study_id, k)
+    print(format_top(records) if records else "no finished trial yet")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a Python file defining the experiment (space, evaluator, strategy)")
+    _storage_arg(p)
+    p.add_argument("--name", help="experiment name (default: the config's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("run", "Run an experiment defined in a Python config file; records every trial in the store.", _run_args)
+def run_command(args: argparse.Namespace) -> int:
+    experiment = load_config(args.config, args.storage, args.name)
+    if args.no_progress:
+        experiment.progress = False
+    return _run(experiment, "run")
+
+
+def _run(experiment, how: str) -> int:
+    from .store import Store
+
+    print(f"experiment {experiment.name!r} in {Store(experiment.storage).url} ({experiment.executor.describe()})")
+    getattr(experiment, how)()
+    store = Store(experiment.storage, create=False)
+    _print_top(store, store.study_id(experiment.name), 5)
+    print(f"export the best: retiarii export {experiment.name} --rank 1 --out best"
+          + (f" --storage {experiment.storage}" if experiment.storage != DEFAULT_STORAGE else ""))
+    return 0
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    _experiment_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("resume", "Resume a stopped experiment: finished trials are kept, interrupted ones run again.",
+         _resume_args)
+def resume_command(args: argparse.Namespace) -> int:
+    store, study_id = _open(args)
+    config_file = store.config(study_id).get("config_file")
+    if not config_file:
+        raise UsageError("experiment", f"{args.experiment} was started from Python, not a config file; "
+                                       f"resume it with Experiment(...).resume()")
+    experiment = load_config(config_file, args.storage or DEFAULT_STORAGE, args.experiment)
+    if args.no_progress:
+        experiment.progress = False
+    return _run(experiment, "resume")
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", nargs="?", help="experiment name (default: every experiment in the store)")
+    _storage_arg(p)
+
+
+@command("status", "Where an experiment stands: trials finished, running, failed, the best so far.", _status_args)
+def status_command(args: argparse.Namespace) -> int:
+    from .leaderboard import format_status, status
+    from .store import Store
+
+    store = Store(args.storage or DEFAULT_STORAGE, create=False)
+    names = [args.experiment] if args.experiment else store.experiments()
+    if not names:
+        print(f"no experiment in {store.url}")
+    for name in names:
+        print(format_status(name, status(store, store.study_id(name))))
+    return 0
+
+
+def _top_args(p: argparse.ArgumentParser) -> None:
+    _experiment_args(p)
+    p.add_argument("-k", type=int, default=5, help="how many (default 5)")
+
+
+@command("top", "The leaderboard: the k best finished trials.", _top_args)
+def top_command(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError("-k", f"must be >= 1, got {args.k}")
+    store, study_id = _open(args)
+    _print_top(store, study_id, args.k)
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _experiment_args(p)
+    p.add_argument("--rank", type=int, default=1, help="1 = the best trial (default)")
+    p.add_argument("--out", required=True, help="folder for model.py, model.pt, model.onnx")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+
+
+@command("export", "Export a finished trial as standalone model.py + weights + model.onnx.", _export_args)
+def export_command(args: argparse.Namespace) -> int:
+    from .commands import check_output_folder
+    from .export import export
+
+    out = check_output_folder(args.out, "--out")
+    store, _ = _open(args)
+    paths = export(store, args.experiment, args.rank, out, onnx=not args.no_onnx)
+    for kind, path in paths.items():
+        print(f"{kind:>10}: {path}")
+    print(f"re-check the metric with only torch: cd {args.out} && python model.py")
+    return 0
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    _experiment_args(p)
+    p.add_argument("--out", help="PNG file (default: EXPERIMENT.png)")
+
+
+@command("plot", "Plot metric vs trial and vs time (best so far), and which choices win, as a PNG.", _plot_args)
+def plot_command(args: argparse.Namespace) -> int:
+    from .commands import check_output_file
+    from .plot import plot_experiment
+
+    out = check_output_file(args.out or f"{args.experiment}.png", "--out")
+    store, _ = _open(args)
+    plot_experiment(store, args.experiment, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    _experiment_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+
+
+@command("dashboard", "Serve the live web dashboard (optuna-dashboard) of an experiment's store.", _dashboard_args)
+def dashboard_command(args: argparse.Namespace) -> int:
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UsageError(None, "the dashboard needs optuna-dashboard: pip install -e '.[dashboard]'") from None
+    if not 0 < args.port < 65536:
+        raise UsageError("--port", f"must be 1-65535, got {args.port}")
+    store, study_id = _open(args)
+    print(f"dashboard of {store.url}: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)",
+          flush=True)
+    optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
+    return 0

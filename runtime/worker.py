@@ -1,0 +1,170 @@
+"""What runs a job wherever an executor puts it: JSON in, JSON out.
+
+A job is a group of trials (their samples) plus the specs to rebuild the space and the
+evaluator; the worker freezes each sample, trains the group (merged, for the built-in
+evaluator with ``cross_model``), writes each trial's intermediate metrics to the store as
+they come, saves its weights and returns metrics, source and timings. A trial that fails
+fails alone: its reason is returned and the others go on."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from retiarii_ir.errors import first_line
+
+from .evaluators import _REPORTER, Evaluator, FunctionEvaluator
+from .space_spec import SpaceSpec
+from .store import Store
+
+_STORES: dict[str, Store] = {}
+
+
+def _store(url: str) -> Store:
+    if url not in _STORES:
+        _STORES[url] = Store(url)
+    return _STORES[url]
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def _register_loader(dataset: str) -> None:
+    """A data set named by its loader (``module:callable``) is registered under that name here."""
+    from .data import _LOADERS, register_dataset
+    from .references import resolve
+
+    if ":" in dataset and dataset not in _LOADERS:
+        register_dataset(dataset, resolve(dataset))
+
+
+def _save(job: dict, number: int, state: dict[str, torch.Tensor]) -> str:
+    folder = os.path.join(job["artifacts"], f"trial-{number:05d}")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "weights.pt")
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never a half-written checkpoint
+    return path
+
+
+def run_job(job_text: str, on_start=None) -> str:
+    """Train the job's trials; returns ``{"trials": [{number, status, metric, error, ...}]}``.
+    ``on_start()`` is called once the space is built, just before the first trial runs (an
+    executor starts the job's timeout there, so building the space does not count)."""
+    job = json.loads(job_text)
+    if threads := job.get("threads"):
+        torch.set_num_threads(threads)
+    results: dict[int, dict[str, Any]] = {}
+    graphs = {}
+    try:
+        space = SpaceSpec.from_dict(job["space"]).build()
+        evaluator = Evaluator.from_dict(job["evaluator"])
+        if space.search_space.to_json() != job["model_space"]:
+            raise RuntimeError("the model space built here differs from the experiment's "
+                               "(did its code change since the experiment started?)")
+    except Exception as e:  # noqa: BLE001 - nothing can run: every trial fails with the reason
+        return json.dumps({"trials": [{"number": t["number"], "status": "failed", "error": _reason(e)}
+                                      for t in job["trials"]]})
+    labels = set(space.search_space.choices)
+    for t in job["trials"]:
+        try:
+            graphs[t["number"]] = space.freeze({k: v for k, v in t["sample"].items() if k in labels})
+        except Exception as e:  # noqa: BLE001 - a sample that does not build fails alone
+            results[t["number"]] = {"number": t["number"], "status": "failed", "error": _reason(e)}
+    runnable = [t for t in job["trials"] if t["number"] in graphs]
+    _store(job["store"])  # opened before the clock starts
+    if on_start is not None:
+        on_start()
+    if isinstance(evaluator, FunctionEvaluator):
+        for t in runnable:
+            results[t["number"]] = _run_function(job, evaluator, t, graphs[t["number"]])
+    elif runnable:
+        results.update(_run_training(job, evaluator, runnable, graphs))
+    return json.dumps({"trials": [results[t["number"]] for t in job["trials"]]})
+
+
+def _source(graph) -> str:
+    import codegen
+
+    return codegen.to_source(graph, class_name="Model")
+
+
+def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dict[int, dict]:
+    from optimizer import Trial
+
+    from .trainer import train_trials
+
+    store = _store(job["store"])
+    ids = {f"trial{t['number']}": t for t in trials}
+    specs = []
+    for t in trials:
+        data, train = evaluator.train_spec(t["sample"])
+        _register_loader(data.dataset)
+        specs.append(Trial(f"trial{t['number']}", graphs[t["number"]], data, train))
+
+    def record(name: str, epoch: int, metrics: dict[str, float]) -> bool:
+        try:
+            store.report(ids[name]["trial_id"], epoch, metrics["metric"])
+        except Exception:  # noqa: BLE001 - a missed intermediate point must not cost the trial
+            pass
+        return False
+
+    passes = tuple(job["passes"]) if job["cross_model"] else ()
+    trained = train_trials(specs, passes, independent=not job["cross_model"], should_stop=record)
+    out = {}
+    for t, result in zip(trials, trained):
+        entry = {"number": t["number"], "status": "failed", "train_seconds": result.seconds,
+                 "trained_as": result.trained_as}
+        metric = result.metric
+        if result.status == "succeeded" and metric is not None and math.isfinite(metric):
+            try:
+                entry.update(status="succeeded", metric=metric, checkpoint=_save(job, t["number"], result.state),
+                             source=_source(graphs[t["number"]]))
+            except Exception as e:  # noqa: BLE001
+                entry["error"] = _reason(e)
+        else:
+            entry["error"] = result.error or f"no finite metric (status {result.status})"
+        out[t["number"]] = entry
+    return out
+
+
+def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph) -> dict:
+    import codegen
+
+    from .references import resolve
+
+    store = _store(job["store"])
+    steps = [0]
+
+    def report(value: float) -> None:
+        store.report(t["trial_id"], steps[0], value)
+        steps[0] += 1
+
+    entry: dict[str, Any] = {"number": t["number"], "status": "failed", "trained_as": "alone"}
+    start = time.perf_counter()
+    _REPORTER.append(report)
+    try:
+        fn = resolve(evaluator.fn)
+        torch.manual_seed(0)
+        model = codegen.load(graph, class_name="Model", formatted=False)()
+        metric = fn(model, **evaluator.resolve(t["sample"]))
+        metric = float(metric) if metric is not None else float("nan")
+        if not math.isfinite(metric):
+            entry["error"] = f"the evaluator returned {metric}"
+        else:
+            entry.update(status="succeeded", metric=metric, checkpoint=_save(job, t["number"], model.state_dict()),
+                         source=_source(graph))
+    except Exception as e:  # noqa: BLE001 - the user's function failed: that trial fails, with the reason
+        entry["error"] = _reason(e)
+        entry["traceback"] = traceback.format_exc(limit=-3)
+    finally:
+        _REPORTER.pop()
+    entry["train_seconds"] = time.perf_counter() - start
+    return entry

@@ -1,0 +1,66 @@
+"""A tiny model space and evaluator functions for the experiment tests. They live in a module
+(not in a test file) so that worker processes and Ray tasks import them by name."""
+
+import os
+import signal
+import time
+
+import torch
+import torch.nn.functional as F
+
+import retiarii_ir as ir
+from retiarii_ir import nn
+from runtime import report
+
+
+@nn.model_wrapper
+class TinySpace(nn.Module):
+    """8x8 one-channel images; 2 widths x 2 ops = 4 architectures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        width = nn.ValueChoice([4, 8], label="width")
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.op = nn.LayerChoice({"conv": nn.Conv2d(width, width, 3, padding=1),
+                                  "pool": nn.MaxPool2d(3, stride=1, padding=1)}, label="op")
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.op(self.stem(x))), 1), 1))
+
+
+def tiny_space() -> ir.ModelSpace:
+    """The same space, returned ready-made by a factory (no example inputs needed)."""
+    return ir.trace_space(TinySpace(), torch.randn(2, 1, 8, 8))
+
+
+def parameter_count(model: torch.nn.Module, offset: float = 0.0) -> float:
+    """A deterministic metric with no training: parameters (and three intermediate reports)."""
+    count = sum(p.numel() for p in model.parameters())
+    for step in range(3):
+        report(count * (step + 1) / 3)
+    return count + offset
+
+
+def behave(model: torch.nn.Module, behaviour: str = "ok", delay: float = 0.0) -> float:
+    """Succeed, raise, hang or kill its own process, as the searched ``behaviour`` says."""
+    time.sleep(delay)
+    if behaviour == "crash":
+        raise ValueError("this trial crashes on purpose")
+    if behaviour == "hang":
+        time.sleep(3600)
+    if behaviour == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def slow_count(model: torch.nn.Module, delay: float = 0.3) -> float:
+    """Parameter count after a pause: long enough to kill the experiment mid-run."""
+    time.sleep(delay)
+    report(1.0)
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def deadly_data():
+    """A data set loader that kills the process loading it (as the out-of-memory killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
