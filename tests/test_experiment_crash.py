@@ -23,15 +23,15 @@ import sys
 from retiarii_ir import nn
 from runtime import Experiment, FunctionEvaluator, SpaceSpec
 
-def experiment():
+def experiment(storage):
     evaluator = FunctionEvaluator("tests.experiment_fixtures:slow_count",
                                   delay=nn.ValueChoice([0.4, 0.41, 0.42, 0.43, 0.44, 0.45], label="delay"))
     return Experiment(SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)]), evaluator,
-                      "random", max_trials={max_trials}, concurrency=2, storage=sys.argv[2], name="crash",
+                      "random", max_trials={max_trials}, concurrency=2, storage=storage, name="crash",
                       progress=False)
 
 if __name__ == "__main__":
-    getattr(experiment(), sys.argv[1])()
+    getattr(experiment(sys.argv[2]), sys.argv[1])()
 """
 
 
@@ -85,9 +85,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path)
         import crash_run
     finally:
         sys.path.remove(str(tmp_path))
-    experiment = crash_run.experiment()
-    experiment.storage = db
-    experiment.resume()
+    crash_run.experiment(db).resume()
     final = {r["number"]: r for r in _rows(db)}
 
     for snapshot in snapshots:
