@@ -89,7 +89,7 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     from .experiment import Experiment
     from .export import export
     from .leaderboard import format_top, top
-    from .plot import plot_experiment
+    from .plot import MISSING_MATPLOTLIB, matplotlib_installed, plot_experiment
     from .space_spec import SpaceSpec
     from .store import Store
 
@@ -149,7 +149,10 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     print(f"4. fresh interpreter, only torch: accuracy {float(standalone):.3f} "
           f"(recorded {best.metric:.3f}); {imported}")
     plot_path = os.path.join(out_dir, "search.png")
-    plot_experiment(store, "demo", plot_path)
-    print(f"5. plot of the search: {plot_path}")
+    if matplotlib_installed():  # an optional extra: without it the demo's results still stand
+        plot_experiment(store, "demo", plot_path)
+        print(f"5. plot of the search: {plot_path}")
+    else:
+        print(f"5. no plot of the search ({MISSING_MATPLOTLIB})")
     print(f"\nnext: retiarii top demo --storage {storage}; the same flow from a config file: retiarii run CONFIG.py")
     return 0 if abs(float(standalone) - best.metric) < 1e-6 else 1

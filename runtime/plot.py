@@ -19,12 +19,24 @@ def best_so_far(values: list[float], maximize: bool) -> list[float]:
     return out
 
 
+MISSING_MATPLOTLIB = "plot needs matplotlib: pip install -e '.[plot]'"
+
+
+def matplotlib_installed() -> bool:
+    """Whether plots can be drawn (matplotlib is an optional extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot_experiment(store: Store, name: str, path: str) -> dict:
     """Write the PNG; returns the series plotted (trial numbers, metrics, best so far)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError("plot needs matplotlib: pip install -e '.[plot]'") from None
+    if not matplotlib_installed():
+        raise ConfigError(MISSING_MATPLOTLIB)
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -53,3 +53,17 @@ def test_demo_records_an_experiment_exports_onnx_and_plots_it(demo_run):
     assert (out / "best_model.onnx").stat().st_size > 0
     assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
     assert "rank  trial" in result.stdout  # the leaderboard
+
+
+def test_demo_without_matplotlib_still_succeeds_and_says_how_to_get_the_plot(tmp_path):
+    """matplotlib is an optional extra: the demo must not fail at its last step without it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    hide_matplotlib = ("import sys; sys.modules['matplotlib'] = None; from runtime.cli import main; "
+                       "sys.exit(main(['demo', '--quick']))")
+    result = subprocess.run([sys.executable, "-c", hide_matplotlib], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5. no plot of the search (plot needs matplotlib: pip install -e '.[plot]')" in result.stdout
+    assert (tmp_path / "retiarii-demo" / "best_model.py").is_file()
+    assert not (tmp_path / "retiarii-demo" / "search.png").exists()
