@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch.nn.functional as F  # noqa: E402
 
 import optimizer  # noqa: E402
+from optimizer.autotune import synchronize  # noqa: E402
 import runtime.trainer as trainer  # noqa: E402
 from benchmarks import cross_model_models as models  # noqa: E402
 from runtime import data as rdata  # noqa: E402
@@ -132,11 +133,6 @@ def peak_mb(device: str = "cpu") -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------- measurements (own processes)

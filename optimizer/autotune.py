@@ -17,19 +17,21 @@ import torch.nn.functional as F
 _REPEATS = 3
 
 
-def _best_of(run, device: str) -> float:
-    """Fastest of a few runs; on an accelerator the clock waits for the queued kernels."""
-    def synchronize() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the kernels queued on ``device`` (a no-op on the CPU, which runs them at once)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def fastest_seconds(run, device: torch.device | str, repeats: int = _REPEATS) -> float:
+    """Fastest of a few runs after a warm-up; on an accelerator the clock waits for the kernels."""
     run()  # warm up: first calls allocate and pick algorithms
     best = float("inf")
-    for _ in range(_REPEATS):
-        synchronize()
+    for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         run()
-        synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -53,4 +55,4 @@ def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: in
         y = F.conv2d(torch.cat(xs, 1), torch.cat(ws, 0), None, stride, padding, dilation, groups * width)
         torch.stack([o.sum() for o in y.chunk(width, 1)]).sum().backward()
 
-    return _best_of(fused, device) < _best_of(separate, device)
+    return fastest_seconds(fused, device) < fastest_seconds(separate, device)

@@ -27,6 +27,7 @@ from torch import nn
 
 import codegen
 from optimizer import PASSES, Plan, Trial, plan
+from optimizer.autotune import fastest_seconds
 from optimizer.merge import initial_state
 from retiarii_ir import build_module
 from retiarii_ir.errors import IRError, first_line
@@ -171,26 +172,16 @@ class _GroupRun:
         """The fastest of a few forward+backward passes on the first batch. Nothing it changes is
         kept: ``_load`` puts the weights and buffers back, and the global random stream is restored."""
         self._load(group, module)
-        x_of, y_of = {}, {}
-        for k, trial in enumerate(self.trials):
-            x_of[k], y_of[k] = next(batches(trial.data, 0, self.device))
-        inputs = _inputs_per_trial(group, x_of)
+        first = {spec: next(batches(spec, 0, self.device)) for spec in {t.data for t in self.trials}}
+        inputs = _inputs_per_trial(group, {k: first[t.data][0] for k, t in enumerate(self.trials)})
 
         def step() -> None:
             outputs = module(*inputs)
-            sum(loss_of(t.train, outputs[k], y_of[k]) for k, t in enumerate(self.trials)).backward()
+            sum(loss_of(t.train, outputs[k], first[t.data][1]) for k, t in enumerate(self.trials)).backward()
             module.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            step()  # warm-up: allocations, algorithm choices
-            best = math.inf
-            for _ in range(repeats):
-                start = time.perf_counter()
-                step()
-                best = min(best, time.perf_counter() - start)
-        return best
+            return fastest_seconds(step, self.device, repeats)
 
     def _leave(self, names: set[str]) -> None:
         """Keep the others' weights and optimizer state; plan again without ``names``."""
