@@ -121,7 +121,7 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dic
     out = {}
     for t, result in zip(trials, trained):
         entry = {"number": t["number"], "status": "failed", "train_seconds": result.seconds,
-                 "trained_as": result.trained_as}
+                 "trained_as": result.trained_as + (f"; operator batching {result.batching}" if result.batching else "")}
         metric = result.metric
         if result.status == "succeeded" and metric is not None and math.isfinite(metric):
             try:
