@@ -84,17 +84,18 @@ EXACT_PASSES = ("dedup", "cse")
 
 
 def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = True,
-             passes: tuple[str, ...] = PASSES) -> int:
+             passes: tuple[str, ...] = PASSES, device: str = "cpu") -> int:
     """The experiment flow end to end: a recorded search, the leaderboard, the winner exported
     as standalone code + ONNX and re-checked in a fresh interpreter, and the plot."""
     from .evaluators import Classification
-    from .experiment import Experiment
+    from .experiment import Experiment, check_device
     from .export import export
     from .leaderboard import format_top, top
     from .plot import MISSING_MATPLOTLIB, matplotlib_installed, plot_experiment
     from .space_spec import SpaceSpec
     from .store import Store
 
+    device = check_device(device)  # before any work
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
     os.makedirs(out_dir, exist_ok=True)
     storage = os.path.join(out_dir, "experiment.db")
@@ -119,8 +120,9 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     experiment = Experiment(spec, Classification("digits", **recipe),
                             "evolution", strategy_options={"population_size": 4, "sample_size": 2},
                             max_trials=trials, concurrency=4, cross_model=merge, passes=passes, storage=storage,
-                            name="demo", seed=0)
+                            name="demo", seed=0, device=device)
     how = f"trained together as one merged model, passes {', '.join(passes)}" if merge else "trained one after another"
+    how += f", on {device}" if device != "cpu" else ""
     print(f"\n2. regularized evolution, {trials} trials, 4 proposals in flight ({how}), {epochs} epoch(s) each;")
     print(f"   every trial recorded in {storage} (watch it: retiarii dashboard demo --storage {storage})")
     start = time.perf_counter()

@@ -170,6 +170,7 @@ class _Rowwise:
     def __init__(self, configs: list, members: list[tuple[nn.Parameter, list]], decoupled: bool) -> None:
         self.configs, self.members, self.decoupled = configs, members, decoupled
         self.state: dict[int, dict] = {}
+        self._columns: dict[tuple, torch.Tensor] = {}
         self._row_trial = {}  # per tensor: the trial of each row, to spread per-trial values over rows
         for param, owners in members:
             trial = torch.empty(param.shape[0], dtype=torch.long)
@@ -184,8 +185,13 @@ class _Rowwise:
         used = {values[k] for k in members}
         if len(used) == 1:
             return used.pop()
-        column = torch.tensor(values, dtype=param.dtype)[trials].to(param.device)
-        return column.view(-1, *([1] * (param.dim() - 1)))
+        key = (id(param), tuple(values[k] for k in members))
+        if key not in self._columns:  # built once per distinct set of values: no host-to-device copy per step
+            column = torch.tensor(values, dtype=param.dtype)[trials].to(param.device)
+            if len(self._columns) > 4 * len(self.members) + 64:  # a schedule changes lr at every step
+                self._columns.clear()
+            self._columns[key] = column.view(-1, *([1] * (param.dim() - 1)))
+        return self._columns[key]
 
     def state_of(self, param, k: int, rows) -> dict:
         raise NotImplementedError

@@ -169,16 +169,20 @@ class _GroupRun:
         return (chosen, module) if keep else (plain, plain_module)
 
     def _step_seconds(self, group: Plan, module: nn.Module, repeats: int = 3) -> float:
-        """The fastest of a few forward+backward passes on the first batch. Nothing it changes is
-        kept: ``_load`` puts the weights and buffers back, and the global random stream is restored."""
+        """The fastest of a few training steps (forward, backward, optimizer) on the first batch.
+        Nothing it changes is kept: ``_load`` puts the weights and buffers back before training,
+        the optimizer used here is thrown away, and the global random stream is restored."""
         self._load(group, module)
         first = {spec: next(batches(spec, 0, self.device)) for spec in {t.data for t in self.trials}}
         inputs = _inputs_per_trial(group, {k: first[t.data][0] for k, t in enumerate(self.trials)})
+        optimizers = GroupOptimizer([t.train for t in self.trials],
+                                    [group.trial_parameters(module, k) for k in range(len(self.trials))])
 
         def step() -> None:
             outputs = module(*inputs)
+            optimizers.zero_grad()
             sum(loss_of(t.train, outputs[k], first[t.data][1]) for k, t in enumerate(self.trials)).backward()
-            module.zero_grad(set_to_none=True)
+            optimizers.step()
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             return fastest_seconds(step, self.device, repeats)
