@@ -69,6 +69,7 @@ class _Emitter:
         self.optimizer_of = optimizer_of or {}
         self.calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
         self.read_directly = {n.target.rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
+        self.read_directly |= {name.rpartition(".")[0] for pair in graph.aliases.items() for name in pair}  # tied
         self._owner: dict[str, tuple[int, str]] | None = None
 
     # values --------------------------------------------------------------
@@ -162,8 +163,8 @@ class _Emitter:
         return read
 
     def _stackable(self, group: Group) -> bool:
-        """One stacked tensor may hold the members' weights only if nothing else reads them and
-        one kind of optimizer updates every row."""
+        """One stacked tensor may hold the members' weights only if nothing else reads them (no
+        direct read, no tie to another layer's weight) and one kind of optimizer updates every row."""
         return (len({self.optimizer_of.get(k) for k in group.trials}) == 1
                 and all(self.calls[m.target] == 1 and m.target not in self.read_directly for m in group.members))
 
@@ -180,8 +181,10 @@ class _Emitter:
         reads = []
         for member in group.members:
             qualname = f"{member.target}.{name}"
-            self._as_attribute(member.target, name)
-            reads.append(self._param(qualname))
+            tied_to = self.new.aliases.get(qualname)
+            if tied_to is None:
+                self._as_attribute(member.target, name)
+            reads.append(self._param(tied_to or qualname))  # a tied weight reads the one tensor it shares
         return self._call(how, (reads,), {"dim": 0}, f"{group.members[0].name}_{name}s")
 
     def _as_attribute(self, module: str, name: str) -> None:

@@ -178,10 +178,14 @@ class _Rowwise:
                 trial[start:end] = k
             self._row_trial[id(param)] = trial, [k for k, _ in owners]
 
-    def per_row(self, param: torch.Tensor, values: list[float]) -> float | torch.Tensor:
-        """``values`` (one per trial) as a number where the tensor's trials agree, else as a
-        column of per-row values that broadcasts over the tensor."""
+    def per_row(self, param: torch.Tensor, value_of) -> float | torch.Tensor:
+        """``value_of(k)`` for each trial k with rows in ``param``, as a number where those trials
+        agree, else as a column of per-row values that broadcasts over the tensor. (Other trials
+        of the group are not asked: their step counts may still be 0.)"""
         trials, members = self._row_trial[id(param)]
+        values = [0.0] * len(self.configs)
+        for k in members:
+            values[k] = value_of(k)
         used = {values[k] for k in members}
         if len(used) == 1:
             return used.pop()
@@ -209,12 +213,12 @@ class _RowwiseSGD(_Rowwise):
             if grad is None:
                 continue
             with torch.no_grad():
-                decay = self.per_row(param, [c.weight_decay for c in self.configs])
+                decay = self.per_row(param, lambda k: self.configs[k].weight_decay)
                 if isinstance(decay, torch.Tensor):
                     grad = grad.addcmul(param, decay)
                 elif decay != 0:
                     grad = grad.add(param, alpha=decay)
-                momentum = self.per_row(param, [c.momentum for c in self.configs])
+                momentum = self.per_row(param, lambda k: self.configs[k].momentum)
                 if isinstance(momentum, torch.Tensor) or momentum != 0:
                     state = self.state.setdefault(id(param), {})
                     if "momentum_buffer" not in state:
@@ -222,7 +226,7 @@ class _RowwiseSGD(_Rowwise):
                     else:
                         state["momentum_buffer"].mul_(momentum).add_(grad)
                     grad = state["momentum_buffer"]
-                lr = self.per_row(param, lrs)
+                lr = self.per_row(param, lambda k: lrs[k])
                 if isinstance(lr, torch.Tensor):
                     param.addcmul_(grad, -lr)
                 else:
@@ -261,29 +265,32 @@ class _RowwiseAdam(_Rowwise):
                 self._update(param, grad, state, lrs, steps)
 
     def _update(self, param, grad, state, lrs, steps) -> None:
-        configs, row = self.configs, lambda values: self.per_row(param, values)  # noqa: E731
-        decay = [c.weight_decay for c in configs]
+        configs = self.configs
+
+        def row(value_of):
+            return self.per_row(param, value_of)
+
         if self.decoupled:
-            factor = row([1 - lr * wd for lr, wd in zip(lrs, decay)])
+            factor = row(lambda k: 1 - lrs[k] * configs[k].weight_decay)
             if isinstance(factor, torch.Tensor) or factor != 1:
                 param.mul_(factor)
         else:
-            wd = row(decay)
+            wd = row(lambda k: configs[k].weight_decay)
             if isinstance(wd, torch.Tensor):
                 grad = grad.addcmul(param, wd)
             elif wd != 0:
                 grad = grad.add(param, alpha=wd)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, row([1 - c.betas[0] for c in configs]))
-        exp_avg_sq.mul_(row([c.betas[1] for c in configs]))
-        rest = row([1 - c.betas[1] for c in configs])
+        exp_avg.lerp_(grad, row(lambda k: 1 - configs[k].betas[0]))
+        exp_avg_sq.mul_(row(lambda k: configs[k].betas[1]))
+        rest = row(lambda k: 1 - configs[k].betas[1])
         if isinstance(rest, torch.Tensor):
             exp_avg_sq.addcmul_(grad * rest, grad)
         else:
             exp_avg_sq.addcmul_(grad, grad, value=rest)
-        step_size = row([(lr / (1 - c.betas[0] ** s)) * -1 for lr, c, s in zip(lrs, configs, steps)])
+        step_size = row(lambda k: (lrs[k] / (1 - configs[k].betas[0] ** steps[k])) * -1)
         denom = exp_avg_sq.sqrt()
-        denom.div_(row([(1 - c.betas[1] ** s) ** 0.5 for c, s in zip(configs, steps)]))
+        denom.div_(row(lambda k: (1 - configs[k].betas[1] ** steps[k]) ** 0.5))
         denom.add_(1e-8)
         if isinstance(step_size, torch.Tensor):
             param.addcdiv_(exp_avg * step_size, denom)

@@ -338,6 +338,44 @@ def test_weights_that_cannot_be_stacked_stay_each_trials_own_and_are_joined_per_
     assert q.slots[1].state["fc.weight"].rows is None  # also read directly: its own tensor
 
 
+class TiedLinears(nn.Module):
+    """Two linear layers sharing one weight (``fc2.weight = fc1.weight``)."""
+
+    def __init__(self, bias: bool = True, fc2_calls: int = 1):
+        super().__init__()
+        self.fc2_calls = fc2_calls
+        self.fc1 = nn.Linear(64, 64, bias=bias)
+        self.fc2 = nn.Linear(64, 64, bias=bias)
+        self.fc2.weight = self.fc1.weight
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.fc2(torch.relu(self.fc1(x.flatten(1))))
+        if self.fc2_calls == 2:
+            h = self.fc2(h)
+        return self.head(torch.relu(h))
+
+
+@pytest.mark.parametrize("bias, fc2_calls", [(True, 1), (False, 1), (True, 2)])
+def test_tied_weights_stay_one_tensor_per_trial_when_their_layers_batch(bias, fc2_calls):
+    """A weight two layers share must stay one tensor: stacking each layer's copy would untie
+    it (each half would get part of the gradient), and moving one of them must not leave the
+    other's tie pointing at nothing."""
+    torch.manual_seed(0)
+    graph = ir.trace(TiedLinears(bias, fc2_calls), (torch.randn(2, 1, 8, 8),))
+    assert graph.aliases == {"fc2.weight": "fc1.weight"}
+    trials = [optimizer.Trial(f"t{k}", graph, train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ALL, torch.randn(3, 1, 8, 8))
+    assert any(b.kind == "Linear" for b in p.batched)
+    for slot in p.slots:
+        assert slot.state["fc1.weight"].rows is None
+        assert slot.state["head.weight"].rows is not None  # untied layers still stack
+    merged = merged_module(p)
+    for k in range(2):
+        state = p.trial_state(merged, k)
+        assert torch.equal(state["fc1.weight"], state["fc2.weight"])
+
+
 def _fused_origin(p: optimizer.Plan, b) -> list[tuple[str, str]]:
     return next(n.origin for n in p.graph.nodes if n.name == b.fused)
 
