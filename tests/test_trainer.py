@@ -186,8 +186,8 @@ def test_a_stacked_layer_that_only_some_trials_share_steps_with_their_hyperparam
     """Adam at two learning rates on two width-16 trials (their layers stack and step row-wise)
     beside a width-32 trial that owns no rows of those tensors: its values must not enter
     their update (its step count there is 0, and 1 - beta1 ** 0 divides by zero)."""
-    trials = [trial("a", optimizer="adam", lr=1e-2, max_steps=20, seed=0),
-              trial("b", optimizer="adam", lr=3e-3, max_steps=20, seed=1),
+    trials = [trial("a", op="conv5x5", optimizer="adam", lr=3e-3, max_steps=20, seed=1),
+              trial("b", op="conv5x5", optimizer="adam", lr=1e-3, max_steps=20, seed=0),
               trial("c", width=32, optimizer="adam", lr=1e-2, weight_decay=1e-3, max_steps=20, seed=2)]
     merged = train_trials(trials, ALL, autotune=False)
     alone = train_trials(trials, independent=True)
