@@ -97,6 +97,8 @@ def check_device(device: Any) -> str:
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r}: this torch sees no CUDA device")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return str(parsed)
 
 

@@ -189,3 +189,13 @@ def test_optunas_journal_file_works_as_the_store_too(tmp_path):
         _parameters({"width": w, "op": o}) for w in (4, 8) for o in ("conv", "pool"))
     assert [r.number for r in experiment.top(2)] == [t.number for t in sorted(
         study.trials, key=lambda t: (-t.value, t.number))[:2]]
+
+
+def test_a_cuda_device_index_the_machine_lacks_is_refused_before_any_work(monkeypatch):
+    from runtime.experiment import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU, simulated
+    assert check_device("cuda:0") == "cuda:0" and check_device("cuda") == "cuda"
+    with pytest.raises(ConfigError, match="has 1 CUDA device"):
+        check_device("cuda:3")

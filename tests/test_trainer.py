@@ -196,6 +196,35 @@ def test_a_stacked_layer_that_only_some_trials_share_steps_with_their_hyperparam
         assert_losses_close(got.losses, expected.losses, what=got.name)
 
 
+class ProjectionTiedToLinear(torch.nn.Module):
+    """A parameter read directly (``x @ proj``) that is also a linear layer's weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 64)
+        self.proj = self.fc.weight
+        self.head = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.head(torch.relu(self.fc(x)) + torch.relu(x @ self.proj))
+
+
+def test_a_weight_tied_to_a_directly_read_parameter_trains_as_one_tensor():
+    """Stacking ``fc``'s weight would untie it from ``proj`` (each copy getting part of the
+    gradient): the merged run must train them as the one tensor they are, like training alone."""
+    torch.manual_seed(0)
+    graph = ir.trace(ProjectionTiedToLinear(), (torch.randn(2, 1, 8, 8),))
+    assert set(graph.aliases.items()) in ({("fc.weight", "proj")}, {("proj", "fc.weight")})
+    trials = [Trial(f"t{k}", graph, train=TrainConfig(lr=0.1, max_steps=6, seed=k)) for k in range(2)]
+    merged = train_trials(trials, ALL, autotune=False)
+    alone = train_trials(trials, independent=True)
+    for got, expected in zip(merged, alone):
+        assert got.status == "succeeded" and got.trained_as == "merged with 2", (got.error, got.trained_as)
+        assert torch.equal(got.state["fc.weight"], got.state["proj"]), "the tie was broken"
+        assert_losses_close(got.losses, expected.losses, what=got.name)
+
+
 # ---------------------------------------------------------------------- one trial's trouble
 def nan_dataset(rows):
     def load():

@@ -211,3 +211,18 @@ def test_per_trial_gradient_clipping_on_stacked_rows_equals_clip_grad_norm_alone
         for piece, reference in zip(pieces[k], alone):
             assert torch.equal(piece.of(piece.param.grad), reference.grad)
     assert not torch.equal(pieces[0][0].of(joined[0].grad), gradients(0, 0)[0])  # trial 0 was clipped
+
+
+def test_a_stacked_tensor_that_only_some_trials_own_steps_without_asking_the_others():
+    """Trials 0 and 2 (Adam, different hyperparameters) share stacked tensors; trial 1 has its
+    own. Trial 1's Adam step count is not the stacked tensor's business (at 0 it divided by zero)."""
+    configs = [RECIPES["adam"], RECIPES["adam-other"], RECIPES["adam-plain"]]
+    _, shared = stacked([parameters(0), parameters(2)])
+    pieces = [shared[0], whole(parameters(1)), shared[1]]
+    fused = GroupOptimizer(configs, pieces)
+    assert len(fused.rowwise) == 1
+    for step in range(4):
+        fused.zero_grad()
+        give_gradients(pieces, step)
+        fused.step(step)
+    assert_each_trial_equals(pieces, trained_alone(configs, 4), ["adam", "adam-other", "adam-plain"])
