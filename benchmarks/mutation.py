@@ -34,7 +34,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "graph": (["retiarii_ir/graph.py"], ["tests/test_ir_graph.py", "tests/test_ir_json.py"]),
     "freeze": (["retiarii_ir/space/model_space.py", "retiarii_ir/space/choice_mutators.py",
                 "retiarii_ir/space/mutator.py", "retiarii_ir/space/fixed.py"],
-               ["tests/test_space_api.py", "tests/test_mutator.py"]),
+               ["tests/test_space_api.py", "tests/test_space_freeze.py", "tests/test_mutator.py"]),
     "strategies/base": (["strategies/base.py"], ["tests/test_strategies.py"]),
     "codegen/source": (["codegen/source.py"], ["tests/test_codegen_golden.py", "tests/test_codegen_features.py"]),
     "optimizer": (["optimizer/merge.py", "optimizer/cse.py", "optimizer/matching.py", "optimizer/batching.py"],
