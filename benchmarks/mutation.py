@@ -30,7 +30,8 @@ PACKAGES = ["retiarii_ir", "codegen", "optimizer", "strategies", "runtime"]
 
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     # name: (files to mutate, test files that exercise them)
-    "serialize": (["retiarii_ir/serialize.py"], ["tests/test_ir_json.py", "tests/test_ir_graph.py"]),
+    "serialize": (["retiarii_ir/serialize.py"], ["tests/test_ir_json.py", "tests/test_ir_graph.py",
+                                                 "tests/test_json_robustness.py", "tests/test_trust.py"]),
     "graph": (["retiarii_ir/graph.py"], ["tests/test_ir_graph.py", "tests/test_ir_json.py"]),
     "freeze": (["retiarii_ir/space/model_space.py", "retiarii_ir/space/choice_mutators.py",
                 "retiarii_ir/space/mutator.py", "retiarii_ir/space/fixed.py"],
