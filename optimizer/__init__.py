@@ -9,9 +9,9 @@ every trial back to its output and its own state_dict entries.
 
 from .batching import BatchedGroup
 from .cse import SharedNode
-from .plan import PASSES, Plan, PlanError, TrialSlot, plan
+from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .state import StateRef
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
-__all__ = ["PASSES", "BatchedGroup", "DataSpec", "Plan", "PlanError", "SharedNode", "StateRef", "TrainConfig",
+__all__ = ["PASSES", "BatchedGroup", "DataSpec", "Plan", "PlanError", "SharedNode", "StateRef", "TrainConfig", "TrialTensor",
            "Trial", "TrialSlot", "TrialSpecError", "plan"]

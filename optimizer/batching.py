@@ -10,13 +10,17 @@ one layer norm with per-trial scale and shift. From there, fused regions grow th
 activations, pooling and residual additions that every trial of the group applies alike,
 so consecutive layers pass the stacked tensor along without splitting it.
 
-Each trial keeps its own parameter tensors: a fused layer concatenates them when it runs,
-so gradients, optimizer state and initial values stay exactly per trial. Running
-statistics of a fused batch norm live in one buffer; the trial's rows of it are recorded
-in its state map.
+A fused layer's K weights live in one stacked parameter, as the kernel reads them; trial
+k's rows of it are exactly trial k's own tensor (its state map records the row range), so
+nothing is joined or split at each step and one optimizer update serves all K. Running
+statistics of a fused batch norm live in one buffer the same way. Where a layer's weights
+are also used elsewhere (a module called twice, a weight read directly) or its trials train
+with different kinds of optimizer, each trial keeps its own tensor and the fused layer
+concatenates them when it runs.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +48,8 @@ class _Emitter:
     """Writes the batched graph: single nodes copied, groups as fused nodes, trial slices of a
     fused value cut out only where a single node needs them."""
 
-    def __init__(self, graph: Graph, state_maps: list[dict[str, StateRef]], built: dict) -> None:
+    def __init__(self, graph: Graph, state_maps: list[dict[str, StateRef]], built: dict,
+                 optimizer_of: dict[int, str] | None = None) -> None:
         self.old = graph
         self.new = Graph(graph.name)
         self.new.modules = dict(graph.modules)
@@ -61,6 +66,11 @@ class _Emitter:
         self.pieces: dict[tuple, Node] = {}
         self.report: list[BatchedGroup] = []
         self._training: Node | None = None
+        self.optimizer_of = optimizer_of or {}
+        self.calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+        self.read_directly = {n.target.rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
+        self.read_directly |= {name.rpartition(".")[0] for pair in graph.aliases.items() for name in pair}  # tied
+        self._owner: dict[str, tuple[int, str]] | None = None
 
     # values --------------------------------------------------------------
     def value(self, old: Node) -> Node:
@@ -115,8 +125,9 @@ class _Emitter:
         if node.op == "get_attr" and node.target == TRAINING_FLAG and self._training is not None:
             self.env[node.name] = self._training
             return
-        new = self.new.add_node(node.op, node.target, map_args(node.args, self.value),
-                                map_args(node.kwargs, self.value), name=node.name, type=node.type, scope=node.scope)
+        new = self.new.add_node(node.op, node.target, map_args(node.args, self.value), map_args(node.kwargs, self.value),
+                                name=self.new.unique_name(node.name),  # a fused node may have taken the name
+                                type=node.type, scope=node.scope)
         new.meta = dict(node.meta)
         if node.op == "get_attr" and node.target == TRAINING_FLAG:
             self._training = new
@@ -131,14 +142,50 @@ class _Emitter:
             self.slot[member.name] = (group, index)
         self.report.append(BatchedGroup(group.kind, group.width, [m.name for m in group.members], fused.name))
 
-    def _weights(self, group: Group, name: str, dim: int, how: str = "torch.cat") -> Node:
+    def _weights(self, group: Group, name: str, how: str = "torch.cat") -> Node:
+        """The members' parameter ``name`` as one tensor for the kernel: rows of one stacked
+        parameter (``torch.cat`` layout), or viewed as (K, ...) (``torch.stack`` layout)."""
+        if not self._stackable(group):
+            return self._joined_weights(group, name, how)
+        first = self.built[group.members[0].target]
+        tensor = getattr(first, name)
+        rows = tensor.shape[0]
+        fused_key = f"fused.{group.members[0].name}.{name}"
+        self.new.attributes[fused_key] = AttributeSpec(
+            "parameter", (rows * group.width, *tensor.shape[1:]), str(tensor.dtype).removeprefix("torch."), True)
+        for index, member in enumerate(group.members):
+            self._move(f"{member.target}.{name}", StateRef(fused_key, (index * rows, (index + 1) * rows)))
+            self.new.modules.pop(member.target, None)
+        read = self._param(fused_key)
+        if how == "torch.stack":
+            return self._call("view", (read, group.width, *tensor.shape), {}, f"{fused_key.replace('.', '_')}_per_trial",
+                              op="call_method")
+        return read
+
+    def _stackable(self, group: Group) -> bool:
+        """One stacked tensor may hold the members' weights only if nothing else reads them (no
+        direct read, no tie to another layer's weight) and one kind of optimizer updates every row."""
+        return (len({self.optimizer_of.get(k) for k in group.trials}) == 1
+                and all(self.calls[m.target] == 1 and m.target not in self.read_directly for m in group.members))
+
+    def _move(self, merged_key: str, ref: StateRef) -> None:
+        """Point the trial entry that lived at ``merged_key`` to ``ref``."""
+        if self._owner is None:
+            self._owner = {r.key: (k, key) for k, refs in enumerate(self.state_maps) for key, r in refs.items()
+                           if r.rows is None}
+        k, key = self._owner.pop(merged_key)
+        self.state_maps[k][key] = ref
+
+    def _joined_weights(self, group: Group, name: str, how: str) -> Node:
         """Each member's own parameter ``name``, joined for one kernel (each stays a leaf)."""
         reads = []
         for member in group.members:
             qualname = f"{member.target}.{name}"
-            self._as_attribute(member.target, name)
-            reads.append(self._param(qualname))
-        return self._call(how, (reads,), {"dim": dim}, f"{group.members[0].name}_{name}s")
+            tied_to = self.new.aliases.get(qualname)
+            if tied_to is None:
+                self._as_attribute(member.target, name)
+            reads.append(self._param(tied_to or qualname))  # a tied weight reads the one tensor it shares
+        return self._call(how, (reads,), {"dim": 0}, f"{group.members[0].name}_{name}s")
 
     def _as_attribute(self, module: str, name: str) -> None:
         """A fused layer's parameters become plain graph parameters under the same keys."""
@@ -150,22 +197,22 @@ class _Emitter:
     def _emit_conv2d(self, group: Group) -> Node:
         m = self.built[group.members[0].target]
         x = self.stacked([n.args[0] for n in group.members], group)
-        weight = self._weights(group, "weight", 0)
-        bias = self._weights(group, "bias", 0) if m.bias is not None else None
+        weight = self._weights(group, "weight")
+        bias = self._weights(group, "bias") if m.bias is not None else None
         return self._call("torch.conv2d", (x, weight, bias, m.stride, m.padding, m.dilation, m.groups * group.width),
                           {}, f"{group.members[0].name}_x{group.width}")
 
     def _emit_linear(self, group: Group) -> Node:
         m = self.built[group.members[0].target]
         x = self.stacked([n.args[0] for n in group.members], group)
-        weight = self._weights(group, "weight", 0, "torch.stack")
+        weight = self._weights(group, "weight", "torch.stack")
         rank = group.members[0].args[0].type.rank
         name = f"{group.members[0].name}_x{group.width}"
         if rank == 2:
             transposed = self._call("transpose", (weight, 1, 2), {}, "weight_t", op="call_method")
             if m.bias is None:
                 return self._call("torch.bmm", (x, transposed), {}, name)
-            bias = self._weights(group, "bias", 0, "torch.stack")
+            bias = self._weights(group, "bias", "torch.stack")
             rows = self._call("unsqueeze", (bias, 1), {}, "bias_rows", op="call_method")
             return self._call("torch.baddbmm", (rows, x, transposed), {}, name)
         transposed = self._call("transpose", (weight, 1, 2), {}, "weight_t", op="call_method")
@@ -173,14 +220,14 @@ class _Emitter:
         product = self._call("torch.matmul", (x, per_step), {}, name if m.bias is None else f"{name}_nobias")
         if m.bias is None:
             return product
-        bias = self._weights(group, "bias", 0, "torch.stack")
+        bias = self._weights(group, "bias", "torch.stack")
         shaped = self._call("view", (bias, group.width, 1, 1, m.out_features), {}, "bias_rows", op="call_method")
         return self._call("operator.add", (product, shaped), {}, name)
 
     def _emit_batchnorm2d(self, group: Group) -> Node:
         m = self.built[group.members[0].target]
         x = self.stacked([n.args[0] for n in group.members], group)
-        weight, bias = self._weights(group, "weight", 0), self._weights(group, "bias", 0)
+        weight, bias = self._weights(group, "weight"), self._weights(group, "bias")
         prefix = f"fused.{group.members[0].name}"
         channels = m.num_features
         total = channels * group.width
@@ -212,8 +259,8 @@ class _Emitter:
         rank = group.members[0].args[0].type.rank
         shape = (group.width,) + (1,) * (rank - 1) + (m.normalized_shape[0],)
         normed = self._call("torch.nn.functional.layer_norm", (x, m.normalized_shape), {"eps": m.eps}, "normed")
-        weight = self._call("view", (self._weights(group, "weight", 0, "torch.stack"), *shape), {}, "scale", op="call_method")
-        bias = self._call("view", (self._weights(group, "bias", 0, "torch.stack"), *shape), {}, "shift", op="call_method")
+        weight = self._call("view", (self._weights(group, "weight", "torch.stack"), *shape), {}, "scale", op="call_method")
+        bias = self._call("view", (self._weights(group, "bias", "torch.stack"), *shape), {}, "shift", op="call_method")
         scaled = self._call("operator.mul", (normed, weight), {}, "scaled")
         return self._call("operator.add", (scaled, bias), {}, f"{group.members[0].name}_x{group.width}")
 
@@ -238,15 +285,17 @@ def _widened(t: ValueType, layout: str, width: int) -> ValueType:
 
 def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
                     state_maps: list[dict[str, StateRef]],
-                    batch_of: dict[int, int] | None = None, device: str = "cpu") -> tuple[Graph, list[BatchedGroup]]:
+                    batch_of: dict[int, int] | None = None, device: str = "cpu",
+                    optimizer_of: dict[int, str] | None = None) -> tuple[Graph, list[BatchedGroup]]:
     """The graph with matched layers of different trials fused; ``state_maps`` updated.
-    ``batch_of`` turns on timing of convolution groups (see ``autotune``)."""
+    ``batch_of`` turns on timing of convolution groups (see ``autotune``); ``optimizer_of``
+    (trial -> optimizer kind) keeps trials of different kinds out of one stacked tensor."""
     built: dict = {}
     anchors = find_anchor_groups(graph, trial_of, trainable, built, batch_of, device)
     if not anchors:
         return graph, []
     groups = anchors + grow_lane_groups(graph, anchors)
-    emitter = _Emitter(graph, state_maps, built)
+    emitter = _Emitter(graph, state_maps, built, optimizer_of)
     for unit in schedule(graph, groups):
         if isinstance(unit, Group):
             emitter.emit(unit)

@@ -42,6 +42,19 @@ class TrialSlot:
     state: dict[str, StateRef]  # its state_dict key -> place in the merged module
 
 
+@dataclass(frozen=True)
+class TrialTensor:
+    """One trainable tensor of a trial in the merged module: ``param``, or rows ``rows`` of it."""
+
+    key: str  # the trial's own state_dict key
+    param: nn.Parameter
+    rows: tuple[int, int] | None = None
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The trial's part of ``tensor`` (``param`` itself, its gradient or optimizer state)."""
+        return tensor if self.rows is None else tensor[self.rows[0]:self.rows[1]]
+
+
 @dataclass
 class Plan:
     graph: Graph
@@ -73,12 +86,13 @@ class Plan:
         for index, slot in enumerate(self.slots):
             self.load_trial_state(module, index, initial_state(slot.trial))
 
-    def trial_parameters(self, module: nn.Module, index: int) -> list[nn.Parameter]:
-        """The parameters that train for trial ``index`` (frozen and shared ones excluded)."""
+    def trial_parameters(self, module: nn.Module, index: int) -> list[TrialTensor]:
+        """The tensors that train for trial ``index`` (frozen ones excluded), in its state_dict
+        order: a whole parameter of ``module``, or the trial's rows of a stacked one."""
         slot = self.slots[index]
         named = dict(module.named_parameters())
-        keys = [ref.key for key, ref in slot.state.items() if key not in slot.trial.frozen and ref.rows is None]
-        return [named[k] for k in keys if k in named]
+        return [TrialTensor(key, named[ref.key], ref.rows) for key, ref in slot.state.items()
+                if key not in slot.trial.frozen and ref.key in named]
 
     def __str__(self) -> str:
         lines = [f"plan: {len(self.slots)} trials, passes {', '.join(self.passes) or 'none'}; "
@@ -133,7 +147,9 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, auto
         trial_of = _trial_of(graph, trials)
         trainable = _trainable_modules(graph, trials, state_maps)
         batch_of = {k: t.data.batch_size for k, t in enumerate(trials)} if autotune else None
-        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, str(torch.device(device)))
+        optimizer_of = {k: t.train.optimizer for k, t in enumerate(trials)}
+        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, str(torch.device(device)),
+                                         optimizer_of)
     slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
     return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged)
 

@@ -1,8 +1,9 @@
 """Where each trial's state_dict entries live in a merged module, and moving them there and back.
 
 Most entries keep their tensor under a prefix (``fc.weight`` -> ``t3.fc.weight``). A fused
-batch norm keeps K trials' running statistics in one buffer, so a trial's entry is a row
-range of it; a module computed once for several trials maps all their entries to one key.
+layer keeps K trials' weights (and a fused batch norm their running statistics) stacked in
+one tensor, so a trial's entry is a row range of it; a module computed once for several
+trials maps all their entries to one key.
 """
 
 from __future__ import annotations

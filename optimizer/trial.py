@@ -22,6 +22,7 @@ class TrialSpecError(IRError):
 
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")  # cosine: annealed from lr towards 0 over all steps
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Loss, optimizer and its hyperparameters, epochs, seed and gradient clipping."""
+    """Loss, optimizer and its hyperparameters, learning-rate schedule, epochs, seed and gradient clipping."""
 
     loss: str = "cross_entropy"
     optimizer: str = "sgd"
@@ -53,9 +54,11 @@ class TrainConfig:
     max_steps: int | None = None  # stop an epoch loop early (tests, quick runs)
     seed: int = 0
     grad_clip: float | None = None
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)

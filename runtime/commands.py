@@ -171,9 +171,10 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="retiarii-demo", help="folder for the winning model (default: retiarii-demo)")
     p.add_argument("--independent", action="store_true",
                    help="train the proposals in flight one after another instead of as one merged model")
-    p.add_argument("--batch-operators", action="store_true",
-                   help="also fuse same-shaped layers of different proposals (results then differ from "
-                        "training alone by rounding, which this recipe can grow)")
+    p.add_argument("--device", default="cpu", help="where the trials train: cpu (default), cuda or cuda:N")
+    p.add_argument("--exact", action="store_true",
+                   help="merge without fusing same-shaped layers of different proposals: results then equal "
+                        "training alone bit for bit (with fusing they differ by rounding)")
 
 
 @command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
@@ -185,7 +186,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from .demo import EXACT_PASSES
 
     return run_demo(quick=args.quick, out_dir=check_output_folder(args.out, "--out"), merge=not args.independent,
-                    passes=PASSES if args.batch_operators else EXACT_PASSES)
+                    passes=EXACT_PASSES if args.exact else PASSES, device=args.device)
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from .experiment_errors import ConfigError
 from .references import reference_of
 
 _TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
-                 "grad_clip", "shuffle_seed")
+                 "grad_clip", "shuffle_seed", "schedule")
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -77,12 +77,13 @@ class Classification(Evaluator):
 
     def __init__(self, dataset: str | Callable = "digits", *, epochs: Any = 1, optimizer: Any = "adam",
                  lr: Any = 1e-3, batch_size: Any = 64, momentum: Any = 0.0, weight_decay: Any = 0.0, seed: int = 0,
-                 max_steps: int | None = None, grad_clip: float | None = None, shuffle_seed: int = 0) -> None:
+                 max_steps: int | None = None, grad_clip: float | None = None, shuffle_seed: int = 0,
+                 schedule: Any = "constant") -> None:
         if not isinstance(dataset, (str, nn.ValueChoice)):
             dataset = reference_of(dataset)
         values = dict(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, seed=seed, max_steps=max_steps, grad_clip=grad_clip,
-                      shuffle_seed=shuffle_seed)
+                      shuffle_seed=shuffle_seed, schedule=schedule)
         super().__init__({"dataset": dataset, **values})
         self.params["loss"] = self.loss
 
@@ -94,7 +95,8 @@ class Classification(Evaluator):
         data = DataSpec(p["dataset"], batch_size=p["batch_size"], shuffle_seed=p["shuffle_seed"])
         train = TrainConfig(loss=p["loss"], optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
                             weight_decay=p["weight_decay"], epochs=p["epochs"], seed=p["seed"],
-                            max_steps=p["max_steps"], grad_clip=p["grad_clip"])
+                            max_steps=p["max_steps"], grad_clip=p["grad_clip"],
+                            schedule=p.get("schedule", "constant"))
         return data, train
 
     def check(self) -> None:

@@ -85,6 +85,21 @@ class Progress:
     events: list[str] = field(default_factory=list)
 
 
+def check_device(device: Any) -> str:
+    """Where evaluators train: "cpu", "cuda" or "cuda:N", checked here rather than in a worker."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this torch sees no CUDA device")
+    return str(parsed)
+
+
 class Experiment:
     """A searched, recorded, resumable experiment (see the module docstring)."""
 
@@ -94,7 +109,7 @@ class Experiment:
                  executor: Executor | None = None, strategy_options: dict | None = None, seed: int = 0,
                  optimize_mode: str = "maximize", retries: int = 0, trial_timeout: float | None = None,
                  passes: tuple[str, ...] = EXACT_PASSES, artifacts: str | None = None,
-                 progress: bool = True, config_file: str | None = None) -> None:
+                 progress: bool = True, config_file: str | None = None, device: str = "cpu") -> None:
         if isinstance(space, str):
             space = SpaceSpec(space)
         if not isinstance(space, SpaceSpec):
@@ -116,6 +131,7 @@ class Experiment:
             raise ConfigError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
             raise ConfigError(f"experiment name {name!r}: letters, digits, '_', '.', '-' (up to 100)")
+        self.device = check_device(device)
         self.space, self.evaluator = space, evaluator
         self.strategy = strategy_name(strategy)
         self.strategy_options = dict(strategy_options or {})
@@ -169,6 +185,7 @@ class Experiment:
             "model_space": model_space.search_space.to_json(), "search_space": search.to_json(),
             "max_trials": self.max_trials, "max_duration": self.max_duration, "concurrency": self.concurrency,
             "cross_model": self.cross_model, "passes": list(self.passes), "retries": self.retries,
+            "device": self.device,
             "trial_timeout": self.trial_timeout, "optimize_mode": self.optimize_mode,
             "artifacts": self._artifacts(store), "config_file": self.config_file,
             "created": datetime.datetime.now().isoformat(timespec="seconds")}))
@@ -242,7 +259,7 @@ class Experiment:
                 state.failed += 1
         job_base = {"space": config["space"], "evaluator": config["evaluator"], "store": store.url,
                     "artifacts": config["artifacts"], "cross_model": self.cross_model,
-                    "passes": list(self.passes), "model_space": config["model_space"]}
+                    "passes": list(self.passes), "model_space": config["model_space"], "device": self.device}
         bar = _ProgressBar(self.max_trials, state, self.progress, self.name)
         in_flight: dict[int, list[_Running]] = {}
         job_ids = itertools.count()

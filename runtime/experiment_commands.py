@@ -11,7 +11,7 @@ from .store import DEFAULT_STORAGE
 
 _SETTINGS = ("strategy", "strategy_options", "max_trials", "max_duration", "concurrency", "cross_model",
              "name", "storage", "executor", "seed", "optimize_mode", "retries", "trial_timeout", "passes",
-             "artifacts")
+             "artifacts", "device")
 
 
 def load_config(path: str, storage: str | None = None, name: str | None = None):

@@ -2,9 +2,9 @@
 optimizer, hyperparameters, gradient clipping and metrics, and results equal to training
 each alone.
 
-Each trial's parameters stay its own leaf tensors (fused layers join them when they run),
-so ``torch.optim`` steps each exactly as it would alone; trials with the same recipe share one
-optimizer and its foreach kernels (``runtime/optimizers.py``). A trial whose
+Each trial's parameters are its own tensors, or its rows of a tensor a fused layer stacks for
+K trials; ``runtime/optimizers.py`` steps each row exactly as ``torch.optim`` steps it alone,
+one set of kernels for the whole group, per-trial hyperparameters included. A trial whose
 loss stops being finite, or that is stopped early, leaves the group and the rest are
 re-planned without it. A group that fails as a whole is split and retried, down to single
 trials: a merge never costs a trial.
@@ -33,7 +33,7 @@ from retiarii_ir import build_module
 from retiarii_ir.errors import IRError, first_line
 
 from .data import batches, dataset, steps_per_epoch
-from .optimizers import TrialOptimizers
+from .optimizers import GroupOptimizer
 
 StopRule = Callable[[str, int, dict[str, float]], bool]
 
@@ -126,8 +126,8 @@ class _GroupRun:
     def _build(self) -> None:
         self.plan, self.module = self._choose()
         self._load(self.plan, self.module)
-        self.parameters = [self.plan.trial_parameters(self.module, k) for k in range(len(self.trials))]
-        self.optimizers = TrialOptimizers([t.train for t in self.trials], self.parameters)
+        tensors = [self.plan.trial_parameters(self.module, k) for k in range(len(self.trials))]
+        self.optimizers = GroupOptimizer([t.train for t in self.trials], tensors, self._steps() * self.trials[0].train.epochs)
         for k, trial in enumerate(self.trials):
             if trial.name in self.optimizer_states:
                 self.optimizers.load_state(k, self.optimizer_states[trial.name])
@@ -169,16 +169,20 @@ class _GroupRun:
         return (chosen, module) if keep else (plain, plain_module)
 
     def _step_seconds(self, group: Plan, module: nn.Module, repeats: int = 3) -> float:
-        """The fastest of a few forward+backward passes on the first batch. Nothing it changes is
-        kept: ``_load`` puts the weights and buffers back, and the global random stream is restored."""
+        """The fastest of a few training steps (forward, backward, optimizer) on the first batch.
+        Nothing it changes is kept: ``_load`` puts the weights and buffers back before training,
+        the optimizer used here is thrown away, and the global random stream is restored."""
         self._load(group, module)
         first = {spec: next(batches(spec, 0, self.device)) for spec in {t.data for t in self.trials}}
         inputs = _inputs_per_trial(group, {k: first[t.data][0] for k, t in enumerate(self.trials)})
+        optimizers = GroupOptimizer([t.train for t in self.trials],
+                                    [group.trial_parameters(module, k) for k in range(len(self.trials))])
 
         def step() -> None:
             outputs = module(*inputs)
+            optimizers.zero_grad()
             sum(loss_of(t.train, outputs[k], first[t.data][1]) for k, t in enumerate(self.trials)).backward()
-            module.zero_grad(set_to_none=True)
+            optimizers.step()
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             return fastest_seconds(step, self.device, repeats)
@@ -244,11 +248,10 @@ class _GroupRun:
             torch.stack(losses).sum().backward()
         for k, trial in enumerate(self.trials):
             if trial.name in failed:  # a fused kernel may still have given its weights (zero or NaN) gradients
-                for param in self.parameters[k]:
-                    param.grad = None
+                self.optimizers.drop_gradients(k)
             elif trial.train.grad_clip:
-                nn.utils.clip_grad_norm_(self.parameters[k], trial.train.grad_clip)
-        self.optimizers.step()  # tensors without gradients are left as they are
+                self.optimizers.clip_grad_norm(k, trial.train.grad_clip)
+        self.optimizers.step(epoch * self._steps() + step)  # tensors without gradients are left as they are
         if self.on_step:
             self.on_step(epoch, step, {t.name: self.results[t.name].losses[-1] for t in self.trials
                                        if t.name not in failed})

@@ -49,7 +49,7 @@ def _save(job: dict, number: int, state: dict[str, torch.Tensor]) -> str:
     folder = os.path.join(job["artifacts"], f"trial-{number:05d}")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "weights.pt")
-    torch.save(state, path + ".tmp")
+    torch.save({key: value.cpu() for key, value in state.items()}, path + ".tmp")  # loads on any machine
     os.replace(path + ".tmp", path)  # never a half-written checkpoint
     return path
 
@@ -117,11 +117,12 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dic
         return False
 
     passes = tuple(job["passes"]) if job["cross_model"] else ()
-    trained = train_trials(specs, passes, independent=not job["cross_model"], should_stop=record)
+    trained = train_trials(specs, passes, job.get("device", "cpu"), independent=not job["cross_model"],
+                           should_stop=record)
     out = {}
     for t, result in zip(trials, trained):
         entry = {"number": t["number"], "status": "failed", "train_seconds": result.seconds,
-                 "trained_as": result.trained_as}
+                 "trained_as": result.trained_as + (f"; operator batching {result.batching}" if result.batching else "")}
         metric = result.metric
         if result.status == "succeeded" and metric is not None and math.isfinite(metric):
             try:

@@ -3,6 +3,7 @@ user runs it: ``retiarii demo --quick`` with no other argument, from a fresh emp
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,12 @@ def test_demo_records_an_experiment_exports_onnx_and_plots_it(demo_run):
     with sqlite3.connect(out / "experiment.db") as db:
         states = [s for (s,) in db.execute("select state from trials")]
         best = db.execute("select max(value) from trial_values").fetchone()[0]
+        how = [json.loads(v) for (v,) in db.execute(
+            "select value_json from trial_user_attributes where key = 'trained_as'")]
     assert states == ["COMPLETE"] * 6  # --quick: 6 trials, none failed
+    # 4 proposals in flight merge; the record says whether operator batching was kept, and why
+    assert sum(h.startswith("merged with 4; operator batching ") for h in how) == 4, how
+    assert all(re.search(r"batching (kept|off): .* ms batched", h) for h in how if h.startswith("merged with 4")), how
     recorded = json.loads((out / "best_model_sample.json").read_text())
     assert recorded["metric"] == best and recorded["sample"] == json.loads((out / "best_sample.json").read_text())
     assert (out / "best_model.onnx").stat().st_size > 0

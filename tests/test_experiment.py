@@ -135,6 +135,11 @@ def test_bad_definitions_are_one_project_error_each(tmp_path):
         Experiment(SPACE, _training(), executor="cluster", max_trials=2, storage=db)
     with pytest.raises(ConfigError, match="max_trials, max_duration"):
         Experiment(SPACE, _training(), storage=db)
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        Experiment(SPACE, _training(), max_trials=2, storage=db, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            Experiment(SPACE, _training(), max_trials=2, storage=db, device="cuda")
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         Experiment(SPACE, _training(optimizer="lbfgs"), max_trials=2, storage=db, progress=False).run()
     with pytest.raises(ConfigError, match="labels \\['width'\\]"):

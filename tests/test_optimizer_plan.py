@@ -131,10 +131,11 @@ def check_plan_matches_trials(trials: list[optimizer.Trial], passes, x: torch.Te
         for key, param in module.named_parameters():
             if key in trial.frozen:  # a shared frozen weight collects every trial's gradient; it never steps
                 continue
-            place = p.slots[k].state[key]
-            assert place.rows is None, f"{key}: a parameter must stay a whole tensor of its own"
-            grad = named[place.key].grad
-            assert grad is not None, f"{passes} {trial.name} {key}: no gradient in the merged module"
+            place = p.slots[k].state[key]  # a whole tensor, or the trial's rows of a stacked one
+            assert exact or place.rows is None or place.key.startswith("fused."), place
+            whole = named[place.key].grad
+            assert whole is not None, f"{passes} {trial.name} {key}: no gradient in the merged module"
+            grad = place.read({place.key: whole})
             assert_close(grad, param.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{passes} {trial.name} {key}: {m}")
         state = p.trial_state(merged, k)
         for key, value in module.state_dict().items():  # BN running statistics after one train step
@@ -281,6 +282,100 @@ def test_samples_differing_in_one_choice_still_batch_the_layers_they_share():
     assert not any(trials[2].name in {t for t, _ in _fused_origin(p, b)} for b in p.batched)
 
 
+def _weight_joins(graph: ir.Graph) -> list[ir.Node]:
+    """Nodes that join parameters read from the module (a per-step copy of K trials' weights)."""
+    return [n for n in graph.nodes if n.target in ("torch.cat", "torch.stack")
+            and all(isinstance(a, ir.Node) and a.op == "get_attr" for a in n.args[0])]
+
+
+def test_batched_layers_keep_their_trials_weights_as_rows_of_one_stacked_tensor():
+    """Trial k's slice of a fused parameter is exactly trial k's own tensor, and nothing joins
+    weights at each step."""
+    space = traced_space("digits")
+    sample = {"width": 16, "op": "conv3x3", "depth": 1}
+    trials = trials_of(space, [sample] * 3)
+    p = check_plan_matches_trials(trials, ALL, example_batch("digits"))
+    assert {b.kind for b in p.batched} >= {"Conv2d", "BatchNorm2d", "Linear"}
+    assert _weight_joins(p.graph) == []
+    merged = merged_module(p)
+    named = dict(merged.named_parameters())
+    own = [initial_state(t) for t in trials]
+    for key in ("stem.0.weight", "head.weight", "head.bias", "blocks.0.1.weight"):
+        refs = [p.slots[k].state[key] for k in range(3)]
+        assert len({r.key for r in refs}) == 1 and refs[0].key.startswith("fused."), refs
+        rows = own[0][key].shape[0]
+        assert [r.rows for r in refs] == [(0, rows), (rows, 2 * rows), (2 * rows, 3 * rows)]
+        stacked = named[refs[0].key]
+        assert stacked.shape == (3 * rows, *own[0][key].shape[1:])
+        for k in range(3):  # the trial's rows hold its own initial weights
+            assert torch.equal(stacked[refs[k].rows[0]:refs[k].rows[1]].detach(), own[k][key])
+
+
+def test_weights_that_cannot_be_stacked_stay_each_trials_own_and_are_joined_per_step():
+    """Trials with different kinds of optimizer cannot step one tensor, and a weight the model
+    also reads directly (tied weights) must stay where that read finds it: both keep whole
+    tensors per trial, joined when the fused layer runs."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x)).mean((2, 3))
+            return self.fc(x) + nn.functional.linear(x, self.fc.weight.t())
+
+    graph = ir.trace(Tied(), (torch.randn(2, 3, 8, 8),))
+    kinds = ["sgd", "adam"]
+    trials = [optimizer.Trial(f"t{k}", graph, train=optimizer.TrainConfig(optimizer=kinds[k], seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), torch.randn(2, 3, 8, 8))
+    assert {b.kind for b in p.batched} >= {"Conv2d", "Linear"}
+    assert all(ref.rows is None for slot in p.slots for ref in slot.state.values())
+    assert len(_weight_joins(p.graph)) >= 3
+    same = [optimizer.Trial(f"s{k}", graph, train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    q = check_plan_matches_trials(same, ("dedup", "batch"), torch.randn(2, 3, 8, 8))
+    assert q.slots[1].state["conv.weight"].rows == (4, 8)  # used once: stacked
+    assert q.slots[1].state["fc.weight"].rows is None  # also read directly: its own tensor
+
+
+class TiedLinears(nn.Module):
+    """Two linear layers sharing one weight (``fc2.weight = fc1.weight``)."""
+
+    def __init__(self, bias: bool = True, fc2_calls: int = 1):
+        super().__init__()
+        self.fc2_calls = fc2_calls
+        self.fc1 = nn.Linear(64, 64, bias=bias)
+        self.fc2 = nn.Linear(64, 64, bias=bias)
+        self.fc2.weight = self.fc1.weight
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.fc2(torch.relu(self.fc1(x.flatten(1))))
+        if self.fc2_calls == 2:
+            h = self.fc2(h)
+        return self.head(torch.relu(h))
+
+
+@pytest.mark.parametrize("bias, fc2_calls", [(True, 1), (False, 1), (True, 2)])
+def test_tied_weights_stay_one_tensor_per_trial_when_their_layers_batch(bias, fc2_calls):
+    """A weight two layers share must stay one tensor: stacking each layer's copy would untie
+    it (each half would get part of the gradient), and moving one of them must not leave the
+    other's tie pointing at nothing."""
+    torch.manual_seed(0)
+    graph = ir.trace(TiedLinears(bias, fc2_calls), (torch.randn(2, 1, 8, 8),))
+    assert graph.aliases == {"fc2.weight": "fc1.weight"}
+    trials = [optimizer.Trial(f"t{k}", graph, train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ALL, torch.randn(3, 1, 8, 8))
+    assert any(b.kind == "Linear" for b in p.batched)
+    for slot in p.slots:
+        assert slot.state["fc1.weight"].rows is None
+        assert slot.state["head.weight"].rows is not None  # untied layers still stack
+    merged = merged_module(p)
+    for k in range(2):
+        state = p.trial_state(merged, k)
+        assert torch.equal(state["fc1.weight"], state["fc2.weight"])
+
+
 def _fused_origin(p: optimizer.Plan, b) -> list[tuple[str, str]]:
     return next(n.origin for n in p.graph.nodes if n.name == b.fused)
 
@@ -384,7 +479,7 @@ def test_a_frozen_equal_backbone_is_computed_once(passes):
     assert places[0] == places[1] == places[2]
     merged = merged_module(p)
     for k, trial in enumerate(trials):
-        trainable = {id(param) for param in p.trial_parameters(merged, k)}
+        trainable = {id(t.param) for t in p.trial_parameters(merged, k)}
         named = dict(merged.named_parameters())
         assert not any(id(named[p.slots[k].state[key].key]) in trainable for key in trial.frozen
                        if p.slots[k].state[key].key in named)

@@ -144,6 +144,58 @@ def test_training_alone_is_a_plain_pytorch_loop():
         torch.testing.assert_close(result.state[key], value, rtol=1e-5, atol=1e-6)
 
 
+def test_cosine_schedule_is_torchs_cosine_annealing_over_every_step():
+    """An independent reference: Adam with CosineAnnealingLR stepped per batch over 2 epochs of 5 steps."""
+    t = trial("cos", depth=0, optimizer="adam", lr=1e-2, epochs=2, max_steps=5, seed=2, schedule="cosine")
+    result = train_trials([t], independent=True)[0]
+    model = codegen.load(t.graph, formatted=False)()
+    model.load_state_dict(initial_state(t), strict=True)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=10)
+    losses = []
+    model.train()
+    for epoch in range(2):
+        for step, (x, y) in zip(range(5), data.batches(t.data, epoch)):
+            adam.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            adam.step()
+            schedule.step()
+            losses.append(loss.item())
+    constant = train_trials([dataclasses.replace(t, train=dataclasses.replace(t.train, schedule="constant"))],
+                            independent=True)[0]
+    assert_losses_close(result.losses, losses, rtol=1e-5, what="trainer vs plain loop")
+    assert result.losses[-1] != constant.losses[-1]  # the schedule changed something
+
+
+def test_trials_with_different_hyperparameters_batch_and_each_matches_alone():
+    """One architecture, K learning rates, momenta and weight decays: fused layers keep the
+    trials' weights stacked and one optimizer step takes each trial's own values."""
+    trials = [trial(f"lr{k}", optimizer="sgd", lr=lr, momentum=m, weight_decay=wd, max_steps=20, seed=k)
+              for k, (lr, m, wd) in enumerate([(0.05, 0.9, 1e-4), (0.02, 0.5, 0.0), (0.1, 0.0, 1e-3)])]
+    merged = train_trials(trials, ALL, autotune=False)
+    alone = train_trials(trials, independent=True)
+    for m, a in zip(merged, alone):
+        assert m.status == "succeeded" and m.trained_as == "merged with 3", m.error
+        assert_losses_close(m.losses, a.losses, what=m.name)
+        assert abs(m.metric - a.metric) <= 0.005, (m.name, m.metric, a.metric)
+    assert len({a.losses[-1] for a in alone}) == 3
+
+
+def test_a_stacked_layer_that_only_some_trials_share_steps_with_their_hyperparameters():
+    """Adam at two learning rates on two width-16 trials (their layers stack and step row-wise)
+    beside a width-32 trial that owns no rows of those tensors: its values must not enter
+    their update (its step count there is 0, and 1 - beta1 ** 0 divides by zero)."""
+    trials = [trial("a", op="conv5x5", optimizer="adam", lr=3e-3, max_steps=20, seed=1),
+              trial("b", op="conv5x5", optimizer="adam", lr=1e-3, max_steps=20, seed=0),
+              trial("c", width=32, optimizer="adam", lr=1e-2, weight_decay=1e-3, max_steps=20, seed=2)]
+    merged = train_trials(trials, ALL, autotune=False)
+    alone = train_trials(trials, independent=True)
+    for got, expected in zip(merged, alone):
+        assert got.status == "succeeded" and got.trained_as == "merged with 3", (got.error, got.trained_as)
+        assert_losses_close(got.losses, expected.losses, what=got.name)
+
+
 # ---------------------------------------------------------------------- one trial's trouble
 def nan_dataset(rows):
     def load():

@@ -92,3 +92,18 @@ def test_checkpoints_from_cuda_load_strictly_into_the_standalone_module_on_the_c
         with torch.no_grad():
             accuracy = (module.eval()(val.val_x).argmax(1) == val.val_y).float().mean().item()
         assert abs(accuracy - result.metric) <= 1.5 / len(val.val_y), t.name
+
+
+def test_an_experiment_on_cuda_records_checkpoints_that_load_on_the_cpu(tmp_path):
+    from runtime import Classification, Experiment, SpaceSpec
+
+    storage = str(tmp_path / "e.db")
+    experiment = Experiment(SpaceSpec("runtime.demo:DigitsSpace", inputs=[(2, 1, 8, 8)]),
+                            Classification("digits", epochs=1, max_steps=3, optimizer="sgd", lr=0.05),
+                            "random", max_trials=4, concurrency=4, passes=ALL, storage=storage, name="gpu",
+                            device="cuda", progress=False)
+    state = experiment.run()
+    assert state.done == 4, state
+    paths = experiment.export(1, str(tmp_path / "best"))
+    weights = torch.load(paths["weights"], weights_only=True)
+    assert all(t.device.type == "cpu" for t in weights.values())
