@@ -208,6 +208,20 @@ def test_class_name_and_inspectable_forward(tmp_path):
         codegen.to_source(graph, class_name="Winner(object): pass\nclass X")
 
 
+def test_classes_loaded_from_different_graphs_of_one_name_keep_their_own_source():
+    """Each loaded class is filed under a name of its own source's digest, so loading another
+    graph of the same name does not change what ``inspect`` shows for the first."""
+    import inspect
+
+    narrow, wide = ir.trace(Trial(8), torch.randn(2, 4)), ir.trace(Trial(16), torch.randn(2, 4))
+    assert narrow.name == wide.name
+    Narrow = codegen.load(narrow)
+    Wide = codegen.load(wide)
+    narrow_init, wide_init = inspect.getsource(Narrow.__init__), inspect.getsource(Wide.__init__)
+    assert narrow_init in codegen.to_source(narrow) and "Linear(4, 8)" in narrow_init
+    assert wide_init in codegen.to_source(wide) and "Linear(4, 16)" in wide_init
+
+
 class BuiltinNamedInputs(nn.Module):
     def forward(self, input, max):
         return input * max

@@ -122,6 +122,104 @@ def test_optional_fields_may_be_left_out_of_hand_written_json():
         same_value(mine.args, theirs.args, mine.name)
     assert (again.modules, again.attributes, again.aliases, again.constants, again.meta) == ({}, {}, {}, {}, {})
 
+    # an empty constant may leave out its data; an attribute its flags (both default to True);
+    # a meta that is not an object is dropped
+    data = json.loads(small_graph().to_json())
+    data["constants"]["blank"] = {"dtype": "float32", "shape": [0, 2]}
+    name, attribute = next(iter(data["attributes"].items()))
+    for key in ("requires_grad", "persistent"):
+        del attribute[key]
+    data["meta"] = ["not", "an", "object"]
+    again = ir.Graph.from_json(json.dumps(data))
+    assert again.constants["blank"].shape == (0, 2) and again.constants["blank"].dtype == torch.float32
+    assert (again.attributes[name].requires_grad, again.attributes[name].persistent) == (True, True)
+    assert again.meta == {}
+
+
+def test_node_references_inside_every_container_round_trip_and_hash():
+    """Nodes read through a tuple (``torch.cat``), a slice with a computed bound, a list, and
+    a dict the model returns: the decoder resolves each, and the structural hash sees each."""
+    class Containers(torch.nn.Module):
+        def forward(self, x):
+            half = x.shape[1] // 2
+            joined = torch.cat((x[:, :half], x[:, half:]), 1)
+            return {"stacked": torch.stack([joined, x]), "joined": joined}
+
+    graph = ir.trace(Containers(), torch.randn(2, 4))
+    holders: set[str] = set()
+    for node in graph.nodes:
+        _containers_holding_nodes(node.args, holders)
+    assert holders >= {"tuple", "slice", "list", "dict"}
+    assert_same_graph(ir.Graph.from_json(graph.to_json()), graph)
+    assert ir.structural_hash(graph) == ir.structural_hash(ir.Graph.from_json(graph.to_json()))
+
+
+def _containers_holding_nodes(value, found: set[str]) -> None:
+    """Names of the container kinds (fx's read-only ones count as list and dict) that hold a node."""
+    parts = {tuple: lambda v: v, list: lambda v: v, dict: lambda v: v.values(),
+             slice: lambda v: (v.start, v.stop, v.step)}
+    kind = next((k for k in parts if isinstance(value, k)), None)
+    if kind is None:
+        return
+    items = list(parts[kind](value))
+    if any(isinstance(item, ir.Node) for item in items):
+        found.add(kind.__name__)
+    for item in items:
+        _containers_holding_nodes(item, found)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int8, torch.int64, torch.bool, torch.uint8])
+def test_constants_and_buffer_values_of_every_width_round_trip(dtype):
+    graph = small_graph()
+    graph.constants["extra"] = (torch.arange(6) % 3).to(dtype).reshape(2, 3)
+    name, attribute = next((k, a) for k, a in graph.attributes.items() if a.value is not None)
+    graph.attributes[name] = ir.graph.AttributeSpec(attribute.kind, (4,), str(dtype).removeprefix("torch."),
+                                                    False, False, torch.tensor([1, 0, 2, 1]).to(dtype))
+    assert_same_graph(ir.Graph.from_json(graph.to_json()), graph)
+
+
+def test_values_at_the_edge_of_each_limit_load():
+    """The largest accepted shape (64 dimensions, sizes below 2**63), a device with an index,
+    an opaque module (no recorded arguments), and a layer count at the limit."""
+    graph = size_graph()
+    zeros = graph.node("zeros")
+    zeros.args = (zeros.args[0], torch.Size([1] * 64))
+    graph.node("ones").args = (graph.node("ones").args[0], torch.Size([2**63 - 1, 0]))
+    zeros.kwargs = {"device": torch.device("cuda:1")}
+    graph.modules["opaque"] = ir.ModuleSpec("torch.nn.ReLU", None)
+    graph.modules["rnn"] = ir.ModuleSpec("torch.nn.LSTM", {"input_size": 2, "hidden_size": 2,
+                                                           "num_layers": ir.limits.MAX_MODULE_LAYERS})
+    again = ir.Graph.from_json(graph.to_json())
+    assert_same_graph(again, graph)
+    assert again.modules["opaque"].kwargs is None and again.modules["opaque"].is_opaque
+
+
+def test_errors_quote_at_most_80_characters_of_a_bad_value():
+    data = json.loads(small_graph().to_json())
+    for schema, quoted in [("s" * 78, repr("s" * 78)), ("s" * 79, repr("s" * 79)[:80] + "..."),
+                           ("s" * 10_000, repr("s" * 10_000)[:80] + "...")]:
+        data["schema"] = schema
+        with pytest.raises(ir.SchemaError) as info:
+            ir.Graph.from_json(json.dumps(data))
+        assert str(info.value) == f"not a retiarii-ir graph: schema is {quoted}, expected 'retiarii-ir/graph'"
+
+
+def test_meta_keeps_every_json_entry_and_drops_the_rest():
+    graph = size_graph()
+    graph.meta.update({"first": 1, "live object": object(), "callable": len, "last": {"k": [1, 2]}})
+    assert ir.Graph.from_json(graph.to_json()).meta == {"first": 1, "last": {"k": [1, 2]}}
+
+
+def test_nodes_load_in_the_order_written_even_after_the_output():
+    """Nothing is repaired while loading: a node written after the output stays there, and
+    validation (not the loader) refuses the graph."""
+    data = json.loads(size_graph().to_json())
+    data["nodes"].append(dict(data["nodes"][2], name="extra"))  # a second "ones", after the output
+    graph = ir.Graph.from_json(json.dumps(data))
+    assert [n.name for n in graph.nodes] == ["x", "zeros", "ones", "total", "output", "extra"]
+    with pytest.raises(ir.GraphValidationError, match="must be the last node"):
+        graph.validate(check_types=False)
+
 
 def test_json_carries_a_schema_version_and_unknown_versions_are_refused():
     data = json.loads(small_graph().to_json())

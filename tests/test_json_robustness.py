@@ -15,6 +15,7 @@ import codegen
 import retiarii_ir as ir
 from retiarii_ir import limits
 from retiarii_ir.errors import IRError, SchemaError
+from retiarii_ir.serialize import check_depth, tensor_to_json
 from retiarii_ir.shape_inference import example_inputs
 
 
@@ -80,6 +81,37 @@ MALFORMED = {
     "module kwargs is a list": (lambda d: d["modules"]["fc"].update(kwargs=[1]), "kwargs must be an object"),
     "attribute is a number": (lambda d: d["attributes"].update(scale=3), "attribute 'scale'"),
     "trust is not a package name": (None, "trusted package"),
+    # each check below also has a near miss that a weaker check would let through
+    "attribute of an unknown kind": (lambda d: d["attributes"]["scale"].update(kind="weight"),
+                                     "needs kind 'parameter' or 'buffer'"),
+    "attribute value of another shape": (
+        lambda d: d["attributes"]["scale"].update(value=tensor_to_json(torch.ones(2))), "does not match its shape"),
+    "attribute value of another dtype": (
+        lambda d: d["attributes"]["scale"].update(value=tensor_to_json(torch.ones(1, dtype=torch.float64))),
+        "does not match its shape"),
+    "constant data with characters outside base64": (
+        lambda d: next(iter(d["constants"].values())).update(
+            data=next(iter(d["constants"].values()))["data"][:4] + "!!" + next(iter(d["constants"].values()))["data"][4:]),
+        "bad base64"),
+    "module at the empty path": (lambda d: d["modules"].update({"": d["modules"]["fc"]}), "must not be empty"),
+    "module type that is not a class name": (lambda d: d["module_types"].update(fc="not a class"), "module type of 'fc'"),
+    "node reference in module arguments": (lambda d: d["modules"]["fc"]["kwargs"].update(bias={"$node": "x"}),
+                                           "reference to unknown or later node 'x'"),
+    "device that is not a string": (lambda d: _first_call(d)["args"].append({"$device": 5}), "bad device 5"),
+    "size that is not a list": (lambda d: _first_call(d)["args"].append({"$size": 5}), "$size needs a list"),
+    "size of 65 dimensions": (lambda d: _first_call(d)["args"].append({"$size": [1] * 65}), "$size needs a list"),
+    "dimension of 2**63": (lambda d: _first_call(d)["args"].append({"$size": [2**63]}), "$size needs a list"),
+    "layout tag naming a memory format": (lambda d: _first_call(d)["args"].append({"$layout": "channels_last"}),
+                                          "unknown value encoding"),
+    "memory format tag naming a layout": (lambda d: _first_call(d)["args"].append({"$memory_format": "strided"}),
+                                          "unknown value encoding"),
+    "function tag naming a memory format": (lambda d: _first_call(d)["args"].append({"$function": "channels_last"}),
+                                            "'channels_last'"),
+    "function tag naming a layout": (lambda d: _first_call(d)["args"].append({"$function": "strided"}), "'strided'"),
+    "origin pair of one part": (lambda d: _first_call(d).update(origin=[["trial"]]), "origin must be a list"),
+    "origin pair of three parts": (lambda d: _first_call(d).update(origin=[["trial", "node", "x"]]),
+                                   "origin must be a list"),
+    "origin pair with a number": (lambda d: _first_call(d).update(origin=[["trial", 1]]), "origin must be a list"),
 }
 
 
@@ -106,6 +138,20 @@ def test_deep_nesting_is_refused_before_any_recursive_reader(base):
     _first_call(data)["args"].append(deep)
     with pytest.raises(SchemaError, match=f"more than {limits.MAX_JSON_DEPTH} levels"):
         ir.Graph.from_json(json.dumps(data))
+
+
+def test_nesting_exactly_at_the_limit_is_accepted():
+    """Depth counts the outermost list or object as 1; the limit itself is allowed."""
+    def nested(depth):
+        value = 0
+        for i in range(depth):
+            value = [value] if i % 2 else {"k": value}
+        return value
+
+    for limit in (1, 2, 5, limits.MAX_JSON_DEPTH):
+        check_depth(nested(limit), limit)
+        with pytest.raises(SchemaError, match=f"graph JSON is nested more than {limit} levels deep"):
+            check_depth(nested(limit + 1), limit)
 
 
 def test_integer_over_the_digit_limit_is_a_schema_error(base):

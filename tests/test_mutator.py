@@ -88,6 +88,27 @@ def test_builtin_and_custom_mutators_compose(space, op):
         torch.testing.assert_close(module(X), reference(X))
 
 
+def test_history_entries_name_the_mutator_its_label_and_the_graph_it_came_from():
+    graph = trace(HandBuilt("conv"), X)
+    source = {"graph": graph.name, "structural_hash": retiarii_ir.structural_hash(graph)[:16]}
+    entry = ActivationSwap(label="acts").apply(graph, {"activation": "relu"}).meta["history"][-1]
+    assert entry == {"mutator": "ActivationSwap", "choices": {"activation": "relu"}, "label": "acts", "from": source}
+    entry = ActivationSwap().apply(graph, {"activation": "relu"}).meta["history"][-1]
+    assert entry == {"mutator": "ActivationSwap", "choices": {"activation": "relu"}, "from": source}
+    assert repr(ActivationSwap(label="acts")) == "ActivationSwap(label='acts')"
+
+
+def test_a_built_in_mutator_applies_alone_to_the_base_graph(space):
+    """Applied on its own, a choice's mutator resolves only that choice; the graph still holds
+    other choice points, so it is not re-typed (it could not run)."""
+    body = next(m for m in space.mutators if m.label == "body_op")
+    graph = body.apply(space.base, {"body_op": "pool"})
+    assert graph.modules["body.0"].type == "torch.nn.AvgPool2d"
+    assert graph.meta["history"][-1] == {
+        "mutator": "LayerChoiceMutator", "choices": {"body_op": "pool"}, "label": "body_op", "site": "body.0",
+        "from": {"graph": space.base.name, "structural_hash": retiarii_ir.structural_hash(space.base)[:16]}}
+
+
 def test_apply_works_on_a_copy_and_records_history():
     model = HandBuilt("conv")
     graph = trace(model, X)
@@ -105,6 +126,63 @@ def test_dry_run_records_the_decisions():
     graph = trace(HandBuilt("pool"), X)
     choices = SkipAroundBody().dry_run(graph.copy())
     assert [(c.label, c.values) for c in choices] == [("skip", (False, True))]
+    assert choices[0].kind == "mutator"
+
+
+def test_dry_run_edits_the_graph_with_the_first_candidates():
+    graph = trace(HandBuilt("pool"), X)  # GELU activations
+    ActivationSwap().dry_run(graph)
+    assert {graph.modules[q].type for q in ("stem.1", "body.1")} == {"torch.nn.ReLU"}
+
+
+def test_a_custom_mutator_alone_makes_the_search_space():
+    """A model with no built-in choices: the custom mutator's decisions are the whole space."""
+    space = trace_space(HandBuilt("conv"), X, mutators=[ActivationSwap()])
+    assert space.search_space.choices == {"activation": retiarii_ir.Choice(
+        "activation", ("relu", "gelu", "silu"), None, "mutator")}
+    assert space.freeze({"activation": "silu"}).modules["stem.1"].type == "torch.nn.SiLU"
+
+
+class Widths(Mutator):
+    """Two decisions without labels: the mutator numbers them."""
+
+    def mutate(self, graph):
+        for path in ("stem.0", "body.0"):
+            width = self.choice([8, 4])
+            spec = graph.modules[path]
+            graph.set_module(path, ModuleSpec(spec.type, {**spec.kwargs, "out_channels": width}))
+
+
+class ThreeFlags(Mutator):
+    def mutate(self, graph):
+        for _ in range(3):
+            self.choice([False, True])
+
+
+def test_unlabelled_decisions_are_numbered_per_mutator():
+    graph = trace(HandBuilt("conv"), X)
+    assert [c.label for c in ThreeFlags().dry_run(graph.copy())] == ["ThreeFlags/0", "ThreeFlags/1", "ThreeFlags/2"]
+    labelled = ThreeFlags(label="f")
+    assert [c.label for c in labelled.dry_run(graph.copy())] == ["f/0", "f/1", "f/2"]
+    assert [c.label for c in labelled.dry_run(graph.copy())] == ["f/0", "f/1", "f/2"], "numbering restarts each run"
+    widened = Widths().apply(graph, {"Widths/0": 8, "Widths/1": 4}, infer=False)
+    assert [widened.modules[q].kwargs["out_channels"] for q in ("stem.0", "body.0")] == [8, 4]
+
+
+def test_one_label_asked_twice_must_keep_its_candidates():
+    class Twice(Mutator):
+        def __init__(self, second):
+            super().__init__()
+            self.second = second
+
+        def mutate(self, graph):
+            self.choice([1, 2], label="n")
+            self.choice(self.second, label="n")
+
+    graph = trace(HandBuilt("pool"), X)
+    assert [(c.label, c.values) for c in Twice([1, 2]).dry_run(graph.copy())] == [("n", (1, 2))]
+    with pytest.raises(retiarii_ir.IRError, match=r"asks for label 'n' twice with different candidates"):
+        Twice([1, 2, 3]).dry_run(graph.copy())
 
 
 def test_mutator_asking_for_a_label_the_sample_lacks():
@@ -123,8 +201,15 @@ def test_choice_outside_mutate_and_non_json_candidates_are_rejected():
         def mutate(self, graph):
             self.choice([tnn.ReLU, tnn.GELU], label="cls")
 
-    with pytest.raises(retiarii_ir.IRError, match="must be JSON values"):
+    with pytest.raises(retiarii_ir.IRError, match=r"BadCandidates: candidates of 'cls' must be JSON values"):
         BadCandidates().dry_run(trace(HandBuilt("pool"), X))
+
+    class NoCandidates(Mutator):
+        def mutate(self, graph):
+            self.choice([], label="empty")
+
+    with pytest.raises(retiarii_ir.IRError, match=r"NoCandidates asks for label 'empty' with no candidates"):
+        NoCandidates().dry_run(trace(HandBuilt("pool"), X))
 
 
 def test_custom_mutator_shape_error_names_label_and_node():
@@ -138,9 +223,39 @@ def test_custom_mutator_shape_error_names_label_and_node():
                     node.meta.setdefault("mutated_by", []).append("stem_width")
 
     graph = trace(HandBuilt("conv"), X)
-    with pytest.raises(retiarii_ir.ShapeMismatchError, match=r"node 'body_0'.*stem_width") as info:
+    with pytest.raises(retiarii_ir.ShapeMismatchError) as info:
         Widen().apply(graph, {"stem_width": 16})
     assert info.value.labels == ["stem_width"] and info.value.node_name == "body_0"
+    assert "node 'body_0' (call_module body.0) fails (" in str(info.value)
+    assert "it reads stem_1, given (float32[2, 16, 8, 8])" in str(info.value)
+    assert str(info.value).endswith('Labels involved (nearest first): {"stem_width": 16}')
+    unchecked = Widen().apply(graph, {"stem_width": 16}, infer=False)  # no re-typing: no error yet
+    assert unchecked.modules["stem.0"].kwargs["out_channels"] == 16
+
+
+def test_shape_error_with_no_labelled_node_shows_the_whole_sample_and_every_input():
+    """A mutator that marks nothing: no label reaches the failing node, so the message shows
+    the whole sample; the failing node reads two values, both named."""
+    class WidenResidual(Mutator):
+        def mutate(self, graph):
+            if self.choice([False, True], label="wide"):
+                spec = graph.modules["body.0"]
+                graph.set_module("body.0", ModuleSpec(spec.type, {**spec.kwargs, "out_channels": 16}))
+                graph.set_module("body.1", ModuleSpec("torch.nn.ReLU", {}))
+
+    class Residual(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = tnn.Sequential(tnn.Conv2d(3, 3, 1), tnn.ReLU())
+
+        def forward(self, x):
+            return self.body(x) + x
+
+    with pytest.raises(retiarii_ir.ShapeMismatchError) as info:
+        WidenResidual().apply(trace(Residual(), X), {"wide": True})
+    assert info.value.labels == [] and info.value.node_name == "add"
+    assert "it reads body_1, x, given (" in str(info.value)
+    assert str(info.value).endswith('Labels involved (nearest first): {"wide": true}')
 
 
 def test_graph_edits_insert_replace_and_bypass():

@@ -213,7 +213,8 @@ def test_shared_labels_decide_together_and_must_agree():
         def forward(self, x):
             return self.b(self.a(x))
 
-    with pytest.raises(retiarii_ir.IRError, match=r"label 'act' is shared by choices with different candidates"):
+    with pytest.raises(retiarii_ir.IRError,
+                       match=r"label 'act' is shared by choices with different candidates: \[0, 1\] and \[0, 1, 2\] \(at 'b'\)"):
         trace_space(Disagree(), X)
 
 

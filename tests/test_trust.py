@@ -271,6 +271,50 @@ def test_trusted_package_classes_load_only_with_trust():
         resolve_function("tests.corpus.resnet.torch.os.getcwd", trust=["tests"])
 
 
+def _trusted_values(graph):
+    """Each place a value can hold a function or module class, filled from the trusted package."""
+    function, block = FunctionRef("tests.helpers.max_abs_diff"), ModuleSpec("tests.corpus.resnet.SEBasicBlock", {})
+    linear = lambda **extra: ModuleSpec("torch.nn.Linear", {"in_features": 4, "out_features": 3, **extra})  # noqa: E731
+
+    def module(spec):
+        return lambda g: g.modules.__setitem__("fc", spec)
+
+    def node(args=(), kwargs=None, target="builtins.len"):
+        return lambda g: g.add_node("call_function", target, args, kwargs or {}, name="extra", after=g.inputs[0])
+
+    return {
+        "module argument": module(linear(init=function)),
+        "inside a list": module(linear(init=[1, function])),
+        "inside a tuple": module(linear(init=(function,))),
+        "inside a dict": module(linear(init={"f": function})),
+        "inside a slice": module(linear(init=slice(None, function))),
+        "module class as an argument": module(linear(block=block)),
+        "module argument of a module argument": module(linear(block=ModuleSpec("torch.nn.Sequential", {"f": function}))),
+        "the graph's module": module(block),
+        "node argument": node(([function],)),
+        "node keyword argument": node(([1],), {"default": function}, "builtins.max"),
+        "called function": node((1, 1), target="tests.helpers.max_abs_diff"),
+    }
+
+
+@pytest.mark.parametrize("place", sorted(_trusted_values(ir.Graph("g"))))
+def test_trust_reaches_every_value_that_names_a_function_or_class(graph, place):
+    """Wherever a value holds a name from a trusted package, ``trust`` lets it load (as one name,
+    a list, or a dotted subpackage) and its absence refuses it."""
+    import tests.corpus.resnet  # noqa: F401 - the trusted package must be imported, as a user's would be
+    import tests.helpers  # noqa: F401
+
+    edited = graph.copy()
+    _trusted_values(graph)[place](edited)
+    text = edited.to_json()
+    with pytest.raises(UnsafeTargetError, match=r"trust=\['tests'\]"):
+        ir.Graph.from_json(text)
+    for trust in (["tests"], "tests", ["tests.helpers", "tests.corpus"]):
+        loaded = ir.Graph.from_json(text, trust=trust)
+        assert loaded.modules["fc"] == edited.modules["fc"]
+        assert [(n.name, n.target) for n in loaded.nodes] == [(n.name, n.target) for n in edited.nodes]
+
+
 # ---------------------------------------------------------------------- reaching and calling callables
 def _rce_chain(tmp_path):
     """A module object from an allowed-looking function, walked to os.system, called by max(key=)."""
