@@ -44,7 +44,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "strategies/base": (["strategies/base.py"], ["tests/test_strategies.py"]),
     "codegen/source": (["codegen/source.py"], ["tests/test_codegen_golden.py", "tests/test_codegen_features.py"]),
     "optimizer": (["optimizer/merge.py", "optimizer/cse.py", "optimizer/matching.py", "optimizer/batching.py"],
-                  ["tests/test_optimizer_plan.py", "tests/test_optimizer_layers.py",
+                  ["tests/test_optimizer_plan.py", "tests/test_optimizer_layers.py", "tests/test_optimizer_sharing.py",
                    *(arg for space in ("darts", "mobilenetv3", "nasbench201") for arg in (
                        "--deselect",
                        f"tests/test_optimizer_plan.py::test_each_pass_and_all_together_match_every_trial_alone[{space}]"))]),

@@ -1,6 +1,6 @@
 """Common-subgraph elimination across trials: a node that computes the same value for
-several trials (no weights, or only frozen weights with equal values, and nothing random)
-is computed once and read by all of them."""
+several trials (no weights, or only frozen weights with equal values, nothing random, and
+nothing an op changes in place) is computed once and read by all of them."""
 
 from __future__ import annotations
 
@@ -52,11 +52,15 @@ def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef
     train, with their initial values."""
     all_keys = {ref.key for refs in state_maps for ref in refs.values()}
     index = KeyIndex(all_keys)
+    # A value an op changes in place stays each trial's own: a shared copy would be changed
+    # for every trial by the op of one.
+    changed_in_place = {i.name for node in graph.nodes if has_side_effect(node) for i in node.inputs}
     unshareable = []
     for node in graph.nodes:
         reads = (index.under(node.target)
                  if node.op == "call_module" or node.op == "get_attr" and node.target != TRAINING_FLAG else [])
         if (any(k not in frozen_values for k in reads) or is_random(graph, node) or has_side_effect(node)
+                or node.name in changed_in_place
                 or node.op == "get_attr" and node.target != TRAINING_FLAG and not reads):
             unshareable.append(node.name)
     hashes = node_hashes(graph, params=frozen_values, distinct=unshareable)

@@ -370,3 +370,57 @@ def test_graph_methods_pass_their_options_on():
     graph.validate(check_types=False)  # names and edges only
     with pytest.raises(ir.TypeMismatchError):
         graph.validate()
+
+
+def halve(x):
+    """A function of the user's own package, for the ``trust`` options."""
+    return x / 2
+
+
+def test_rewrite_methods_pass_every_argument_on():
+    """Each editing method of Graph, given every optional argument, does what that argument asks."""
+    graph = mlp_graph()
+    x, fc1, act, fc2 = (graph.node(n) for n in ("x", "fc1", "act", "fc2"))
+    assert list(graph) == graph.nodes
+
+    leaky = graph.insert_on_edge(fc1, act, "call_function", "torch.nn.functional.leaky_relu", (fc1,),
+                                 {"negative_slope": 0.5}, name="leaky")
+    assert (leaky.name, leaky.args, leaky.kwargs, act.args) == ("leaky", (fc1,), {"negative_slope": 0.5}, (leaky,))
+    norm = graph.insert_on_edge(act, fc2, "call_module", "norm", module=ir.ModuleSpec("torch.nn.LayerNorm", {
+        "normalized_shape": 8}), name="norm")
+    assert graph.modules["norm"].type == "torch.nn.LayerNorm" and fc2.args == (norm,)
+
+    graph.replace_op(act, "call_module", "act2", (leaky,), {}, module=ir.ModuleSpec("torch.nn.Tanh", {}))
+    assert (act.op, act.target, act.args, graph.modules["act2"].type) == ("call_module", "act2", (leaky,), "torch.nn.Tanh")
+    assert "act" not in graph.modules  # no node calls it any more
+    graph.replace_op(leaky, "call_function", "torch.nn.functional.elu", kwargs={"alpha": 2.0})
+    assert (leaky.target, leaky.args, leaky.kwargs) == ("torch.nn.functional.elu", (fc1,), {"alpha": 2.0})
+
+    skip = graph.add_edge(fc1, norm, combine="operator.mul", name="skip")
+    assert (skip.name, skip.target, skip.args, fc2.args) == ("skip", "operator.mul", (norm, fc1), (skip,))
+    graph.bypass(skip, replacement=fc1)
+    assert fc2.args == (fc1,) and "skip" not in graph
+    graph.set_module("fc2", ir.ModuleSpec("torch.nn.Linear", {"in_features": 8, "out_features": 2}))
+    assert graph.modules["fc2"].kwargs["out_features"] == 2 and graph.module_types["fc2"] == "Linear"
+
+    head = MLP()
+    head.fc1 = nn.Linear(8, 8)
+    block = ir.trace(head.eval(), (torch.randn(2, 8),))
+    added = graph.inline(fc2, block, "head", name_of=lambda n: f"head_{n}_inlined")
+    assert [n.name for n in added] == ["head_fc1_inlined", "head_act_inlined", "head_fc2_inlined"]
+    assert [n.target for n in added] == ["head.fc1", "head.act", "head.fc2"] and added[0].args == (fc1,)
+    graph.infer_types()
+    assert str(graph.output.type) == "f32[B,3]"
+
+    graph = ir.Graph("Halved")
+    x = graph.add_node("input", "x", name="x", type=TensorType(("B", 4), "float32"))
+    half = graph.add_node("call_function", f"{__name__}.halve", (x,), name="half")
+    graph.add_node("output", "output", (half,), name="output")
+    own = [__name__.split(".")[0]]
+    with pytest.raises(ir.GraphValidationError, match="trust="):
+        graph.validate(check_types=False)
+    graph.validate(check_types=False, trust=own)
+    assert str(graph.infer_types(trust=own).output.type) == "f32[B,4]"
+    assert ir.Graph.from_json(graph.to_json(), trust=own).node("half").target == f"{__name__}.halve"
+    with pytest.raises(ir.UnsafeTargetError, match="trust="):
+        ir.Graph.from_json(graph.to_json())

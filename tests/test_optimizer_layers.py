@@ -12,7 +12,7 @@ from torch import nn
 import optimizer
 import retiarii_ir as ir
 from optimizer.merge import initial_state
-from tests.test_optimizer_plan import ALL, check_plan_matches_trials, make_plan, merged_module
+from tests.test_optimizer_plan import ALL, check_plan_matches_trials, describe, make_plan, merged_module
 
 torch.set_num_threads(1)
 
@@ -28,16 +28,18 @@ def _kinds(p: optimizer.Plan) -> list[str]:
 
 
 class SequenceBlock(nn.Module):
-    """Per-step layers over [batch, steps, features]: the rank-3 forms of Linear and LayerNorm."""
+    """Per-step layers over [batch, steps, features]: the rank-3 forms of Linear and LayerNorm
+    (with its own eps), and an activation with a keyword argument."""
 
-    def __init__(self):
+    def __init__(self, slope: float = 0.2):
         super().__init__()
         self.up = nn.Linear(6, 8)
-        self.norm = nn.LayerNorm(8)
+        self.norm = nn.LayerNorm(8, eps=0.5)
         self.down = nn.Linear(8, 5, bias=False)
+        self.slope = slope
 
     def forward(self, x):
-        return self.down(nn.functional.gelu(self.norm(self.up(x))))
+        return self.down(nn.functional.leaky_relu(self.norm(self.up(x)), negative_slope=self.slope))
 
 
 class VectorBlock(nn.Module):
@@ -65,11 +67,39 @@ class ChannelSequence(nn.Module):
         return torch.tanh(self.bn(x)) * 2
 
 
+def _calls(graph: ir.Graph, *targets: str) -> int:
+    return sum(n.target in targets for n in graph.nodes)
+
+
 @pytest.mark.parametrize("passes", [("dedup", "batch"), ALL])
 def test_linear_and_layer_norm_over_sequences_batch_and_match_each_trial(passes):
+    """The fused region passes one stacked tensor from layer to layer: the trials' inputs are
+    stacked once at the start and the result split once at the end."""
     x = torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(0))
     p = check_plan_matches_trials(_trials(SequenceBlock(), x), passes, x)
     assert _kinds(p) == ["LayerNorm", "Linear", "Linear", "lane"]
+    assert (_calls(p.graph, "torch.stack", "torch.cat"), _calls(p.graph, "torch.unbind", "torch.chunk")) == (1, 1)
+
+
+def test_trials_with_two_kinds_of_optimizer_keep_their_own_weights_and_still_match():
+    """Weights that cannot be stacked (one kind of optimizer per tensor) are joined each step,
+    for the rank-3 Linear bias and the LayerNorm scale and shift as well."""
+    x = torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(5))
+    graph = ir.trace(SequenceBlock().eval(), (x,))
+    trials = [optimizer.Trial(f"t{k}", graph, train=optimizer.TrainConfig(optimizer=kind, seed=k))
+              for k, kind in enumerate(["sgd", "adam", "sgd"])]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert _kinds(p) == ["LayerNorm", "Linear", "Linear", "lane"]
+    assert all(ref.rows is None for slot in p.slots for ref in slot.state.values())
+
+
+def test_an_activation_with_other_arguments_is_not_fused_with_it():
+    """Two trials that differ only in a keyword argument of one op run that op apart."""
+    x = torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(6))
+    trials = [optimizer.Trial(f"t{k}", ir.trace(SequenceBlock(slope).eval(), (x,)),
+                              train=optimizer.TrainConfig(seed=k)) for k, slope in enumerate([0.2, 0.01])]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert _kinds(p) == ["LayerNorm", "Linear", "Linear"]
 
 
 def test_linear_layer_norm_and_batch_norm_on_vectors_batch_and_match_each_trial():
@@ -134,9 +164,122 @@ def test_convolutions_fuse_only_where_timing_on_their_real_shapes_says_so(monkey
     monkeypatch.setattr(optimizer.autotune, "grouped_conv_wins", timing)
     x = torch.randn(2, 4, 10, 10, generator=torch.Generator().manual_seed(4))
     trials = _trials(TwoConvs(), x, count=3, batch_size=16)
-    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True)
+    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True, device="meta")  # timed where it would run
     threads = torch.get_num_threads()
     assert sorted(asked, key=str) == sorted([
-        (3, 16, 4, 6, (10, 10), (3, 3), (2, 2), (1, 1), (1, 1), 1, "cpu", threads),
-        (3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2, "cpu", threads)], key=str)
+        (3, 16, 4, 6, (10, 10), (3, 3), (2, 2), (1, 1), (1, 1), 1, "meta", threads),
+        (3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2, "meta", threads)], key=str)
     assert _kinds(p).count("Conv2d") == (2 if fusing_wins else 0)
+
+
+class Lanes(nn.Module):
+    """Every kind of op a fused region grows through, in both layouts, and ops it must stop at."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 2 * 2, 6)
+        self.fc_act = nn.ReLU()
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = self.bn(y) + torch.relu(y)  # the first user of y is a layer of its own, the second a lane
+        y = nn.functional.max_pool2d(self.pool(self.act(y)), 2).sigmoid()
+        h = self.fc(torch.flatten(y, 1))  # flattening is not applied lane by lane
+        return self.fc_act(h).tanh().flatten(1)
+
+
+def test_fused_regions_grow_through_each_kind_of_op_and_stop_at_others():
+    """Functions, modules and methods, element- and channel-wise, in the channel layout of
+    convolutions and the leading layout of linear layers; reshaping ops end the region."""
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    p = check_plan_matches_trials(_trials(Lanes(), x), ("dedup", "batch"), x)
+    assert [(b.kind, b.members[0]) for b in p.batched] == [
+        ("Conv2d", "t0_conv"), ("BatchNorm2d", "t0_bn"), ("lane", "t0_relu"), ("lane", "t0_add"), ("lane", "t0_act"),
+        ("lane", "t0_pool"), ("lane", "t0_max_pool2d"), ("lane", "t0_sigmoid"), ("Linear", "t0_fc"),
+        ("lane", "t0_fc_act"), ("lane", "t0_tanh")]
+
+
+class Flagged(nn.Module):
+    """Reads of the training flag before and after a fused batch norm, a weight read directly,
+    and ops copied as they are with keyword arguments (one of them the flag)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 8))
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.fc(x) * (2 - self.training)
+        h = self.bn(h) * (1 + self.training)
+        h = torch.sum(torch.stack([h, h * self.scale], dim=0), dim=0)
+        return nn.functional.dropout(self.out(h), p=0.0, training=self.training)
+
+
+def test_the_training_flag_weights_read_directly_and_copied_ops_stay_right():
+    """In train and eval mode every trial computes what it computes alone; the merged graph
+    reads the flag once, and batching keeps each node it only copies as it was (arguments,
+    scope)."""
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(8))
+    trials = _trials(Flagged(), x)
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert "BatchNorm1d" in _kinds(p)
+    assert sum(n.op == "get_attr" and n.target == ir.node.TRAINING_FLAG for n in p.graph.nodes) == 1
+    unbatched = make_plan(trials, ("dedup",)).graph
+    copied = [n for n in p.graph.nodes if n.name in unbatched and n.op == "call_function"
+              and n.target == unbatched.node(n.name).target]
+    assert {n.target for n in copied} >= {"torch.sum", "torch.stack", "torch.nn.functional.dropout"}
+    for node in copied:
+        assert (node.scope, sorted(node.kwargs)) == (unbatched.node(node.name).scope,
+                                                     sorted(unbatched.node(node.name).kwargs)), node.name
+
+
+class Ordered(nn.Module):
+    """Two convolutions of the same shape, applied in either order."""
+
+    def __init__(self, p_first: bool):
+        super().__init__()
+        self.p, self.q = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.p_first = p_first
+
+    def forward(self, x):
+        return self.q(torch.relu(self.p(x))) if self.p_first else self.p(torch.relu(self.q(x)))
+
+
+def test_layer_groups_that_wait_on_each_other_are_split_and_the_plan_stays_right():
+    """Trial 0 runs p then q, trial 1 q then p: fusing both p's and both q's would make each
+    fused layer wait for the other. One group is split back into single layers."""
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(9))
+    trials = [optimizer.Trial(f"t{k}", ir.trace(Ordered(k == 0).eval(), (x,)), train=optimizer.TrainConfig(seed=k))
+              for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert _kinds(p).count("Conv2d") == 1
+
+
+def test_planning_is_deterministic():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    trials = _trials(Lanes(), x)
+    assert describe(make_plan(trials).graph) == describe(make_plan(trials).graph)
+
+
+class ReadsWeightsOnly(nn.Module):
+    """A layer whose weights are read directly and never called, beside a layer that batches."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.side = nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.fc(x) + nn.functional.linear(x, self.side.weight, self.side.bias)
+
+
+def test_a_layer_whose_weights_are_only_read_keeps_them():
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(11))
+    p = check_plan_matches_trials(_trials(ReadsWeightsOnly(), x), ("dedup", "batch"), x)
+    assert "Linear" in _kinds(p) and {"t0.side", "t1.side", "t2.side"} <= set(p.graph.modules)
