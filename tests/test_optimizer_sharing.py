@@ -226,3 +226,13 @@ def test_merged_trials_keep_their_constants_and_live_under_their_own_prefix():
         assert [n.name for n in p.graph.nodes_in(f"t{k}")] == [n.name for n in mine]
         assert [n.scope for n in mine] == [f"t{k}.{n.scope}" if n.scope else f"t{k}" for n in graph.nodes
                                           if n.op not in ("input", "output")]
+
+
+def test_a_frozen_layer_every_trial_shares_leaves_one_copy_in_the_merged_module():
+    """The copies CSE stops calling go, unless another name still refers to them (``b`` is ``a``)."""
+    torch.manual_seed(0)
+    model = SharedModule()
+    trials = _frozen_trials(model)
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert [n.target for n in p.graph.nodes if n.op == "call_module"] == ["t0.a", "t0.a", "t0.head"]
+    assert sorted(p.graph.modules) == ["t0.a", "t0.head", "t1.a"]
