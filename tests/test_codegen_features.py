@@ -234,3 +234,56 @@ def test_inputs_keep_builtin_names_unless_generated_code_calls_that_builtin():
     assert "def forward(self, input, max_):" in codegen.to_source(graph)
     x, y = torch.randn(2, 3), torch.randn(2, 3)
     assert torch.equal(codegen.load(graph)()(input=x, max_=y), x * y)
+
+
+def halve(x):
+    """A function of the user's own package, which generated code must import."""
+    return x / 2
+
+
+class SharedAndTied(nn.Module):
+    """One layer under two names, and a weight tied between two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = self.a
+        self.c = nn.Linear(4, 4)
+        self.c.weight = self.a.weight
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+def test_shared_modules_and_tied_weights_stay_one_object_in_generated_code():
+    model = SharedAndTied().eval()
+    x = torch.randn(2, 4)
+    graph, source = _check(model, x)
+    assert "# Shared modules and tied weights" in source
+    generated = codegen.load(graph)()
+    assert generated.b is generated.a and generated.c.weight is generated.a.weight
+
+
+def test_generated_code_imports_the_users_own_function_and_says_what_it_needs():
+    graph = ir.Graph("Halved")
+    x = graph.add_node("input", "x", name="x", type=ir.types.TensorType(("B", 4), "float32"))
+    half = graph.add_node("call_function", f"{__name__}.halve", (x,), name="half")
+    graph.add_node("output", "output", (half,), name="output")
+    package = __name__.split(".")[0]
+    graph.trust = (package,)
+    source = codegen.to_source(graph)
+    assert f"needs torch and {package}." in source and f"\nfrom {__name__} import halve\n" in source
+    torch.testing.assert_close(codegen.load(graph)()(torch.ones(2, 4)), torch.full((2, 4), 0.5))
+    plain = _check(nn.Linear(4, 2), torch.randn(2, 4))[1]
+    assert "needs only torch." in plain
+
+
+def test_an_input_without_a_default_after_one_with_a_default_is_refused():
+    """Python could not call such a forward positionally; merged graphs can come out this way."""
+    graph = ir.Graph("Mixed")
+    scale = graph.add_node("input", "scale", (2.0,), name="scale")
+    x = graph.add_node("input", "x", name="x")
+    graph.add_node("output", "output", (graph.add_node("call_function", "operator.mul", (x, scale), name="mul"),),
+                   name="output")
+    with pytest.raises(codegen.CodegenError, match="input 'x' has no default but follows an input that has one"):
+        codegen.to_source(graph)

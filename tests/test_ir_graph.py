@@ -383,23 +383,28 @@ def test_rewrite_methods_pass_every_argument_on():
     x, fc1, act, fc2 = (graph.node(n) for n in ("x", "fc1", "act", "fc2"))
     assert list(graph) == graph.nodes
 
-    leaky = graph.insert_on_edge(fc1, act, "call_function", "torch.nn.functional.leaky_relu", (fc1,),
-                                 {"negative_slope": 0.5}, name="leaky")
-    assert (leaky.name, leaky.args, leaky.kwargs, act.args) == ("leaky", (fc1,), {"negative_slope": 0.5}, (leaky,))
+    leaky = graph.insert_on_edge(fc1, act, "call_function", "torch.nn.functional.leaky_relu", (fc1, 0.5),
+                                 {"inplace": False}, name="leaky")
+    assert (leaky.name, leaky.args, leaky.kwargs, act.args) == ("leaky", (fc1, 0.5), {"inplace": False}, (leaky,))
     norm = graph.insert_on_edge(act, fc2, "call_module", "norm", module=ir.ModuleSpec("torch.nn.LayerNorm", {
         "normalized_shape": 8}), name="norm")
     assert graph.modules["norm"].type == "torch.nn.LayerNorm" and fc2.args == (norm,)
 
-    graph.replace_op(act, "call_module", "act2", (leaky,), {}, module=ir.ModuleSpec("torch.nn.Tanh", {}))
-    assert (act.op, act.target, act.args, graph.modules["act2"].type) == ("call_module", "act2", (leaky,), "torch.nn.Tanh")
+    graph.replace_op(act, "call_module", "act2", (fc1,), {}, module=ir.ModuleSpec("torch.nn.Tanh", {}))
+    assert (act.op, act.target, act.args, graph.modules["act2"].type) == ("call_module", "act2", (fc1,), "torch.nn.Tanh")
+    graph.replace_op(act, "call_module", "act2", (leaky,))
     assert "act" not in graph.modules  # no node calls it any more
     graph.replace_op(leaky, "call_function", "torch.nn.functional.elu", kwargs={"alpha": 2.0})
-    assert (leaky.target, leaky.args, leaky.kwargs) == ("torch.nn.functional.elu", (fc1,), {"alpha": 2.0})
+    assert (leaky.target, leaky.args, leaky.kwargs) == ("torch.nn.functional.elu", (fc1, 0.5), {"alpha": 2.0})
+    graph.replace_op(leaky, "call_function", "torch.nn.functional.elu", (fc1,))
 
     skip = graph.add_edge(fc1, norm, combine="operator.mul", name="skip")
     assert (skip.name, skip.target, skip.args, fc2.args) == ("skip", "operator.mul", (norm, fc1), (skip,))
     graph.bypass(skip, replacement=fc1)
     assert fc2.args == (fc1,) and "skip" not in graph
+    residual = graph.add_edge(x, fc1)  # by default the two values are added
+    assert (residual.target, residual.args, fc2.args) == ("operator.add", (fc1, x), (residual,))
+    graph.bypass(residual, replacement=fc1)
     graph.set_module("fc2", ir.ModuleSpec("torch.nn.Linear", {"in_features": 8, "out_features": 2}))
     assert graph.modules["fc2"].kwargs["out_features"] == 2 and graph.module_types["fc2"] == "Linear"
 
@@ -420,6 +425,7 @@ def test_rewrite_methods_pass_every_argument_on():
     with pytest.raises(ir.GraphValidationError, match="trust="):
         graph.validate(check_types=False)
     graph.validate(check_types=False, trust=own)
+    graph.validate(check_types=False, trust=own[0])  # one package may be named alone
     assert str(graph.infer_types(trust=own).output.type) == "f32[B,4]"
     assert ir.Graph.from_json(graph.to_json(), trust=own).node("half").target == f"{__name__}.halve"
     with pytest.raises(ir.UnsafeTargetError, match="trust="):

@@ -145,8 +145,8 @@ class Bumped(nn.Module):
 
 
 def test_a_value_changed_in_place_is_not_shared():
-    """Planted bug: the copy of the input was shared, so the ``add_`` of one trial changed it for
-    the others. Every trial, with and without the in-place op, must compute what it computes alone."""
+    """The copy of the input used to be shared, so the ``add_`` of one trial changed it for the
+    others. Every trial, with and without the in-place op, must compute what it computes alone."""
     trials = [optimizer.Trial(f"t{k}", ir.trace(Bumped(bump), (X,)), train=optimizer.TrainConfig(seed=k))
               for k, bump in enumerate([True, False, True])]
     p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
@@ -201,3 +201,38 @@ def test_an_initial_state_that_lacks_entries_is_refused_by_name():
     trial = optimizer.Trial("t", ir.trace(model, (torch.randn(2, 4),)), initial_state=state)
     with pytest.raises(optimizer.merge.MergeError, match=r"trial 't': initial_state lacks \['fc.bias'\]"):
         initial_state(trial)
+
+
+class WithConstant(nn.Module):
+    """A tensor constant and a submodule, so that merged nodes carry constants and scopes."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+
+    def forward(self, x):
+        return self.block(x) + torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+
+def test_merged_trials_keep_their_constants_and_live_under_their_own_prefix():
+    """Trial k's nodes, modules and constants sit under ``t{k}``: ``nodes_in("t1")`` is exactly
+    what trial 1 computes, with its scopes kept below the prefix."""
+    graph = ir.trace(WithConstant(), (X,))
+    trials = [optimizer.Trial(f"t{k}", graph, train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup",), X)
+    assert sorted(p.graph.constants) == ["t0__tensor_constant0", "t1__tensor_constant0"]
+    for k in range(2):
+        mine = [n for n in p.graph.nodes if n.op not in ("input", "output") and n.origin[0][0] == f"t{k}"]
+        assert [n.name for n in p.graph.nodes_in(f"t{k}")] == [n.name for n in mine]
+        assert [n.scope for n in mine] == [f"t{k}.{n.scope}" if n.scope else f"t{k}" for n in graph.nodes
+                                          if n.op not in ("input", "output")]
+
+
+def test_a_frozen_layer_every_trial_shares_leaves_one_copy_in_the_merged_module():
+    """The copies CSE stops calling go, unless another name still refers to them (``b`` is ``a``)."""
+    torch.manual_seed(0)
+    model = SharedModule()
+    trials = _frozen_trials(model)
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert [n.target for n in p.graph.nodes if n.op == "call_module"] == ["t0.a", "t0.a", "t0.head"]
+    assert sorted(p.graph.modules) == ["t0.a", "t0.head", "t1.a"]

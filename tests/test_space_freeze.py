@@ -5,8 +5,6 @@ by hand."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn as tnn

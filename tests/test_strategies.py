@@ -447,3 +447,26 @@ def test_the_last_unseen_samples_are_found_by_enumeration_reproducibly():
     first = proposals(3)
     assert sorted(first) == sorted(space.sample_key(s) for s in space.grid())
     assert proposals(3) == first and proposals(4) != first
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_an_adopted_sample_is_pending_seen_and_numbered_like_a_proposal(cls):
+    """A trial of an earlier run, adopted when an experiment resumes: it comes back checked, is
+    pending until observed, takes the next trial number, is learned from, and is never proposed
+    or adopted again."""
+    space = nested_space()
+    strategy = make(cls, space, seed=0)
+    first = strategy.propose()
+    adopted = next(s for s in space.grid() if space.sample_key(s) != space.sample_key(first))
+    assert strategy.adopt(dict(adopted)) == adopted
+    assert strategy.pending == [first, adopted]
+    with pytest.raises(StrategyError, match="already proposed"):
+        strategy.adopt(adopted)
+    assert strategy.observe(adopted, 1.0).to_dict() == {"number": 1, "sample": adopted, "status": "succeeded",
+                                                       "metric": 1.0, "error": None}
+    assert strategy.observe(first, 2.0).number == 0
+    history = run_strategy(strategy, lambda s: len(str(s)), Budget(max_trials=100), concurrency=2)
+    assert sorted(t.number for t in history) == list(range(12))
+    assert sorted(space.sample_key(t.sample) for t in history) == sorted(space.sample_key(s) for s in space.grid())
+    with pytest.raises(StrategyError):
+        make(cls, space, seed=0).adopt({"op": "conv"})  # an adopted sample is checked like any other

@@ -22,6 +22,8 @@ import retiarii_ir as ir
 from retiarii_ir.errors import IRError, SchemaError, UnsafeTargetError
 from retiarii_ir.module_spec import FunctionRef, ModuleSpec
 from retiarii_ir.shape_inference import example_inputs
+from tests.corpus.resnet import SEBasicBlock  # a trusted package's names must be imported, as a user's are
+from tests.helpers import max_abs_diff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -273,7 +275,8 @@ def test_trusted_package_classes_load_only_with_trust():
 
 def _trusted_values(graph):
     """Each place a value can hold a function or module class, filled from the trusted package."""
-    function, block = FunctionRef("tests.helpers.max_abs_diff"), ModuleSpec("tests.corpus.resnet.SEBasicBlock", {})
+    function = FunctionRef(f"{max_abs_diff.__module__}.{max_abs_diff.__name__}")
+    block = ModuleSpec(f"{SEBasicBlock.__module__}.{SEBasicBlock.__name__}", {})
     linear = lambda **extra: ModuleSpec("torch.nn.Linear", {"in_features": 4, "out_features": 3, **extra})  # noqa: E731
 
     def module(spec):
@@ -293,7 +296,7 @@ def _trusted_values(graph):
         "the graph's module": module(block),
         "node argument": node(([function],)),
         "node keyword argument": node(([1],), {"default": function}, "builtins.max"),
-        "called function": node((1, 1), target="tests.helpers.max_abs_diff"),
+        "called function": node((1, 1), target=function.path),
     }
 
 
@@ -301,9 +304,6 @@ def _trusted_values(graph):
 def test_trust_reaches_every_value_that_names_a_function_or_class(graph, place):
     """Wherever a value holds a name from a trusted package, ``trust`` lets it load (as one name,
     a list, or a dotted subpackage) and its absence refuses it."""
-    import tests.corpus.resnet  # noqa: F401 - the trusted package must be imported, as a user's would be
-    import tests.helpers  # noqa: F401
-
     edited = graph.copy()
     _trusted_values(graph)[place](edited)
     text = edited.to_json()
