@@ -4,9 +4,9 @@
     python benchmarks/demo.py --repeats 3 --quick
     python benchmarks/demo.py --device cuda
 
-Each run is the user's command in a fresh process and a fresh folder: merged (the default,
-all passes), ``--exact`` (merged without operator batching) and ``--independent`` (one
-proposal after another). It prints the median search and end-to-end seconds per mode, their
+Each run is the user's command in a fresh process and a fresh folder: merged (the default:
+shared data and frozen extractor, no operator batching), ``--batch`` (merged with operator
+batching too) and ``--independent`` (one proposal after another). It prints the median search and end-to-end seconds per mode, their
 ratio to independent, and whether every trial got the same accuracy and the same winner.
 """
 
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = {"merged": [], "exact": ["--exact"], "independent": ["--independent"]}
+MODES = {"merged": [], "batched": ["--batch"], "independent": ["--independent"]}
 
 
 def run_once(mode: str, folder: str, extra: list[str]) -> dict:

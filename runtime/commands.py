@@ -172,21 +172,24 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--independent", action="store_true",
                    help="train the proposals in flight one after another instead of as one merged model")
     p.add_argument("--device", default="cpu", help="where the trials train: cpu (default), cuda or cuda:N")
-    p.add_argument("--exact", action="store_true",
-                   help="merge without fusing same-shaped layers of different proposals: results then equal "
-                        "training alone bit for bit (with fusing they differ by rounding)")
+    p.add_argument("--batch", action="store_true",
+                   help="also fuse same-shaped layers of different proposals into one kernel (pays on a GPU; "
+                        "its rounding can move an accuracy by an image or two). Without it (the default) the "
+                        "merged model shares the data and the frozen extractor, and every result equals "
+                        "training alone bit for bit")
+    p.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)  # the default since --batch came
 
 
 @command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
 def demo_command(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     from optimizer import PASSES
 
-    from .demo import EXACT_PASSES
+    from .demo import EXACT_PASSES, run_demo
 
+    if args.batch and args.exact:
+        raise UsageError("--batch", "--batch and --exact contradict each other: --exact merges without batching")
     return run_demo(quick=args.quick, out_dir=check_output_folder(args.out, "--out"), merge=not args.independent,
-                    passes=EXACT_PASSES if args.exact else PASSES, device=args.device)
+                    passes=PASSES if args.batch else EXACT_PASSES, device=args.device)
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:

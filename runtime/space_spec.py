@@ -40,15 +40,31 @@ def _input_type(item: Any) -> tuple[tuple[int, ...], str]:
     return tuple(shape), dtype
 
 
+def _json_kwargs(kwargs: Any) -> dict:
+    """The factory's keyword arguments, checked to survive the JSON trip to any worker unchanged."""
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise ConfigError(f"space kwargs must be a dict of keyword names to values, got {kwargs!r}")
+    try:
+        text = json.dumps(kwargs, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"space kwargs must be plain JSON values (numbers, strings, lists, dicts): "
+                          f"{first_line(e)}") from None
+    if json.loads(text) != kwargs:  # a tuple becomes a list, an int key a str: say so now, not in a worker
+        raise ConfigError(f"space kwargs must be plain JSON values; {kwargs!r} would come back as {json.loads(text)!r}")
+    return json.loads(text)
+
+
 @dataclass(frozen=True)
 class SpaceSpec:
-    """``SpaceSpec("mypkg.spaces:Net", inputs=[(2, 3, 32, 32)])``. The factory returns an
-    ``nn.Module`` written with ``retiarii_ir.nn`` (traced with inputs of these types) or a
+    """``SpaceSpec("mypkg.spaces:Net", inputs=[(2, 3, 32, 32)], kwargs={"classes": 10})``. The
+    factory, called with ``kwargs`` (plain JSON values, recorded with the experiment), returns
+    an ``nn.Module`` written with ``retiarii_ir.nn`` (traced with inputs of these types) or a
     ready ``ModelSpace`` (then ``inputs`` may be empty)."""
 
     factory: Any
     inputs: tuple = ()
     trust: tuple[str, ...] = field(default=())
+    kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "factory", reference_of(self.factory))
@@ -57,14 +73,17 @@ class SpaceSpec:
             items = [tuple(items)]
         object.__setattr__(self, "inputs", tuple(_input_type(i) for i in items))
         object.__setattr__(self, "trust", tuple(self.trust))
+        object.__setattr__(self, "kwargs", _json_kwargs(self.kwargs))
 
     def to_dict(self) -> dict:
-        return {"factory": self.factory, "inputs": [[list(s), d] for s, d in self.inputs], "trust": list(self.trust)}
+        return {"factory": self.factory, "inputs": [[list(s), d] for s, d in self.inputs], "trust": list(self.trust),
+                "kwargs": self.kwargs}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "SpaceSpec":
         try:
-            return cls(raw["factory"], tuple((tuple(s), d) for s, d in raw["inputs"]), tuple(raw.get("trust", ())))
+            return cls(raw["factory"], tuple((tuple(s), d) for s, d in raw["inputs"]), tuple(raw.get("trust", ())),
+                       raw.get("kwargs", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"malformed space spec {raw!r}: {first_line(e)}") from None
 
@@ -83,7 +102,7 @@ class SpaceSpec:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 try:
-                    made = factory()
+                    made = factory(**self.kwargs)
                 except Exception as e:  # noqa: BLE001 - the user's factory: one line, no traceback
                     raise ConfigError(f"{self.factory} raised {type(e).__name__}: {first_line(e)}") from None
                 if isinstance(made, ir.ModelSpace):

@@ -82,11 +82,12 @@ def run_job(job_text: str, on_start=None) -> str:
     _store(job["store"])  # opened before the clock starts
     if on_start is not None:
         on_start()
+    frozen = {number: space.frozen_state(graph) for number, graph in graphs.items()}
     if isinstance(evaluator, FunctionEvaluator):
         for t in runnable:
-            results[t["number"]] = _run_function(job, evaluator, t, graphs[t["number"]])
+            results[t["number"]] = _run_function(job, evaluator, t, graphs[t["number"]], frozen[t["number"]])
     elif runnable:
-        results.update(_run_training(job, evaluator, runnable, graphs))
+        results.update(_run_training(job, evaluator, runnable, graphs, frozen))
     return json.dumps({"trials": [results[t["number"]] for t in job["trials"]]})
 
 
@@ -96,7 +97,14 @@ def _source(graph) -> str:
     return codegen.to_source(graph, class_name="Model")
 
 
-def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dict[int, dict]:
+def _starting_state(trial, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fresh weights from the trial's seed, with the space's frozen (pretrained) ones put in."""
+    from optimizer.merge import initial_state
+
+    return {**initial_state(trial), **frozen}
+
+
+def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict, frozen: dict) -> dict[int, dict]:
     from optimizer import Trial
 
     from .trainer import train_trials
@@ -107,7 +115,11 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dic
     for t in trials:
         data, train = evaluator.train_spec(t["sample"])
         _register_loader(data.dataset)
-        specs.append(Trial(f"trial{t['number']}", graphs[t["number"]], data, train))
+        trial = Trial(f"trial{t['number']}", graphs[t["number"]], data, train)
+        if kept := frozen[t["number"]]:  # trials that hold the same frozen weights compute them once when merged
+            trial = Trial(trial.name, trial.graph, data, train, frozen=tuple(kept),
+                          initial_state=_starting_state(trial, kept))
+        specs.append(trial)
 
     def record(name: str, epoch: int, metrics: dict[str, float]) -> bool:
         try:
@@ -136,7 +148,7 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict) -> dic
     return out
 
 
-def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph) -> dict:
+def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph, frozen: dict) -> dict:
     import codegen
 
     from .references import resolve
@@ -155,6 +167,12 @@ def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph) -> di
         fn = resolve(evaluator.fn)
         torch.manual_seed(0)
         model = codegen.load(graph, class_name="Model", formatted=False)()
+        if frozen:  # the space's pretrained, frozen weights, as the user's own model had them
+            model.load_state_dict(frozen, strict=False)
+            parameters = dict(model.named_parameters())
+            for key in frozen:
+                if key in parameters:  # a tied weight is listed under its first name only
+                    parameters[key].requires_grad_(False)
         metric = fn(model, **evaluator.resolve(t["sample"]))
         metric = float(metric) if metric is not None else float("nan")
         if not math.isfinite(metric):

@@ -29,6 +29,32 @@ class TinySpace(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.op(self.stem(x))), 1), 1))
 
 
+@nn.model_wrapper
+class FrozenStemSpace(nn.Module):
+    """A stem loaded from ``stem`` (a state_dict file) and frozen, then 2 searched widths."""
+
+    def __init__(self, stem: str | None = None, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        if stem is not None:
+            self.stem.load_state_dict(torch.load(stem, weights_only=True))
+        self.stem.requires_grad_(False)
+        width = nn.ValueChoice([4, 8], label="width")
+        self.body = nn.Conv2d(6, width, 3, padding=1)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.body(F.relu(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def frozen_stem_state(model: torch.nn.Module) -> dict:
+    """What a function evaluator saw: the stem's values and whether they train."""
+    report(1.0)
+    return {"weight": model.stem.weight.detach().clone(), "trains": model.stem.weight.requires_grad,
+            "body_trains": model.body.weight.requires_grad}
+
+
 def tiny_space() -> ir.ModelSpace:
     """The same space, returned ready-made by a factory (no example inputs needed)."""
     return ir.trace_space(TinySpace(), torch.randn(2, 1, 8, 8))

@@ -194,6 +194,12 @@ def test_demo_out_that_is_a_file_fails_before_any_training(tmp_path, capsys):
         assert "digits" not in stdout
 
 
+def test_demo_batch_and_exact_together_are_refused_before_any_work(tmp_path, capsys):
+    code, stdout, _ = result = run_cli(capsys, "demo", "--batch", "--exact", "--out", tmp_path / "d")
+    assert_usage_error(result, "--batch", "contradict")
+    assert "digits" not in stdout and not (tmp_path / "d").exists()
+
+
 # --weights
 
 @pytest.fixture

@@ -4,7 +4,9 @@ search space (plain data) that strategies explore.
 ``trace_space(model, inputs)`` builds one from a model written with ``retiarii_ir.nn``;
 custom mutators (subclasses of ``Mutator``) compose with the built-in ones and run after
 them, in the order given. ``freeze(sample)`` gives a concrete, typed Graph; the base
-graph never changes.
+graph never changes. Parameters the traced model does not train (``requires_grad=False``:
+a pretrained, frozen backbone) are kept with the space, so every concrete graph can start
+from them (``frozen_state``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..analysis import structural_hash
@@ -27,10 +30,12 @@ from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, _key
 class ModelSpace:
     """A base graph plus the ordered mutators that turn a sample into a concrete graph."""
 
-    def __init__(self, base: Graph, mutators: Iterable[Mutator] = (), trust: Iterable[str] = ()) -> None:
+    def __init__(self, base: Graph, mutators: Iterable[Mutator] = (), trust: Iterable[str] = (), *,
+                 frozen_weights: Mapping[str, torch.Tensor] | None = None) -> None:
         self.base = base
         self.mutators = list(mutators)
         self.trust = tuple(trust)
+        self.frozen_weights = dict(frozen_weights or {})
         self._base_hash = structural_hash(base)[:16]
         self.search_space = self._collect_search_space()
 
@@ -43,7 +48,8 @@ class ModelSpace:
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         base, builtin = trace_space_graph(model, args, example_kwargs, batch_dim=batch_dim,
                                           leaf_modules=leaf_modules)
-        return cls(base, [*builtin, *mutators], trust)
+        frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+        return cls(base, [*builtin, *mutators], trust, frozen_weights=frozen)
 
     # ------------------------------------------------------------------ the search space
     def _collect_search_space(self) -> SearchSpace:
@@ -112,6 +118,17 @@ class ModelSpace:
         infer_after_mutation(graph, clean, self.trust)
         graph.validate(check_types=False, trust=self.trust)
         return graph
+
+    def frozen_state(self, graph: Graph) -> dict[str, torch.Tensor]:
+        """The frozen weights ``graph`` holds (same state_dict key, same shape): what a model
+        of this space starts from and never trains. Frozen weights inside a choice's candidate
+        are renamed by freezing and are not found here."""
+        from ..interpreter import build_module
+
+        if not self.frozen_weights:
+            return {}
+        shapes = {k: v.shape for k, v in build_module(graph, self.trust, device="meta").state_dict().items()}
+        return {k: v for k, v in self.frozen_weights.items() if k in shapes and shapes[k] == v.shape}
 
     def fixed_arch(self, sample: Mapping[str, Any]):
         """``with space.fixed_arch(sample): model = MySpace()`` builds the plain module."""
