@@ -141,6 +141,19 @@ QUICK_RECIPE = dict(RECIPE, epochs=2, lr=0.1, batch_size=32)  # twice the steps 
 EXACT_PASSES = ("dedup", "cse")
 
 
+def busy_machine_hint() -> str | None:
+    """A line for a machine whose cores other work already keeps busy: torch's intra-op threads
+    then wait on each other at every small operation, and one thread is much faster."""
+    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+    if threads == 1 or "OMP_NUM_THREADS" in os.environ or not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    if load < 0.75 * cores:
+        return None
+    return (f"note: this machine is busy (load average {load:.1f} on {cores} cores), and torch's {threads} threads "
+            f"would wait on each other; OMP_NUM_THREADS=1 retiarii demo is often several times faster then")
+
+
 def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = True,
              passes: tuple[str, ...] = EXACT_PASSES, device: str = "cpu") -> int:
     """The experiment flow end to end: a recorded search, the leaderboard, the winner exported
@@ -154,6 +167,8 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     from .store import Store
 
     device = check_device(device)  # before any work
+    if hint := busy_machine_hint():
+        print(hint)
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
     os.makedirs(out_dir, exist_ok=True)
     storage = os.path.join(out_dir, "experiment.db")

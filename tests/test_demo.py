@@ -86,3 +86,23 @@ def test_demo_without_matplotlib_still_succeeds_and_says_how_to_get_the_plot(tmp
     assert "5. no plot of the search (plot needs matplotlib: pip install -e '.[plot]')" in result.stdout
     assert (tmp_path / "retiarii-demo" / "best_model.py").is_file()
     assert not (tmp_path / "retiarii-demo" / "search.png").exists()
+
+
+def test_a_busy_machine_gets_the_one_thread_hint_and_a_quiet_one_does_not(monkeypatch):
+    import torch
+
+    from runtime.demo import busy_machine_hint
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert "load average 1.6 on 2 cores" in busy_machine_hint() and "OMP_NUM_THREADS=1" in busy_machine_hint()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 1.0, 1.0))
+    assert busy_machine_hint() is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 1.0, 1.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user chose: no advice
+    assert busy_machine_hint() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert busy_machine_hint() is None
