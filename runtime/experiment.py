@@ -185,6 +185,7 @@ class Experiment:
             "space": self.space.to_dict(), "evaluator": self.evaluator.to_dict(),
             "strategy": {"name": self.strategy, "options": self.strategy_options, "seed": self.seed},
             "model_space": model_space.search_space.to_json(), "search_space": search.to_json(),
+            "frozen_weights": model_space.frozen_fingerprint(),
             "max_trials": self.max_trials, "max_duration": self.max_duration, "concurrency": self.concurrency,
             "cross_model": self.cross_model, "passes": list(self.passes), "retries": self.retries,
             "device": self.device,
@@ -222,6 +223,9 @@ class Experiment:
         if config["search_space"] != json.loads(json.dumps(search.to_json())):
             raise ExperimentError(f"experiment {self.name!r} was started with another search space; "
                                   f"its space or evaluator changed since")
+        if config.get("frozen_weights", model_space.frozen_fingerprint()) != model_space.frozen_fingerprint():
+            raise ExperimentError(f"experiment {self.name!r} was started with other frozen (pretrained) weights; "
+                                  f"the file its space loads them from changed since")
         recover(store, study_id, search)
         strategy = self._build_strategy(search)
         return self._loop(store, study_id, config, strategy, search)
@@ -261,7 +265,8 @@ class Experiment:
                 state.failed += 1
         job_base = {"space": config["space"], "evaluator": config["evaluator"], "store": store.url,
                     "artifacts": config["artifacts"], "cross_model": self.cross_model,
-                    "passes": list(self.passes), "model_space": config["model_space"], "device": self.device}
+                    "passes": list(self.passes), "model_space": config["model_space"], "device": self.device,
+                    "frozen_weights": config.get("frozen_weights")}
         bar = _ProgressBar(self.max_trials, state, self.progress, self.name)
         in_flight: dict[int, list[_Running]] = {}
         job_ids = itertools.count()

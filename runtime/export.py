@@ -91,7 +91,11 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
         import codegen
 
         spec = SpaceSpec.from_dict(config["space"])
-        space = spec.build()
+        try:
+            space = spec.build()
+        except Exception as e:  # noqa: BLE001 - the PyTorch files are written; say why ONNX is not
+            raise ExperimentError(f"wrote {paths['model']} and {paths['weights']}, but ONNX export rebuilds the "
+                                  f"space and could not: {first_line(e)} (--no-onnx skips it)") from None
         graph = space.freeze({k: v for k, v in record.sample.items() if k in space.search_space.choices})
         paths["onnx"] = os.path.join(out_dir, f"{stem}.onnx")
         state = torch.load(paths["weights"], weights_only=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -40,8 +41,10 @@ def _input_type(item: Any) -> tuple[tuple[int, ...], str]:
     return tuple(shape), dtype
 
 
-def _json_kwargs(kwargs: Any) -> dict:
+def _json_kwargs(kwargs: Any) -> MappingProxyType:
     """The factory's keyword arguments, checked to survive the JSON trip to any worker unchanged."""
+    if isinstance(kwargs, MappingProxyType):
+        kwargs = dict(kwargs)
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
         raise ConfigError(f"space kwargs must be a dict of keyword names to values, got {kwargs!r}")
     try:
@@ -51,7 +54,7 @@ def _json_kwargs(kwargs: Any) -> dict:
                           f"{first_line(e)}") from None
     if json.loads(text) != kwargs:  # a tuple becomes a list, an int key a str: say so now, not in a worker
         raise ConfigError(f"space kwargs must be plain JSON values; {kwargs!r} would come back as {json.loads(text)!r}")
-    return json.loads(text)
+    return MappingProxyType(json.loads(text))  # read-only: what was checked is what workers get
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,10 @@ class SpaceSpec:
 
     def to_dict(self) -> dict:
         return {"factory": self.factory, "inputs": [[list(s), d] for s, d in self.inputs], "trust": list(self.trust),
-                "kwargs": self.kwargs}
+                "kwargs": dict(self.kwargs)}
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     @classmethod
     def from_dict(cls, raw: dict) -> "SpaceSpec":
@@ -93,7 +99,8 @@ class SpaceSpec:
                      else torch.zeros(shape, dtype=_DTYPES[dtype]) for shape, dtype in self.inputs)
 
     def build(self) -> ir.ModelSpace:
-        """The ModelSpace (built once per process; the factory and trace are deterministic)."""
+        """The ModelSpace (built once per process: the factory and trace are deterministic; a
+        space with frozen weights is built afresh, since the file they come from may change)."""
         key = json.dumps(self.to_dict(), sort_keys=True)
         if key not in _BUILT:
             factory = resolve(self.factory)
@@ -115,5 +122,7 @@ class SpaceSpec:
                 else:
                     raise ConfigError(f"{self.factory} returned {type(made).__name__}, "
                                       f"not an nn.Module or a ModelSpace")
+            if space.frozen_weights:  # loaded from files that may change: built afresh each time
+                return space
             _BUILT[key] = space
         return _BUILT[key]

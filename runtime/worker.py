@@ -69,6 +69,9 @@ def run_job(job_text: str, on_start=None) -> str:
         if space.search_space.to_json() != job["model_space"]:
             raise RuntimeError("the model space built here differs from the experiment's "
                                "(did its code change since the experiment started?)")
+        if job.get("frozen_weights") is not None and space.frozen_fingerprint() != job["frozen_weights"]:
+            raise RuntimeError("the frozen (pretrained) weights built here differ from the experiment's "
+                               "(did the file they are loaded from change since the experiment started?)")
     except Exception as e:  # noqa: BLE001 - nothing can run: every trial fails with the reason
         return json.dumps({"trials": [{"number": t["number"], "status": "failed", "error": _reason(e)}
                                       for t in job["trials"]]})

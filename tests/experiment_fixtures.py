@@ -48,6 +48,26 @@ class FrozenStemSpace(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+@nn.model_wrapper
+class TiedFrozenSpace(nn.Module):
+    """A frozen 1x1 convolution whose weight a second one shares (tied), then a searched width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
+        self.b.weight = self.a.weight
+        with torch.no_grad():
+            self.a.weight.fill_(0.5)
+        self.a.requires_grad_(False)
+        width = nn.ValueChoice([4, 8], label="width")
+        self.body = nn.Conv2d(1, width, 3, padding=1)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.body(self.b(self.a(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def frozen_stem_state(model: torch.nn.Module) -> dict:
     """What a function evaluator saw: the stem's values and whether they train."""
     report(1.0)

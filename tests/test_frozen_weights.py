@@ -6,11 +6,12 @@ import json
 import optuna
 import pytest
 import torch
+import torch.nn.functional as F
 
 import retiarii_ir as ir
 from retiarii_ir import nn
 from runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from runtime.experiment_errors import ConfigError
+from runtime.experiment_errors import ConfigError, ExperimentError
 from tests.experiment_fixtures import FrozenStemSpace
 
 
@@ -83,7 +84,8 @@ def test_a_frozen_weight_whose_shape_a_sample_changes_is_not_claimed():
     space = ir.trace_space(Searched(), torch.randn(1, 2))
     traced_width = space.frozen_weights["fc.weight"].shape[0]
     other = 4 if traced_width == 3 else 3
-    assert space.frozen_state(space.freeze({"width": other})) == {}
+    with pytest.warns(UserWarning, match="a choice changes the shape of 'fc.weight'"):
+        assert space.frozen_state(space.freeze({"width": other})) == {}
 
 
 def _run(tmp_path, stem_file, name, cross_model, lr=0.05):
@@ -134,3 +136,122 @@ def test_a_function_evaluator_gets_the_frozen_stem_not_training(tmp_path, stem_f
     assert len(seen) == 1
     assert torch.equal(seen[0]["weight"], torch.load(stem_file, weights_only=True)["weight"])
     assert seen[0]["trains"] is False and seen[0]["body_trains"] is True
+
+
+def test_a_tied_frozen_weight_keeps_its_value_under_both_names_merged_or_alone(tmp_path):
+    """Both names of one tensor are frozen: a trial that reset the second name from its seed, or
+    a merge that untied them, would train or lose the pretrained 0.5."""
+    spec = SpaceSpec("tests.experiment_fixtures:TiedFrozenSpace", inputs=[(2, 1, 8, 8)])
+    space = spec.build()
+    assert sorted(space.frozen_state(space.freeze({"width": 8}))) == ["a.weight", "b.weight"]
+    for cross_model in (True, False):
+        name = f"tied{cross_model}"
+        Experiment(spec, Classification("digits", epochs=1, max_steps=3, lr=0.5), "grid", max_trials=2,
+                   concurrency=2, storage=str(tmp_path / "t.db"), name=name, cross_model=cross_model,
+                   progress=False).run()
+        for trial in _study(tmp_path / "t.db", name).trials:
+            weights = torch.load(trial.user_attrs["checkpoint"], weights_only=True)
+            assert weights["a.weight"].flatten().tolist() == [0.5] == weights["b.weight"].flatten().tolist(), name
+
+
+class _Candidates(nn.Module):
+    """Two frozen candidates: freezing renames the first's conv ``op.0.1`` to ``op.1``, the
+    second's own name."""
+
+    def __init__(self):
+        super().__init__()
+        first, second = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(1, 4, 3, padding=1)
+        with torch.no_grad():
+            first.weight.fill_(1.0)
+            second.weight.fill_(2.0)
+        self.op = nn.LayerChoice([nn.Sequential(nn.ReLU(), first), second], label="op")
+        self.op.requires_grad_(False)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.op(x), 1), 1))
+
+
+def test_frozen_weights_inside_a_choice_are_never_given_to_another_candidate():
+    space = ir.trace_space(nn.model_wrapper(_Candidates)(), torch.randn(2, 1, 8, 8))
+    graph = space.freeze({"op": 0})
+    assert "op.1.weight" in ir.build_module(graph).state_dict()  # the name the second candidate had
+    with pytest.warns(UserWarning, match=r"frozen weights of 'op.1' are not carried .*inside the choice 'op'"):
+        assert space.frozen_state(graph) == {}
+    assert space.frozen_state(space.freeze({"op": 1})) == {}
+
+
+def test_a_frozen_layer_comes_all_or_none_when_a_choice_changes_one_of_its_shapes():
+    @nn.model_wrapper
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            width = nn.ValueChoice([4, 8], label="width")
+            self.body = nn.Linear(2, width)
+            self.head = nn.Linear(width, 3)
+            self.head.requires_grad_(False)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    space = ir.trace_space(Head(), torch.randn(1, 2))
+    traced = space.frozen_weights["head.weight"].shape[1]
+    assert sorted(space.frozen_state(space.freeze({"width": traced}))) == ["head.bias", "head.weight"]
+    with pytest.warns(UserWarning, match="a choice changes the shape of 'head.weight'"):
+        assert space.frozen_state(space.freeze({"width": 12 - traced})) == {}  # not the bias alone
+
+
+def test_a_changed_weights_file_is_read_again_and_resume_refuses_it(tmp_path, stem_file):
+    path = tmp_path / "stem.pt"
+    path.write_bytes(open(stem_file, "rb").read())
+    spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": str(path)})
+    first = spec.build()
+    experiment = Experiment(spec, Classification("digits", epochs=1, max_steps=2), "grid", max_trials=1,
+                            storage=str(tmp_path / "e.db"), name="e", progress=False)
+    experiment.run()
+    torch.save({"weight": torch.zeros(6, 1, 3, 3), "bias": torch.zeros(6)}, path)
+    again = spec.build()  # not the build cached before the file changed
+    assert torch.equal(again.frozen_weights["stem.weight"], torch.zeros(6, 1, 3, 3))
+    assert first.frozen_fingerprint() != again.frozen_fingerprint()
+    with pytest.raises(ExperimentError, match="other frozen .pretrained. weights"):
+        Experiment(spec, Classification("digits", epochs=1, max_steps=2), "grid", max_trials=2,
+                   storage=str(tmp_path / "e.db"), name="e", progress=False).resume()
+
+
+def test_a_worker_whose_frozen_weights_differ_from_the_experiments_fails_its_trials(tmp_path, stem_file):
+    from runtime.worker import run_job
+
+    spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": stem_file})
+    space = spec.build()
+    job = {"space": spec.to_dict(), "evaluator": FunctionEvaluator("tests.experiment_fixtures:parameter_count").to_dict(),
+           "model_space": space.search_space.to_json(), "frozen_weights": "0" * 64, "store": "unused",
+           "artifacts": str(tmp_path), "trials": [{"number": 0, "sample": {"width": 4}, "trial_id": 1}]}
+    out = json.loads(run_job(json.dumps(job)))["trials"][0]
+    assert out["status"] == "failed" and "frozen (pretrained) weights built here differ" in out["error"]
+
+
+def test_export_says_why_onnx_needs_the_weights_file_and_keeps_the_pytorch_files(tmp_path, stem_file):
+    from runtime.export import export
+    from runtime.store import Store
+
+    path = tmp_path / "stem.pt"
+    path.write_bytes(open(stem_file, "rb").read())
+    spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": str(path)})
+    Experiment(spec, Classification("digits", epochs=1, max_steps=2), "grid", max_trials=1,
+               storage=str(tmp_path / "e.db"), name="e", progress=False).run()
+    path.unlink()
+    store = Store(str(tmp_path / "e.db"), create=False)
+    with pytest.raises(ExperimentError, match=r"but ONNX export rebuilds the space .*No such file.*--no-onnx"):
+        export(store, "e", 1, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "model.py").is_file() and (tmp_path / "out" / "model.pt").is_file()
+    paths = export(store, "e", 1, str(tmp_path / "out2"), onnx=False)
+    assert torch.equal(torch.load(paths["weights"], weights_only=True)["stem.weight"],
+                       torch.load(stem_file, weights_only=True)["weight"])
+
+
+def test_a_space_spec_is_hashable_and_its_kwargs_read_only():
+    spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"classes": 3})
+    same = SpaceSpec.from_dict(spec.to_dict())
+    assert len({spec, same}) == 1
+    with pytest.raises(TypeError):
+        spec.kwargs["classes"] = 4

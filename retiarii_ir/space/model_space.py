@@ -11,7 +11,9 @@ from them (``frozen_state``).
 
 from __future__ import annotations
 
+import hashlib
 import random
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -36,6 +38,7 @@ class ModelSpace:
         self.mutators = list(mutators)
         self.trust = tuple(trust)
         self.frozen_weights = dict(frozen_weights or {})
+        self._warned_layers: set[str] = set()
         self._base_hash = structural_hash(base)[:16]
         self.search_space = self._collect_search_space()
 
@@ -48,7 +51,8 @@ class ModelSpace:
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         base, builtin = trace_space_graph(model, args, example_kwargs, batch_dim=batch_dim,
                                           leaf_modules=leaf_modules)
-        frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+        frozen = {name: p.detach().clone() for name, p in model.named_parameters(remove_duplicate=False)
+                  if not p.requires_grad}  # a tied weight under each of its names
         return cls(base, [*builtin, *mutators], trust, frozen_weights=frozen)
 
     # ------------------------------------------------------------------ the search space
@@ -120,15 +124,52 @@ class ModelSpace:
         return graph
 
     def frozen_state(self, graph: Graph) -> dict[str, torch.Tensor]:
-        """The frozen weights ``graph`` holds (same state_dict key, same shape): what a model
-        of this space starts from and never trains. Frozen weights inside a choice's candidate
-        are renamed by freezing and are not found here."""
+        """The frozen weights ``graph`` starts from and never trains, under every name it has
+        for them (tied weights included). A layer's frozen weights come all or none: none when
+        the layer sits inside a choice (freezing renames a candidate's layers, so a name may
+        then stand for another candidate) or when a choice changes one of their shapes. Those
+        layers train from the seed, with a warning, once per space and layer."""
         from ..interpreter import build_module
 
         if not self.frozen_weights:
             return {}
         shapes = {k: v.shape for k, v in build_module(graph, self.trust, device="meta").state_dict().items()}
-        return {k: v for k, v in self.frozen_weights.items() if k in shapes and shapes[k] == v.shape}
+        layers: dict[str, list[str]] = {}
+        for key in self.frozen_weights:
+            layers.setdefault(key.rpartition(".")[0], []).append(key)
+        carried = {}
+        for layer, keys in layers.items():
+            if not any(k in shapes for k in keys):
+                continue  # not in this model (an unchosen candidate, a pruned branch)
+            reason = self._frozen_layer_problem(layer, keys, shapes)
+            if reason is None:
+                carried.update((k, self.frozen_weights[k]) for k in keys)
+            elif layer not in self._warned_layers:
+                self._warned_layers.add(layer)
+                warnings.warn(f"the frozen weights of {layer!r} are not carried into the models of this space "
+                              f"({reason}): those models train them from their seed", stacklevel=2)
+        return carried
+
+    def frozen_fingerprint(self) -> str:
+        """A digest of the frozen weights' names and values: two builds of a space that load
+        different pretrained files have different fingerprints."""
+        digest = hashlib.sha256()
+        for key in sorted(self.frozen_weights):
+            value = self.frozen_weights[key].detach().cpu().contiguous()
+            digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        return digest.hexdigest()
+
+    def _frozen_layer_problem(self, layer: str, keys: list[str], shapes: dict) -> str | None:
+        parts = layer.split(".")
+        for i in range(1, len(parts) + 1):
+            spec = self.base.modules.get(".".join(parts[:i]))
+            if spec is not None and spec.class_name in CHOICE_CLASS_NAMES:
+                return f"they sit inside the choice {'.'.join(parts[:i])!r}"
+        for key in keys:
+            if key not in shapes or shapes[key] != self.frozen_weights[key].shape:
+                return f"a choice changes the shape of {key!r}"
+        return None
 
     def fixed_arch(self, sample: Mapping[str, Any]):
         """``with space.fixed_arch(sample): model = MySpace()`` builds the plain module."""
