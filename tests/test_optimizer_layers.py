@@ -283,3 +283,78 @@ def test_a_layer_whose_weights_are_only_read_keeps_them():
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(11))
     p = check_plan_matches_trials(_trials(ReadsWeightsOnly(), x), ("dedup", "batch"), x)
     assert "Linear" in _kinds(p) and {"t0.side", "t1.side", "t2.side"} <= set(p.graph.modules)
+
+
+class Unfusable(nn.Module):
+    """Next to a convolution that fuses, layers one fused kernel cannot stand in for: reflect
+    padding (a grouped ``conv2d`` pads with zeros), batch norms without a scale, without running
+    statistics or with a cumulative average, a layer norm over two dimensions, and a linear
+    layer over a rank-4 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.reflect = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+        self.bn_plain = nn.BatchNorm2d(4, affine=False)
+        self.bn_batch_stats = nn.BatchNorm2d(4, track_running_stats=False)
+        self.bn_cumulative = nn.BatchNorm2d(4, momentum=None)
+        self.ln_2d = nn.LayerNorm([6, 6])
+        self.fc_4d = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y = self.bn_cumulative(self.bn_batch_stats(self.bn_plain(self.reflect(self.conv(x)))))
+        return self.fc_4d(self.ln_2d(y))
+
+
+class UnfusableVector(nn.Module):
+    """Next to a linear layer that fuses: layer norms without scale and shift or without a
+    shift, a layer whose weights do not train, and a layer called by keyword."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.ln_plain = nn.LayerNorm(8, elementwise_affine=False)
+        self.ln_no_bias = nn.LayerNorm(8, bias=False)
+        self.frozen = nn.Linear(8, 8)
+        self.by_keyword = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.by_keyword(input=self.frozen(self.ln_no_bias(self.ln_plain(self.fc(x)))))
+
+
+def test_layers_no_fused_kernel_can_stand_in_for_stay_one_per_trial():
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(12))
+    p = check_plan_matches_trials(_trials(Unfusable(), x, count=2), ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Conv2d", ["t0_conv", "t1_conv"])]
+
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(13))
+    graph = ir.trace(UnfusableVector().eval(), (x,))
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=("frozen.weight", "frozen.bias"),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Linear", ["t0_fc", "t1_fc"])]
+
+
+class Strided(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def test_one_layer_on_inputs_of_different_sizes_is_not_fused():
+    """A strided 1x1 convolution maps 8x8 and 7x7 images to 4x4 alike: same layer, same output
+    type, but the inputs cannot be stacked, so each trial runs its own."""
+    images = [torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size)) for size in (8, 7)]
+    trials = [optimizer.Trial(f"t{k}", ir.trace(Strided().eval(), (x,)), train=optimizer.TrainConfig(seed=k))
+              for k, x in enumerate(images)]
+    p = make_plan(trials, ("dedup", "batch"))
+    assert p.batched == [] and len(p.inputs) == 2
+    merged = merged_module(p)
+    outs = merged(*images)
+    for k, trial in enumerate(trials):
+        alone = ir.build_module(trial.graph)
+        alone.load_state_dict(initial_state(trial))
+        torch.testing.assert_close(outs[k], alone(images[k]))

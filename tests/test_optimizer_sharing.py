@@ -236,3 +236,32 @@ def test_a_frozen_layer_every_trial_shares_leaves_one_copy_in_the_merged_module(
     p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
     assert [n.target for n in p.graph.nodes if n.op == "call_module"] == ["t0.a", "t0.a", "t0.head"]
     assert sorted(p.graph.modules) == ["t0.a", "t0.head", "t1.a"]
+
+
+class EncodeTwiceThenProject(nn.Module):
+    """A frozen encoder applied to the input and again after a layer that trains, and a frozen
+    projection of the input: the encoder's copies stay (the second call differs per trial),
+    the projection's do not."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.enc(self.fc(self.enc(x))) + self.proj(x)
+
+
+def test_each_layer_shared_by_every_trial_is_dropped_after_one_that_must_stay():
+    torch.manual_seed(0)
+    model = EncodeTwiceThenProject()
+    graph = ir.trace(model.eval(), (X,))
+    frozen = ("enc.weight", "enc.bias", "proj.weight", "proj.bias")
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=frozen, initial_state=model.state_dict(),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert sorted(p.graph.modules) == ["t0.enc", "t0.fc", "t0.proj", "t1.enc", "t1.fc"]
+    assert {key: ref.key for key, ref in p.slots[1].state.items() if key.startswith("proj.")} == {
+        "proj.weight": "t0.proj.weight", "proj.bias": "t0.proj.bias"}
+    assert p.slots[1].state["enc.weight"].key == "t1.enc.weight"
