@@ -358,3 +358,65 @@ def test_one_layer_on_inputs_of_different_sizes_is_not_fused():
         alone = ir.build_module(trial.graph)
         alone.load_state_dict(initial_state(trial))
         torch.testing.assert_close(outs[k], alone(images[k]))
+
+
+class BatchAlongHeight(nn.Module):
+    """A convolution whose input height is the batch size: its work is unknown until it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x.transpose(0, 2)).transpose(0, 2)
+
+
+def test_a_convolution_whose_size_follows_the_batch_fuses_without_timing(monkeypatch):
+    """No timing can be run ahead for a size that is known only when the batch arrives: such a
+    convolution fuses as it would without timing, and the fused model still matches each trial."""
+    import optimizer.autotune
+
+    asked = []
+    monkeypatch.setattr(optimizer.autotune, "grouped_conv_wins", lambda *config: asked.append(config) or False)
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(14))
+    trials = _trials(BatchAlongHeight(), x, count=2)
+    assert str(trials[0].graph.node("conv").args[0].type) == "f32[5,3,B,5]"
+    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True)
+    assert asked == [] and _kinds(p) == ["Conv2d"]
+    outs = merged_module(p)(x)
+    for k, trial in enumerate(trials):
+        alone = ir.build_module(trial.graph)
+        alone.load_state_dict(initial_state(trial))
+        torch.testing.assert_close(outs[k], alone(x), rtol=1e-4, atol=1e-5)
+
+
+class KeywordValues(nn.Module):
+    """Activations whose keyword argument is a value computed in the graph: a slope each trial
+    reads from its own buffer, and a scale computed from the input (equal for every trial, so
+    common-subgraph elimination computes it once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("slope", torch.tensor(0.1))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (nn.functional.leaky_relu(y, negative_slope=self.slope.item())
+                + nn.functional.elu(y, alpha=x.abs().mean().item()))
+
+
+def test_an_op_fuses_only_if_every_trial_passes_it_the_same_keyword_value():
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(15))
+    model = KeywordValues().eval()
+    graph = ir.trace(model, (x,))
+    trials = []
+    for k, slope in enumerate([0.1, 0.3]):
+        torch.manual_seed(k)
+        state = dict(KeywordValues().state_dict(), slope=torch.tensor(slope))
+        trials.append(optimizer.Trial(f"t{k}", graph, initial_state=state, train=optimizer.TrainConfig(seed=k)))
+    elu = next(n for n in graph.nodes if n.target == "torch.nn.functional.elu")
+    assert isinstance(elu.kwargs["alpha"], ir.Node)
+    p = check_plan_matches_trials(trials, ALL, x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Conv2d", ["t0_conv", "t1_conv"]),
+                                                         ("lane", ["t0_elu", "t1_elu"])]
