@@ -265,3 +265,23 @@ def test_each_layer_shared_by_every_trial_is_dropped_after_one_that_must_stay():
     assert {key: ref.key for key, ref in p.slots[1].state.items() if key.startswith("proj.")} == {
         "proj.weight": "t0.proj.weight", "proj.bias": "t0.proj.bias"}
     assert p.slots[1].state["enc.weight"].key == "t1.enc.weight"
+
+
+class TrainingScaled(nn.Module):
+    """A layer that trains, scaled by a number computed from the training flag alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) * (2 - self.training)
+
+
+def test_the_training_flag_and_what_follows_from_it_alone_are_computed_once():
+    trials = [optimizer.Trial(f"t{k}", ir.trace(TrainingScaled(), (X,)), train=optimizer.TrainConfig(seed=k))
+              for k in range(3)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    flags = [n for n in p.graph.nodes if n.op == "get_attr" and n.target == ir.node.TRAINING_FLAG]
+    assert len(flags) == 1 and len(flags[0].origin) == 3
+    assert _targets(p.graph).count("operator.sub") == 1 and _targets(p.graph).count("operator.mul") == 3
