@@ -285,3 +285,48 @@ def test_the_training_flag_and_what_follows_from_it_alone_are_computed_once():
     flags = [n for n in p.graph.nodes if n.op == "get_attr" and n.target == ir.node.TRAINING_FLAG]
     assert len(flags) == 1 and len(flags[0].origin) == 3
     assert _targets(p.graph).count("operator.sub") == 1 and _targets(p.graph).count("operator.mul") == 3
+
+
+class EncodeAndReadBack(nn.Module):
+    """A frozen encoder whose weight is also read directly (a transposed decoder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return nn.functional.linear(self.fc(self.enc(x)), self.enc.weight.t())
+
+
+class EncodeAndTiedDecode(nn.Module):
+    """A frozen encoder whose weight a decoder shares (``dec.weight`` is ``enc.weight``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+        self.dec = nn.Linear(4, 4)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x):
+        return self.dec(self.fc(self.enc(x)))
+
+
+@pytest.mark.parametrize("model, frozen, modules", [
+    (EncodeAndReadBack, ("enc.weight", "enc.bias"), ["t0.enc", "t0.fc", "t1.enc", "t1.fc"]),
+    (EncodeAndTiedDecode, ("enc.weight", "enc.bias", "dec.weight"),
+     ["t0.dec", "t0.enc", "t0.fc", "t1.dec", "t1.enc", "t1.fc"]),
+])
+def test_a_shared_layer_whose_weight_is_still_read_keeps_its_copy(model, frozen, modules):
+    """The encoder's call is computed once; each trial's copy stays for the direct read or the
+    tie that still reaches its weight (dropping it used to leave the graph unbuildable)."""
+    torch.manual_seed(0)
+    model = model()
+    graph = ir.trace(model.eval(), (X,))
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=frozen, initial_state=model.state_dict(),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert [n.target for n in p.graph.nodes if n.op == "call_module"].count("t0.enc") == 1
+    assert "t1.enc" not in [n.target for n in p.graph.nodes if n.op == "call_module"]
+    assert sorted(p.graph.modules) == modules
