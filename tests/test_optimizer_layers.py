@@ -420,3 +420,22 @@ def test_an_op_fuses_only_if_every_trial_passes_it_the_same_keyword_value():
     p = check_plan_matches_trials(trials, ALL, x)
     assert [(b.kind, b.members) for b in p.batched] == [("Conv2d", ["t0_conv", "t1_conv"]),
                                                          ("lane", ["t0_elu", "t1_elu"])]
+
+
+class NormRowsThenPool(nn.Module):
+    """A layer norm over the last dimension of an image, then pooling: the fused layer norm
+    stacks the trials in front ([K, B, C, H, W]), which a 2-d pool cannot take."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(6)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.pool(self.norm(x))
+
+
+def test_pooling_after_a_layer_fused_in_front_of_the_batch_runs_per_trial():
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(16))
+    p = check_plan_matches_trials(_trials(NormRowsThenPool(), x, count=2), ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("LayerNorm", ["t0_norm", "t1_norm"])]
