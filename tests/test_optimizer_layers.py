@@ -439,3 +439,66 @@ def test_pooling_after_a_layer_fused_in_front_of_the_batch_runs_per_trial():
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(16))
     p = check_plan_matches_trials(_trials(NormRowsThenPool(), x, count=2), ("dedup", "batch"), x)
     assert [(b.kind, b.members) for b in p.batched] == [("LayerNorm", ["t0_norm", "t1_norm"])]
+
+
+class FirstUserNotALane(nn.Module):
+    """The first op reading a fused convolution reshapes it (a region stops there); the second
+    applies an activation (the region grows through it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.flatten(1).sum(1, keepdim=True) + torch.relu(y).mean((1, 2, 3)).unsqueeze(1)
+
+
+class AddInputByKeyword(nn.Module):
+    """A residual addition that passes the input by keyword: [B, C] does not broadcast
+    against the fused [B, K*C]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.add(self.conv(x), other=x)
+
+
+class TwoLayouts(nn.Module):
+    """A sum of a convolution (trials fused along channels) and a layer norm over rows (trials
+    fused in front): no one layout holds both."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+
+    def forward(self, x):
+        return self.conv(x) + self.norm(x)
+
+
+class SharedStatistics(nn.Module):
+    """Batch norms over [B, C] plus statistics of the input that every trial shares: a vector
+    [C] does not broadcast against the fused [B, K*C], a number does."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(6)
+        self.bn2 = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return (self.bn(x) + x.mean(0)) + self.bn2(x) * x.abs().mean()
+
+
+@pytest.mark.parametrize("model, shape, passes, batched", [
+    (FirstUserNotALane, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv"), ("lane", "t0_relu")]),
+    (AddInputByKeyword, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv")]),
+    (TwoLayouts, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv"), ("LayerNorm", "t0_norm")]),
+    (SharedStatistics, (5, 6), ALL, [("BatchNorm1d", "t0_bn"), ("BatchNorm1d", "t0_bn2"), ("lane", "t0_mul")]),
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_regions_grow_only_through_ops_that_take_the_fused_value_as_it_is(model, shape, passes, batched):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(17))
+    p = check_plan_matches_trials(_trials(model(), x, count=2), passes, x)
+    assert sorted((b.kind, b.members[0]) for b in p.batched) == sorted(batched)
