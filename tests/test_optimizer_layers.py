@@ -308,7 +308,8 @@ class Unfusable(nn.Module):
 
 class UnfusableVector(nn.Module):
     """Next to a linear layer that fuses: layer norms without scale and shift or without a
-    shift, a layer whose weights do not train, and a layer called by keyword."""
+    shift, a layer whose weights do not train, a layer no fused kernel exists for, and a layer
+    called by keyword."""
 
     def __init__(self):
         super().__init__()
@@ -316,10 +317,11 @@ class UnfusableVector(nn.Module):
         self.ln_plain = nn.LayerNorm(8, elementwise_affine=False)
         self.ln_no_bias = nn.LayerNorm(8, bias=False)
         self.frozen = nn.Linear(8, 8)
+        self.prelu = nn.PReLU()
         self.by_keyword = nn.Linear(8, 4)
 
     def forward(self, x):
-        return self.by_keyword(input=self.frozen(self.ln_no_bias(self.ln_plain(self.fc(x)))))
+        return self.by_keyword(input=self.prelu(self.frozen(self.ln_no_bias(self.ln_plain(self.fc(x))))))
 
 
 def test_layers_no_fused_kernel_can_stand_in_for_stay_one_per_trial():
