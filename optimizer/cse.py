@@ -84,10 +84,14 @@ def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef
 
 
 def _point_state_at_kept_copies(graph: Graph, state_maps: list[dict[str, StateRef]], renamed: dict[str, str]) -> None:
-    still_called = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
-    aliased = set(graph.aliases) | set(graph.aliases.values())
+    # A copy stays while anything still reaches it or a tensor inside it: a call, a direct read
+    # of one of its weights, or a tie (``dec.weight`` is ``enc.weight``).
+    used = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
+    used |= set(graph.aliases) | set(graph.aliases.values())
+    still_used = {".".join(parts[:end]) for parts in (path.split(".") for path in used)
+                  for end in range(1, len(parts) + 1)}
     for removed, first in renamed.items():
-        if removed in still_called or removed in aliased:
+        if removed in still_used:
             continue
         for refs in state_maps:
             for key, ref in refs.items():

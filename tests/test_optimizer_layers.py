@@ -283,3 +283,224 @@ def test_a_layer_whose_weights_are_only_read_keeps_them():
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(11))
     p = check_plan_matches_trials(_trials(ReadsWeightsOnly(), x), ("dedup", "batch"), x)
     assert "Linear" in _kinds(p) and {"t0.side", "t1.side", "t2.side"} <= set(p.graph.modules)
+
+
+class Unfusable(nn.Module):
+    """Next to a convolution that fuses, layers one fused kernel cannot stand in for: reflect
+    padding (a grouped ``conv2d`` pads with zeros), batch norms without a scale, without running
+    statistics or with a cumulative average, a layer norm over two dimensions, and a linear
+    layer over a rank-4 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.reflect = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+        self.bn_plain = nn.BatchNorm2d(4, affine=False)
+        self.bn_batch_stats = nn.BatchNorm2d(4, track_running_stats=False)
+        self.bn_cumulative = nn.BatchNorm2d(4, momentum=None)
+        self.ln_2d = nn.LayerNorm([6, 6])
+        self.fc_4d = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y = self.bn_cumulative(self.bn_batch_stats(self.bn_plain(self.reflect(self.conv(x)))))
+        return self.fc_4d(self.ln_2d(y))
+
+
+class UnfusableVector(nn.Module):
+    """Next to a linear layer that fuses: layer norms without scale and shift or without a
+    shift, a layer whose weights do not train, a layer no fused kernel exists for, and a layer
+    called by keyword."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.ln_plain = nn.LayerNorm(8, elementwise_affine=False)
+        self.ln_no_bias = nn.LayerNorm(8, bias=False)
+        self.frozen = nn.Linear(8, 8)
+        self.prelu = nn.PReLU()
+        self.by_keyword = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.by_keyword(input=self.prelu(self.frozen(self.ln_no_bias(self.ln_plain(self.fc(x))))))
+
+
+def test_layers_no_fused_kernel_can_stand_in_for_stay_one_per_trial():
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(12))
+    p = check_plan_matches_trials(_trials(Unfusable(), x, count=2), ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Conv2d", ["t0_conv", "t1_conv"])]
+
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(13))
+    graph = ir.trace(UnfusableVector().eval(), (x,))
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=("frozen.weight", "frozen.bias"),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Linear", ["t0_fc", "t1_fc"])]
+
+
+class Strided(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def test_one_layer_on_inputs_of_different_sizes_is_not_fused():
+    """A strided 1x1 convolution maps 8x8 and 7x7 images to 4x4 alike: same layer, same output
+    type, but the inputs cannot be stacked, so each trial runs its own."""
+    images = [torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size)) for size in (8, 7)]
+    trials = [optimizer.Trial(f"t{k}", ir.trace(Strided().eval(), (x,)), train=optimizer.TrainConfig(seed=k))
+              for k, x in enumerate(images)]
+    p = make_plan(trials, ("dedup", "batch"))
+    assert p.batched == [] and len(p.inputs) == 2
+    merged = merged_module(p)
+    outs = merged(*images)
+    for k, trial in enumerate(trials):
+        alone = ir.build_module(trial.graph)
+        alone.load_state_dict(initial_state(trial))
+        torch.testing.assert_close(outs[k], alone(images[k]))
+
+
+class BatchAlongHeight(nn.Module):
+    """A convolution whose input height is the batch size: its work is unknown until it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x.transpose(0, 2)).transpose(0, 2)
+
+
+def test_a_convolution_whose_size_follows_the_batch_fuses_without_timing(monkeypatch):
+    """No timing can be run ahead for a size that is known only when the batch arrives: such a
+    convolution fuses as it would without timing, and the fused model still matches each trial."""
+    import optimizer.autotune
+
+    asked = []
+    monkeypatch.setattr(optimizer.autotune, "grouped_conv_wins", lambda *config: asked.append(config) or False)
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(14))
+    trials = _trials(BatchAlongHeight(), x, count=2)
+    assert str(trials[0].graph.node("conv").args[0].type) == "f32[5,3,B,5]"
+    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True)
+    assert asked == [] and _kinds(p) == ["Conv2d"]
+    outs = merged_module(p)(x)
+    for k, trial in enumerate(trials):
+        alone = ir.build_module(trial.graph)
+        alone.load_state_dict(initial_state(trial))
+        torch.testing.assert_close(outs[k], alone(x), rtol=1e-4, atol=1e-5)
+
+
+class KeywordValues(nn.Module):
+    """Activations whose keyword argument is a value computed in the graph: a slope each trial
+    reads from its own buffer, and a scale computed from the input (equal for every trial, so
+    common-subgraph elimination computes it once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("slope", torch.tensor(0.1))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (nn.functional.leaky_relu(y, negative_slope=self.slope.item())
+                + nn.functional.elu(y, alpha=x.abs().mean().item()))
+
+
+def test_an_op_fuses_only_if_every_trial_passes_it_the_same_keyword_value():
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(15))
+    model = KeywordValues().eval()
+    graph = ir.trace(model, (x,))
+    trials = []
+    for k, slope in enumerate([0.1, 0.3]):
+        torch.manual_seed(k)
+        state = dict(KeywordValues().state_dict(), slope=torch.tensor(slope))
+        trials.append(optimizer.Trial(f"t{k}", graph, initial_state=state, train=optimizer.TrainConfig(seed=k)))
+    elu = next(n for n in graph.nodes if n.target == "torch.nn.functional.elu")
+    assert isinstance(elu.kwargs["alpha"], ir.Node)
+    p = check_plan_matches_trials(trials, ALL, x)
+    assert [(b.kind, b.members) for b in p.batched] == [("Conv2d", ["t0_conv", "t1_conv"]),
+                                                         ("lane", ["t0_elu", "t1_elu"])]
+
+
+class NormRowsThenPool(nn.Module):
+    """A layer norm over the last dimension of an image, then pooling: the fused layer norm
+    stacks the trials in front ([K, B, C, H, W]), which a 2-d pool cannot take."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(6)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.pool(self.norm(x))
+
+
+def test_pooling_after_a_layer_fused_in_front_of_the_batch_runs_per_trial():
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(16))
+    p = check_plan_matches_trials(_trials(NormRowsThenPool(), x, count=2), ("dedup", "batch"), x)
+    assert [(b.kind, b.members) for b in p.batched] == [("LayerNorm", ["t0_norm", "t1_norm"])]
+
+
+class FirstUserNotALane(nn.Module):
+    """The first op reading a fused convolution reshapes it (a region stops there); the second
+    applies an activation (the region grows through it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.flatten(1).sum(1, keepdim=True) + torch.relu(y).mean((1, 2, 3)).unsqueeze(1)
+
+
+class AddInputByKeyword(nn.Module):
+    """A residual addition that passes the input by keyword: [B, C] does not broadcast
+    against the fused [B, K*C]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.add(self.conv(x), other=x)
+
+
+class TwoLayouts(nn.Module):
+    """A sum of a convolution (trials fused along channels) and a layer norm over rows (trials
+    fused in front): no one layout holds both."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+
+    def forward(self, x):
+        return self.conv(x) + self.norm(x)
+
+
+class SharedStatistics(nn.Module):
+    """Batch norms over [B, C] plus statistics of the input that every trial shares: a vector
+    [C] does not broadcast against the fused [B, K*C], a number does."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(6)
+        self.bn2 = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return (self.bn(x) + x.mean(0)) + self.bn2(x) * x.abs().mean()
+
+
+@pytest.mark.parametrize("model, shape, passes, batched", [
+    (FirstUserNotALane, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv"), ("lane", "t0_relu")]),
+    (AddInputByKeyword, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv")]),
+    (TwoLayouts, (2, 3, 6, 6), ("dedup", "batch"), [("Conv2d", "t0_conv"), ("LayerNorm", "t0_norm")]),
+    (SharedStatistics, (5, 6), ALL, [("BatchNorm1d", "t0_bn"), ("BatchNorm1d", "t0_bn2"), ("lane", "t0_mul")]),
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_regions_grow_only_through_ops_that_take_the_fused_value_as_it_is(model, shape, passes, batched):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(17))
+    p = check_plan_matches_trials(_trials(model(), x, count=2), passes, x)
+    assert sorted((b.kind, b.members[0]) for b in p.batched) == sorted(batched)

@@ -236,3 +236,97 @@ def test_a_frozen_layer_every_trial_shares_leaves_one_copy_in_the_merged_module(
     p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
     assert [n.target for n in p.graph.nodes if n.op == "call_module"] == ["t0.a", "t0.a", "t0.head"]
     assert sorted(p.graph.modules) == ["t0.a", "t0.head", "t1.a"]
+
+
+class EncodeTwiceThenProject(nn.Module):
+    """A frozen encoder applied to the input and again after a layer that trains, and a frozen
+    projection of the input: the encoder's copies stay (the second call differs per trial),
+    the projection's do not."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.enc(self.fc(self.enc(x))) + self.proj(x)
+
+
+def test_each_layer_shared_by_every_trial_is_dropped_after_one_that_must_stay():
+    torch.manual_seed(0)
+    model = EncodeTwiceThenProject()
+    graph = ir.trace(model.eval(), (X,))
+    frozen = ("enc.weight", "enc.bias", "proj.weight", "proj.bias")
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=frozen, initial_state=model.state_dict(),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert sorted(p.graph.modules) == ["t0.enc", "t0.fc", "t0.proj", "t1.enc", "t1.fc"]
+    assert {key: ref.key for key, ref in p.slots[1].state.items() if key.startswith("proj.")} == {
+        "proj.weight": "t0.proj.weight", "proj.bias": "t0.proj.bias"}
+    assert p.slots[1].state["enc.weight"].key == "t1.enc.weight"
+
+
+class TrainingScaled(nn.Module):
+    """A layer that trains, scaled by a number computed from the training flag alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) * (2 - self.training)
+
+
+def test_the_training_flag_and_what_follows_from_it_alone_are_computed_once():
+    trials = [optimizer.Trial(f"t{k}", ir.trace(TrainingScaled(), (X,)), train=optimizer.TrainConfig(seed=k))
+              for k in range(3)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    flags = [n for n in p.graph.nodes if n.op == "get_attr" and n.target == ir.node.TRAINING_FLAG]
+    assert len(flags) == 1 and len(flags[0].origin) == 3
+    assert _targets(p.graph).count("operator.sub") == 1 and _targets(p.graph).count("operator.mul") == 3
+
+
+class EncodeAndReadBack(nn.Module):
+    """A frozen encoder whose weight is also read directly (a transposed decoder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return nn.functional.linear(self.fc(self.enc(x)), self.enc.weight.t())
+
+
+class EncodeAndTiedDecode(nn.Module):
+    """A frozen encoder whose weight a decoder shares (``dec.weight`` is ``enc.weight``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+        self.dec = nn.Linear(4, 4)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x):
+        return self.dec(self.fc(self.enc(x)))
+
+
+@pytest.mark.parametrize("model, frozen, modules", [
+    (EncodeAndReadBack, ("enc.weight", "enc.bias"), ["t0.enc", "t0.fc", "t1.enc", "t1.fc"]),
+    (EncodeAndTiedDecode, ("enc.weight", "enc.bias", "dec.weight"),
+     ["t0.dec", "t0.enc", "t0.fc", "t1.dec", "t1.enc", "t1.fc"]),
+])
+def test_a_shared_layer_whose_weight_is_still_read_keeps_its_copy(model, frozen, modules):
+    """The encoder's call is computed once; each trial's copy stays for the direct read or the
+    tie that still reaches its weight (dropping it used to leave the graph unbuildable)."""
+    torch.manual_seed(0)
+    model = model()
+    graph = ir.trace(model.eval(), (X,))
+    trials = [optimizer.Trial(f"t{k}", graph, frozen=frozen, initial_state=model.state_dict(),
+                              train=optimizer.TrainConfig(seed=k)) for k in range(2)]
+    p = check_plan_matches_trials(trials, ("dedup", "cse"), X)
+    assert [n.target for n in p.graph.nodes if n.op == "call_module"].count("t0.enc") == 1
+    assert "t1.enc" not in [n.target for n in p.graph.nodes if n.op == "call_module"]
+    assert sorted(p.graph.modules) == modules
