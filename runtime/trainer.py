@@ -291,10 +291,12 @@ def _inputs_per_trial(group: Plan, x_of: dict[int, torch.Tensor]) -> list[torch.
 
 # ---------------------------------------------------------------------- entry points
 def lockstep_key(trial: Trial) -> tuple:
-    """Trials with equal keys take the same number of steps and epochs: they can share a group."""
+    """Trials with equal keys take the same number of steps and epochs on batches of one size:
+    they can share a group. (Trials whose batches differ in size share no batch and no fused
+    kernel, so merging them would gain nothing and their fused layers would fail.)"""
     config = trial.train
     per_epoch = steps_per_epoch(trial.data)
-    return (min(per_epoch, config.max_steps) if config.max_steps else per_epoch, config.epochs)
+    return (min(per_epoch, config.max_steps) if config.max_steps else per_epoch, config.epochs, trial.data.batch_size)
 
 
 def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str = "cpu", *,

@@ -407,6 +407,16 @@ def test_only_trials_that_run_in_lock_step_share_a_group():
     assert [len(r.losses) for r in results] == [2, 4, 2, data.steps_per_epoch(DataSpec(batch_size=256))]
 
 
+
+def test_trials_whose_batches_differ_in_size_train_apart_even_in_lock_step():
+    """Equal steps and epochs (max_steps), but batches of 32 and 64: no batch or fused kernel to share."""
+    trials = [trial("small", depth=0, epochs=1, max_steps=2, seed=0, data_spec=DataSpec(batch_size=32)),
+              trial("large", depth=0, epochs=1, max_steps=2, seed=1, data_spec=DataSpec(batch_size=64)),
+              trial("large-too", depth=0, epochs=1, max_steps=2, seed=2, data_spec=DataSpec(batch_size=64))]
+    results = train_trials(trials, ALL)
+    assert [r.trained_as.split(";")[0] for r in results] == ["alone", "merged with 2", "merged with 2"]
+
+
 def test_trials_on_data_sets_of_different_sizes_validate_in_one_group(registered):
     def bigger():
         digits = data.dataset("digits")
