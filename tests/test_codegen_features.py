@@ -332,3 +332,23 @@ def test_unformatted_source_is_the_template_text_and_load_can_keep_it():
     filename = forward.__code__.co_filename
     assert forward.__globals__["__file__"] == filename, "the module names the file its code came from"
     assert "".join(linecache.getlines(filename)) == raw
+
+
+class NamedOutputs(nn.Module):
+    def forward(self, x):
+        return {"größe": x * 2}
+
+
+def test_write_module_writes_utf8_whatever_the_locale(tmp_path):
+    """The file is UTF-8 even where the locale's encoding is ASCII (a non-ASCII output key)."""
+    import locale
+
+    graph, source = _check(NamedOutputs(), torch.randn(2, 3))
+    assert "größe" in source
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        path = codegen.write_module(graph, tmp_path / "named.py")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert path.read_bytes().decode("utf-8") == source
