@@ -287,3 +287,68 @@ def test_an_input_without_a_default_after_one_with_a_default_is_refused():
                    name="output")
     with pytest.raises(codegen.CodegenError, match="input 'x' has no default but follows an input that has one"):
         codegen.to_source(graph)
+
+
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.output_projection = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.output_projection(x)
+
+
+class LongPaths(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder_layers_of_the_model = nn.ModuleList([Projection(), Projection()])
+
+    def forward(self, x):
+        for layer in self.encoder_layers_of_the_model:
+            x = layer(x)
+        return x
+
+
+def test_a_long_module_path_is_bound_to_a_local_first():
+    """A call that would not fit on a line reads its owner from a local bound once."""
+    _, source = _check(LongPaths(), torch.randn(2, 4))
+    assert "encoder_layers_of_the_model_0 = self.encoder_layers_of_the_model[0]" in source
+    assert "encoder_layers_of_the_model_0.output_projection(x)" in source
+
+
+def test_unformatted_source_is_the_template_text_and_load_can_keep_it():
+    import inspect
+    import linecache
+
+    black = pytest.importorskip("black")
+    graph = ir.trace(Trial(8), torch.randn(2, 4))
+    raw, formatted = codegen.to_source(graph, formatted=False), codegen.to_source(graph)
+    assert raw != formatted
+    assert black.format_str(raw, mode=black.Mode(target_versions={black.TargetVersion.PY310})) == formatted
+    Raw = codegen.load(graph, formatted=False)
+    init = inspect.getsource(Raw.__init__)
+    assert init in raw and init not in formatted, "the class comes from the unformatted text"
+    forward = Raw.forward
+    filename = forward.__code__.co_filename
+    assert forward.__globals__["__file__"] == filename, "the module names the file its code came from"
+    assert "".join(linecache.getlines(filename)) == raw
+
+
+class NamedOutputs(nn.Module):
+    def forward(self, x):
+        return {"größe": x * 2}
+
+
+def test_write_module_writes_utf8_whatever_the_locale(tmp_path):
+    """The file is UTF-8 even where the locale's encoding is ASCII (a non-ASCII output key)."""
+    import locale
+
+    graph, source = _check(NamedOutputs(), torch.randn(2, 3))
+    assert "größe" in source
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        path = codegen.write_module(graph, tmp_path / "named.py")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert path.read_bytes().decode("utf-8") == source

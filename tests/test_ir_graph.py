@@ -283,6 +283,7 @@ def test_dead_code_elimination_removes_whole_dead_chains():
     ("call_function", "torch.nn.functional.relu_", {}, True),  # the last part names the function
     ("call_function", "torch.Tensor.add_", {}, True),
     ("call_function", "mypkg.ops.fill_.impl.run", {}, False),  # the overload position only counts under torch.ops
+    ("call_function", "torch.nn.utils.clip_grad.clip_grad_norm_", {}, True),  # five parts: still the last
     ("call_method", "add_", {}, True),
     ("call_method", "add", {}, False),
     ("call_method", "_private_", {}, False),
@@ -430,3 +431,55 @@ def test_rewrite_methods_pass_every_argument_on():
     assert ir.Graph.from_json(graph.to_json(), trust=own).node("half").target == f"{__name__}.halve"
     with pytest.raises(ir.UnsafeTargetError, match="trust="):
         ir.Graph.from_json(graph.to_json())
+
+
+def test_graph_edits_at_the_edges():
+    """A node added without a scope has none; a second output node goes after the first (a
+    rewrite adds the new output, then removes the old); a node past the end of another graph
+    is not found in this one; a reorder must list this graph's own nodes."""
+    g = _two_branches(True)
+    x, total, old_output = g.node("x"), g.node("total"), g.output
+    assert g.add_node("call_function", "torch.neg", (total,), name="neg").scope == ""
+    new_output = g.add_node("output", "output", (g.node("neg"),), name="new_output")
+    assert g.nodes[-2:] == [old_output, new_output]
+    g.remove_node(old_output)
+    assert g.output is new_output
+
+    long = _two_branches(True)
+    for i in range(8):
+        long.add_node("call_function", "torch.relu", (long.node("x"),), name=f"r{i}", after=long.nodes[-1])
+    assert long.nodes[-1]._position > g.nodes[-1]._position
+    with pytest.raises(ir.GraphValidationError, match="is not in graph"):
+        g.add_node("call_function", "torch.relu", (x,), after=long.nodes[-1])
+    foreign = [*g.nodes[:-1], long.output]
+    with pytest.raises(ir.GraphValidationError, match="must list exactly its nodes"):
+        g.reorder(foreign)
+
+
+def test_many_inserts_right_after_the_first_node_keep_order_and_distinct_positions():
+    g = _two_branches(True)
+    x = g.node("x")
+    added = [g.add_node("call_function", "torch.relu", (x,), name=f"n{i}", after=x) for i in range(60)]
+    names = [n.name for n in g.nodes]
+    assert names[:3] == ["x", "n59", "n58"] and names.index("n0") == names.index("left") - 1
+    positions = [n._position for n in g.nodes]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert all(g._index(n) == names.index(n.name) for n in [x, *added])
+
+
+def test_replacing_a_value_by_a_node_that_reads_it_rewires_every_other_user():
+    """The usual way to put a node after ``x``: add it reading ``x``, then let every other user
+    of ``x`` read it instead; the new node itself keeps reading ``x``."""
+    g = _two_branches(True)
+    x, left, right = g.node("x"), g.node("left"), g.node("right")
+    scaled = g.add_node("call_function", "torch.mul", (x, 2.0), name="scaled", after=x)
+    assert g.users(x) == [scaled, left, right]
+    g.replace_all_uses(x, scaled)
+    assert scaled.args == (x, 2.0) and left.args == (scaled,) and right.args == (scaled,)
+    assert g.users(x) == [scaled]
+
+
+def test_trust_given_as_one_package_name():
+    g = ir.Graph()
+    g.trust = ("first",)
+    assert g.trusted("second") == ("first", "second") and g.trusted(["first", "third"]) == ("first", "third")

@@ -273,6 +273,7 @@ HOSTILE = {
         lambda d: d["nodes"][1].update(args=[{"$node": "output"}]), "unknown or later node"),
     "unknown value encoding": (lambda d: _node(d, "call_function").update(args=[{"$eval": "1+1"}]),
                                "unknown value encoding"),
+    "empty value object": (lambda d: _node(d, "call_function").update(args=[{}]), "unknown value encoding {}"),
 }
 
 

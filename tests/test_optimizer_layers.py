@@ -504,3 +504,14 @@ def test_regions_grow_only_through_ops_that_take_the_fused_value_as_it_is(model,
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(17))
     p = check_plan_matches_trials(_trials(model(), x, count=2), passes, x)
     assert sorted((b.kind, b.members[0]) for b in p.batched) == sorted(batched)
+
+
+def test_a_fused_lane_node_is_named_and_scoped_after_the_first_trial_it_serves():
+    """The report names it and ``nodes_in`` finds it under the first trial; its origin lists all."""
+    x = torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(0))
+    p = make_plan(_trials(SequenceBlock(), x), ("dedup", "batch"))
+    lane = next(b for b in p.batched if b.kind == "lane")
+    node = p.graph.node(lane.fused)
+    assert lane.fused.startswith("t0_") and node.scope == "t0"
+    assert node in p.graph.nodes_in("t0") and node not in p.graph.nodes_in("t1")
+    assert sorted({trial for trial, _ in node.origin}) == ["t0", "t1", "t2"]

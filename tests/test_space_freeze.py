@@ -11,7 +11,7 @@ from torch import nn as tnn
 
 import retiarii_ir
 from retiarii_ir import Choice, InvalidSampleError, ModelSpace, Mutator, fixed_arch, nn, trace, trace_space
-from retiarii_ir.space.choice_mutators import SiteMutator
+from retiarii_ir.space.choice_mutators import InputChoiceMutator, SiteMutator
 from tests.helpers import assert_same_graph, same_value
 from tests.test_space_api import Small
 
@@ -552,3 +552,36 @@ def test_choices_whose_parents_form_a_cycle_are_refused():
     with pytest.raises(retiarii_ir.IRError, match=r"choices \['a', 'b'\] depend on each other in a cycle"):
         ModelSpace(graph, mutators)
 
+
+
+@nn.model_wrapper
+class PlainLooseEnds(tnn.Module):
+    """A loose-end merge over nodes no choice edited: ``a`` is read by ``b``, so only ``b``
+    and ``c`` are loose."""
+
+    def __init__(self):
+        super().__init__()
+        self.merge = nn.LooseEndMerge("plain")
+
+    def forward(self, x):
+        a = torch.relu(x)
+        b = a * 2.0
+        c = x - 1.0
+        return self.merge([a, b, c])
+
+
+def test_loose_ends_that_no_choice_edited_are_merged_too():
+    space = trace_space(PlainLooseEnds(), X)
+    graph = space.freeze({})
+    cat = graph.node(graph.output.args[0].name)
+    assert cat.target == "torch.cat" and [n.name for n in cat.args[0]] == ["mul", "sub"]
+    assert str(graph.output.type) == "f32[B,6,8,8]"
+    expected = torch.cat([torch.relu(X) * 2.0, X - 1.0], dim=1)
+    torch.testing.assert_close(retiarii_ir.build_module(graph)(X), expected)
+
+
+def test_an_input_choice_mutator_keeps_the_parent_it_is_given():
+    mutator = InputChoiceMutator("pick", "which", [[0], [1]], "sum", parent=("depth", 2))
+    assert mutator.parent == ("depth", 2)
+    assert mutator.declared_choices() == [Choice("which", ([0], [1]), ("depth", 2), "input")]
+    assert not mutator.parent_holds({"depth": 1}) and mutator.parent_holds({"depth": 2})

@@ -304,10 +304,10 @@ def test_misuse_gets_clear_errors():
         RegularizedEvolution(space, population_size=3, sample_size=5)
     strategy = Random(space, seed=0)
     sample = strategy.propose()
-    with pytest.raises(StrategyError, match="was never proposed"):
+    with pytest.raises(StrategyError, match=r": it was never proposed$"):
         strategy.observe(next(s for s in space.grid() if s != sample), 1.0)
     strategy.observe(sample, 1.0)
-    with pytest.raises(StrategyError, match="was already observed"):
+    with pytest.raises(StrategyError, match=r": it was already observed$"):
         strategy.observe(sample, 1.0)
     with pytest.raises(StrategyError, match="outside the space"):
         strategy.observe({"a": 7, "b": "x"}, 1.0)
@@ -470,3 +470,28 @@ def test_an_adopted_sample_is_pending_seen_and_numbered_like_a_proposal(cls):
     assert sorted(space.sample_key(t.sample) for t in history) == sorted(space.sample_key(s) for s in space.grid())
     with pytest.raises(StrategyError):
         make(cls, space, seed=0).adopt({"op": "conv"})  # an adopted sample is checked like any other
+
+
+def test_the_default_filter_limit_is_a_thousand_rejections_in_a_row():
+    space = product_space(a=list(range(40)), b=list(range(30)))  # 1,200 samples: room for 1,000 rejections
+    strategy = Random(space, seed=0, model_filter=lambda s: False)
+    with pytest.raises(StrategyError, match="rejected 1000 samples in a row"):
+        strategy.propose()
+    assert len(strategy.history) == 1000
+
+
+def test_a_space_at_the_enumeration_limit_is_enumerated_and_one_over_it_is_not(monkeypatch):
+    import strategies.base
+
+    space = product_space(a=list(range(10)), b=list(range(20)))
+    monkeypatch.setattr(strategies.base, "MAX_GRID_FOR_FALLBACK", space.size)
+    strategy = Stuck(space, seed=0)
+    strategy._suggest = lambda: {"a": 0, "b": 0}
+    assert len({space.sample_key(strategy.propose()) for _ in range(space.size)}) == space.size
+
+    monkeypatch.setattr(strategies.base, "MAX_GRID_FOR_FALLBACK", space.size - 1)
+    strategy = Stuck(space, seed=0)
+    strategy._suggest = lambda: {"a": 0, "b": 0}
+    with pytest.raises(StrategyError, match="could not find an unseen sample in 200 after 100 random draws"):
+        for _ in range(space.size):
+            strategy.propose()
