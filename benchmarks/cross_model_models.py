@@ -28,6 +28,7 @@ import retiarii_ir as ir
 from optimizer import DataSpec, TrainConfig, Trial
 from retiarii_ir import nn as rnn
 from runtime import data as rdata
+from runtime.demo import searched_layers
 
 BATCH = 64
 NUM_FILTERS = 12
@@ -119,17 +120,7 @@ class FilteredDigitsSpace(rnn.Module):
         width = rnn.ValueChoice([16, 32], label="width")
         self.stem = rnn.Sequential(rnn.Conv2d(NUM_FILTERS, width, 3, stride=2, padding=1, bias=False),
                                    rnn.BatchNorm2d(width), rnn.ReLU())
-        self.op = rnn.LayerChoice({
-            "conv3x3": rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1), rnn.ReLU()),
-            "conv5x5": rnn.Sequential(rnn.Conv2d(width, width, 5, padding=2), rnn.ReLU()),
-            "sepconv": rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1, groups=width),
-                                      rnn.Conv2d(width, width, 1), rnn.ReLU()),
-            "maxpool": rnn.MaxPool2d(3, stride=1, padding=1),
-        }, label="op")
-        self.blocks = rnn.Repeat(
-            lambda i: rnn.Sequential(rnn.Conv2d(width, width, 3, padding=1, bias=False), rnn.BatchNorm2d(width),
-                                     rnn.ReLU()), depth=(0, 2), label="depth")
-        self.head = rnn.Linear(width, num_classes)
+        self.op, self.blocks, self.head = searched_layers(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.op(self.stem(self.features(x))))

@@ -22,6 +22,22 @@ from retiarii_ir import nn
 from .cli import UsageError
 
 
+def searched_layers(width, num_classes: int) -> tuple[nn.LayerChoice, nn.Repeat, nn.Linear]:
+    """The searched part of the digits spaces, after their stem: one block's op, 0-2 extra
+    conv blocks, and the linear head."""
+    op = nn.LayerChoice({
+        "conv3x3": nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()),
+        "conv5x5": nn.Sequential(nn.Conv2d(width, width, 5, padding=2), nn.ReLU()),
+        "sepconv": nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width),
+                                 nn.Conv2d(width, width, 1), nn.ReLU()),
+        "maxpool": nn.MaxPool2d(3, stride=1, padding=1),
+    }, label="op")
+    blocks = nn.Repeat(
+        lambda i: nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                nn.ReLU()), depth=(0, 2), label="depth")
+    return op, blocks, nn.Linear(width, num_classes)
+
+
 @nn.model_wrapper
 class DigitsSpace(nn.Module):
     """A small CNN space for 8x8 digits: width, one block's op, depth of extra blocks."""
@@ -30,17 +46,7 @@ class DigitsSpace(nn.Module):
         super().__init__()
         width = nn.ValueChoice([16, 32], label="width")
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.op = nn.LayerChoice({
-            "conv3x3": nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()),
-            "conv5x5": nn.Sequential(nn.Conv2d(width, width, 5, padding=2), nn.ReLU()),
-            "sepconv": nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width),
-                                     nn.Conv2d(width, width, 1), nn.ReLU()),
-            "maxpool": nn.MaxPool2d(3, stride=1, padding=1),
-        }, label="op")
-        self.blocks = nn.Repeat(
-            lambda i: nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                    nn.ReLU()), depth=(0, 2), label="depth")
-        self.head = nn.Linear(width, num_classes)
+        self.op, self.blocks, self.head = searched_layers(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.op(self.stem(x)))
@@ -67,17 +73,7 @@ class PretrainedDigitsSpace(nn.Module):
         self.features.requires_grad_(False)  # every trial starts from these weights and never trains them
         width = nn.ValueChoice([16, 32], label="width")
         self.stem = nn.Sequential(nn.Conv2d(128, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.op = nn.LayerChoice({
-            "conv3x3": nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()),
-            "conv5x5": nn.Sequential(nn.Conv2d(width, width, 5, padding=2), nn.ReLU()),
-            "sepconv": nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width),
-                                     nn.Conv2d(width, width, 1), nn.ReLU()),
-            "maxpool": nn.MaxPool2d(3, stride=1, padding=1),
-        }, label="op")
-        self.blocks = nn.Repeat(
-            lambda i: nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                    nn.ReLU()), depth=(0, 2), label="depth")
-        self.head = nn.Linear(width, num_classes)
+        self.op, self.blocks, self.head = searched_layers(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.op(self.stem(self.features(x))))

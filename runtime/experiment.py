@@ -223,7 +223,7 @@ class Experiment:
         if config["search_space"] != json.loads(json.dumps(search.to_json())):
             raise ExperimentError(f"experiment {self.name!r} was started with another search space; "
                                   f"its space or evaluator changed since")
-        if config.get("frozen_weights", model_space.frozen_fingerprint()) != model_space.frozen_fingerprint():
+        if config.get("frozen_weights") not in (None, model_space.frozen_fingerprint()):
             raise ExperimentError(f"experiment {self.name!r} was started with other frozen (pretrained) weights; "
                                   f"the file its space loads them from changed since")
         recover(store, study_id, search)
