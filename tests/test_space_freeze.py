@@ -13,7 +13,7 @@ import retiarii_ir
 from retiarii_ir import Choice, InvalidSampleError, ModelSpace, Mutator, fixed_arch, nn, trace, trace_space
 from retiarii_ir.space.choice_mutators import InputChoiceMutator, SiteMutator
 from tests.helpers import assert_same_graph, same_value
-from tests.test_space_api import Small
+from tests.test_space_api import Breaks, Small
 
 torch.set_num_threads(1)
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -373,23 +373,10 @@ def test_loose_end_merge_is_named_placed_and_recorded_like_the_cell():
     assert info.value.labels == ["cell/op_0_0_0", "cell/op_1_0_1", "cell/op_2_0_0"]
 
 
-@nn.model_wrapper
-class Narrowing(tnn.Module):
-    """A stem of searched width before blocks that need 4 channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, nn.ValueChoice([4, 6], label="stem_width"), 1)
-        self.body = nn.Repeat(tnn.Sequential(tnn.Conv2d(4, 4, 1)), depth=(1, 2), label="body_depth")
-        self.head = tnn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.body(self.stem(x)).mean((2, 3)))
-
-
 def test_every_repeated_block_answers_for_the_depth():
-    """A shape error in the first of two blocks names the depth (which made that block) first."""
-    space = trace_space(Narrowing(), X)
+    """A shape error in the first of two blocks names the depth (which made that block) first:
+    a stem of searched width before blocks that need 4 channels."""
+    space = trace_space(Breaks(), X)
     with pytest.raises(retiarii_ir.ShapeMismatchError) as info:
         space.freeze({"stem_width": 6, "body_depth": 2})
     assert info.value.node_name == "body_0_0" and info.value.labels == ["body_depth", "stem_width"]
