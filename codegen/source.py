@@ -13,8 +13,9 @@ from pathlib import Path
 import jinja2
 from torch import nn
 
-from retiarii_ir.errors import GraphValidationError, SchemaError
+from retiarii_ir.errors import GraphValidationError, IRError, SchemaError
 from retiarii_ir.graph import Graph
+from retiarii_ir.interpreter import check_buildable
 
 from .errors import CodegenError
 from .expressions import ForwardWriter, output_expression
@@ -49,11 +50,17 @@ def _string_literal(value: object) -> str:
 
 
 def _check_structure(graph: Graph) -> None:
+    """A well-formed graph whose generated class would build: the check ``build_module`` makes,
+    so code generated from untrusted JSON never fails inside torch's constructors."""
     if not isinstance(graph, Graph):
         raise CodegenError(f"expected a retiarii_ir.Graph, got {type(graph).__name__}")
     try:
         graph.validate(check_types=False)
     except (GraphValidationError, SchemaError) as e:
+        raise CodegenError(f"cannot generate code for graph {graph.name!r}: {e}") from None
+    try:
+        check_buildable(graph)
+    except IRError as e:
         raise CodegenError(f"cannot generate code for graph {graph.name!r}: {e}") from None
 
 

@@ -14,6 +14,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from retiarii_ir import limits
+from retiarii_ir.errors import IRError, first_line
+
 _REPEATS = 3
 
 
@@ -36,11 +39,32 @@ def fastest_seconds(run, device: torch.device | str, repeats: int = _REPEATS) ->
     return best
 
 
+def timing_bytes(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
+                 kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int) -> int:
+    """What timing one layer shape allocates: inputs, weights and outputs of ``width`` trials,
+    with their gradients (shapes worked out on the meta device, which allocates nothing)."""
+    x = torch.empty(batch, in_channels, *size, device="meta")
+    w = torch.empty(out_channels, in_channels // groups, *kernel, device="meta")
+    y = F.conv2d(x, w, None, stride, padding, dilation, groups)
+    return 2 * width * (x.numel() + w.numel() + y.numel()) * x.element_size()
+
+
 @lru_cache(maxsize=512)
 def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
                       device: str = "cpu", threads: int = 0) -> bool:
-    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions."""
+    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions; a shape
+    whose timing would allocate more than ``limits.MAX_BUILD_BYTES`` is refused, as a graph is."""
+    try:
+        needed = timing_bytes(width, batch, in_channels, out_channels, size, kernel, stride, padding, dilation,
+                              groups)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise IRError(f"cannot time a convolution of {width} trials ({in_channels}->{out_channels} channels, "
+                      f"input {list(size)}, batch {batch}): {first_line(e)}") from None
+    if needed > limits.MAX_BUILD_BYTES:
+        raise IRError(f"timing a convolution of {width} trials (batch {batch}, {in_channels}->{out_channels} "
+                      f"channels, input {list(size)}) would allocate {needed / 2**20:,.1f} MiB, over the limit of "
+                      f"{limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB; plan with autotune=False to fuse without timing")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         xs = [torch.randn(batch, in_channels, *size, device=device, requires_grad=True) for _ in range(width)]

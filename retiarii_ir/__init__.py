@@ -12,7 +12,7 @@ from .analysis import node_hashes, structural_hash, to_networkx
 from .errors import (GraphValidationError, InvalidSampleError, IRError, NodeExecutionError, SchemaError, TraceError,
                      TypeMismatchError, UnsafeTargetError, ValueChoiceMisuseError)
 from .graph import AttributeSpec, Graph
-from .interpreter import Interpreter, IRModule, build_module, run_graph
+from .interpreter import Interpreter, IRModule, build_module, check_buildable, run_graph
 from .module_spec import FunctionRef, ModuleSpec, spec_of
 from .node import OP_KINDS, Node
 from .serialize import SCHEMA_VERSION, graph_from_json, graph_to_json
@@ -27,7 +27,7 @@ __all__ = [
     "AttributeSpec", "BATCH", "DictType", "FunctionRef", "Graph", "GraphValidationError", "IRError", "IRModule",
     "Interpreter", "InvalidSampleError", "ModuleSpec", "Node", "NodeExecutionError", "OP_KINDS", "SCHEMA_VERSION",
     "ScalarType", "SchemaError", "TensorType", "TraceError", "TupleType", "TypeMismatchError", "UnsafeTargetError",
-    "ValueChoiceMisuseError", "build_module", "graph_from_json", "graph_to_json", "infer_types", "node_hashes",
+    "ValueChoiceMisuseError", "build_module", "check_buildable", "graph_from_json", "graph_to_json", "infer_types", "node_hashes",
     "run_graph", "spec_of", "structural_hash", "to_networkx", "trace", *sorted(_SPACE_NAMES),
 ]
 

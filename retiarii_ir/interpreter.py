@@ -217,6 +217,22 @@ def graph_bytes(graph: Graph, trust: Iterable[str] = ()) -> int:
     return total + sum(t.numel() * t.element_size() for t in graph.constants.values())
 
 
+def check_buildable(graph: Graph, trust: Iterable[str] = (), max_bytes: int | None = None) -> None:
+    """Refuse, allocating nothing, what building ``graph`` would refuse: a module whose recorded
+    arguments its constructor rejects (tried on the meta device), or weights over ``max_bytes``
+    (default ``limits.MAX_BUILD_BYTES``). ``build_module`` and generated code share this check."""
+    limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
+    try:
+        needed = graph_bytes(graph, trust)
+    except IRError:
+        raise
+    except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+        raise IRError(f"graph {graph.name!r} cannot be sized: {first_line(e)}") from None
+    if needed > limit:
+        raise IRError(f"graph {graph.name!r} would allocate {needed / 2**20:,.1f} MiB of weights, "
+                      f"over the limit of {limit / 2**20:,.1f} MiB; pass max_bytes= to build it anyway")
+
+
 class IRModule(nn.Module):
     """An nn.Module made from a graph alone; ``forward`` interprets the graph."""
 
@@ -225,17 +241,8 @@ class IRModule(nn.Module):
         super().__init__()
         self.graph = graph
         self._trust = graph.trusted(trust)
-        limit = limits.MAX_BUILD_BYTES if max_bytes is None else max_bytes
-        on_meta = torch.device(device or "cpu").type == "meta"  # allocates nothing
-        try:
-            needed = 0 if on_meta else graph_bytes(graph, self._trust)
-        except IRError:
-            raise
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise IRError(f"graph {graph.name!r} cannot be sized: {first_line(e)}") from None
-        if needed > limit:
-            raise IRError(f"graph {graph.name!r} would allocate {needed / 2**20:,.1f} MiB of weights, "
-                          f"over the limit of {limit / 2**20:,.1f} MiB; pass max_bytes= to build it anyway")
+        if torch.device(device or "cpu").type != "meta":  # the meta device allocates nothing
+            check_buildable(graph, self._trust, max_bytes)
         try:
             self._populate(graph, device)
             self._interpreter = Interpreter(graph, self, self._trust)

@@ -2,17 +2,20 @@
 
 Exit codes, the same for every subcommand:
   0    success
-  1    the command ran but its result failed a check (the demo's standalone re-check)
+  1    the command ran but its result failed a check (the demo's standalone re-check), or
+       every trial of an experiment failed (the most common reason is printed)
   2    usage or input error: a bad argument, an unreadable or unwritable path, a model
        factory or graph that cannot be loaded or traced, a missing optional dependency.
        One line on stderr, no traceback (argparse's own errors print the usage first).
   130  interrupted
+  141  the output was closed early (a pipe into `head`): the command stops quietly
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -20,7 +23,8 @@ from typing import Callable
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 USAGE_ERROR = 2
-EXIT_CODES = ("exit codes: 0 success; 1 the result failed a check; 2 usage or input error "
+OUTPUT_CLOSED = 141  # as a shell reports a command ended by SIGPIPE
+EXIT_CODES = ("exit codes: 0 success; 1 the result failed a check, or every trial failed; 2 usage or input error "
               "(bad argument, unreadable or unwritable path, model that cannot be loaded); 130 interrupted")
 
 
@@ -69,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`retiarii trace ... | head -1`): nothing more to say
+        _silence_stdout()
+        return OUTPUT_CLOSED
+
+
+def _silence_stdout() -> None:
+    """Python flushes stdout at exit; into a closed pipe that is one more traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # `python -m runtime.cli`: the subcommands register in runtime.cli, not __main__

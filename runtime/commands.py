@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import os
 import sys
 import warnings
@@ -19,28 +18,23 @@ from retiarii_ir.errors import first_line
 from .cli import UsageError, command
 
 
-_MISSING = object()
-
-
 def load_model(spec: str, argument: str = "model") -> torch.nn.Module:
-    """``package.module:factory`` → the nn.Module that factory (or class) returns."""
+    """``package.module:factory`` → the nn.Module that factory (or class) returns. The name is
+    one the user typed, so the current folder is searched as ``python -m`` does; it is still
+    checked before the call (a function or class of the user's code, not the standard library)."""
+    from .experiment_errors import ConfigError
+    from .references import resolve
+
     module_name, sep, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:  # as `python -m` does: the user's own modules are importable
-        sys.path.insert(0, os.getcwd())
     if not sep or not module_name or not attr:
         raise UsageError(argument, f"model spec {spec!r} must look like 'package.module:ClassOrFactory'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(argument, f"cannot import factory {spec!r}: {first_line(e)}") from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: report it in one line
-        raise UsageError(argument, f"cannot import factory {spec!r}: importing {module_name} raised "
-                                   f"{type(e).__name__}: {first_line(e)}") from None
-    factory = getattr(module, attr, _MISSING)
-    if factory is _MISSING:
-        raise UsageError(argument, f"cannot import factory {spec!r}: module {module_name!r} has no {attr!r}")
-    if not callable(factory):
-        raise UsageError(argument, f"{spec!r} is not a class or factory (it holds {type(factory).__name__})")
+        factory = resolve(spec)
+    except ConfigError as e:
+        message = str(e).replace(f"cannot import {spec!r}", f"cannot import factory {spec!r}")
+        raise UsageError(argument, message.replace(f"cannot find {spec!r}", f"cannot import factory {spec!r}")) from None
     try:
         model = factory()
     except Exception as e:  # noqa: BLE001 - the user's factory: report, don't dump a traceback

@@ -37,11 +37,19 @@ def register_dataset(name: str, loader: Callable[[], Dataset]) -> None:
     _CACHE.pop(name, None)
 
 
+def is_registered(name: str) -> bool:
+    return name in _LOADERS
+
+
 def dataset(name: str) -> Dataset:
     if name not in _CACHE:
         if name not in _LOADERS:
             raise DataError(f"unknown data set {name!r}; known: {sorted(_LOADERS)} (add one with register_dataset)")
-        _CACHE[name] = _LOADERS[name]()
+        made = _LOADERS[name]()
+        if not isinstance(made, Dataset):
+            raise DataError(f"the loader of data set {name!r} returned {type(made).__name__}, not a "
+                            f"runtime.data.Dataset")
+        _CACHE[name] = made
     return _CACHE[name]
 
 

@@ -16,7 +16,7 @@ import retiarii_ir as ir
 from retiarii_ir import nn
 
 from .experiment_errors import ConfigError
-from .references import reference_of
+from .references import Trust, check_reference, reference_of, resolve
 
 _TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
                  "grad_clip", "shuffle_seed", "schedule")
@@ -50,21 +50,52 @@ class Evaluator:
 
     def resolve(self, sample: dict[str, Any]) -> dict[str, Any]:
         """The hyperparameters with each searched one taken from ``sample``."""
+        missing = sorted(v["choice"] for v in self.params.values() if _is_choice(v) and v["choice"] not in sample)
+        if missing:
+            raise ConfigError(f"the sample {str(sample)[:200]} has no value for the hyperparameter(s) {missing}")
         return {name: sample[v["choice"]] if _is_choice(v) else v for name, v in self.params.items()}
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "params": self.params}
 
+    def references(self) -> list[str]:
+        """The code this evaluator names (imported where trials run)."""
+        dataset = self.params.get("dataset")
+        names = dataset["values"] if _is_choice(dataset) else [dataset]
+        return [d for d in names if isinstance(d, str) and ":" in d]
+
     @staticmethod
-    def from_dict(raw: dict) -> "Evaluator":
+    def from_dict(raw: Any) -> "Evaluator":
+        """The evaluator a store or job line holds; checked, nothing imported."""
         kinds = {"classification": Classification, "regression": Regression, "function": FunctionEvaluator}
-        if not isinstance(raw, dict) or raw.get("kind") not in kinds:
-            raise ConfigError(f"unknown evaluator {raw!r}")
+        if not isinstance(raw, dict) or raw.get("kind") not in kinds or set(raw) - {"kind", "params", "fn"}:
+            raise ConfigError(f"malformed evaluator {str(raw)[:200]}: expected kind "
+                              f"(classification, regression, function) and params")
+        params = raw.get("params")
+        if not isinstance(params, dict) or not all(isinstance(k, str) and _is_param(v) for k, v in params.items()):
+            raise ConfigError(f"malformed evaluator params {str(params)[:200]}: plain values or "
+                              f"{{'choice': label, 'values': [...]}}")
         evaluator = kinds[raw["kind"]].__new__(kinds[raw["kind"]])
-        evaluator.params = dict(raw["params"])
+        evaluator.params = dict(params)
         if raw["kind"] == "function":
-            evaluator.fn = raw["fn"]
+            evaluator.fn = check_reference(raw.get("fn"))
+        for reference in evaluator.references():
+            check_reference(reference)
         return evaluator
+
+
+def _is_param(value: Any) -> bool:
+    if _is_choice(value):
+        return (isinstance(value["choice"], str) and isinstance(value["values"], list) and value["values"]
+                and all(_is_plain(v) for v in value["values"]))
+    return isinstance(value, (int, float, str, bool, type(None)))
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """A JSON value a searched candidate may be: scalars and short nested lists."""
+    if isinstance(value, list):
+        return depth < 8 and all(_is_plain(v, depth + 1) for v in value)
+    return isinstance(value, (int, float, str, bool, type(None)))
 
 
 class Classification(Evaluator):
@@ -81,6 +112,8 @@ class Classification(Evaluator):
                  schedule: Any = "constant") -> None:
         if not isinstance(dataset, (str, nn.ValueChoice)):
             dataset = reference_of(dataset)
+        elif isinstance(dataset, str) and ":" in dataset:
+            dataset = check_reference(dataset)
         values = dict(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, seed=seed, max_steps=max_steps, grad_clip=grad_clip,
                       shuffle_seed=shuffle_seed, schedule=schedule)
@@ -132,8 +165,16 @@ class FunctionEvaluator(Evaluator):
     def to_dict(self) -> dict:
         return {**super().to_dict(), "fn": self.fn}
 
+    def references(self) -> list[str]:
+        return [self.fn]
+
+    def function(self, trust: Trust | None = None) -> Callable:
+        """The checked function (``trust``: what a reference read from data may import)."""
+        return resolve(self.fn, trust)
+
     def check(self) -> None:
-        return None
+        """The function resolves here, before any worker starts."""
+        self.function()
 
 
 # --------------------------------------------------------------------- intermediate reports

@@ -4,7 +4,8 @@
 - ``ProcessPool(workers)``: long-lived worker processes started fresh (``python -m
   runtime.pool_worker``: nothing of the caller's ``__main__`` is re-run or pickled); jobs
   and results travel as JSON lines. A worker that dies (killed, out of memory) fails its
-  job with the reason and is replaced; a job past its timeout has its worker killed.
+  job with the reason (the last line it wrote to stderr) and is replaced; a job past its
+  timeout has its worker killed; workers die with the process that started them.
 - ``Ray(address=None)`` (``runtime.ray_executor``, extra ``[ray]``): Ray tasks on a cluster.
 
 The experiment decides what a failed job means (retry, split, fail its trials)."""
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from retiarii_ir.errors import first_line
 
 from .experiment_errors import ConfigError
+from .worker import WorkerContext
 
 
 @dataclass
@@ -42,8 +44,9 @@ class Executor:
     name = "executor"
     workers = 1
 
-    def start(self, context: dict) -> None:
-        """Called once before the first job (``context``: store URL and the like)."""
+    def start(self, context: WorkerContext) -> None:
+        """Called once before the first job: what the jobs may import, which store they write,
+        where their files go."""
 
     def submit(self, job_id: int, job_text: str, timeout: float | None) -> None:
         raise NotImplementedError
@@ -68,6 +71,10 @@ class InProcess(Executor):
 
     def __init__(self) -> None:
         self._queue: deque[tuple[int, str, float | None]] = deque()
+        self._context: WorkerContext | None = None
+
+    def start(self, context: WorkerContext) -> None:
+        self._context = context
 
     def submit(self, job_id: int, job_text: str, timeout: float | None) -> None:
         self._queue.append((job_id, job_text, timeout))
@@ -83,7 +90,7 @@ class InProcess(Executor):
 
         def work() -> None:
             try:
-                box["result"] = run_job(job_text)
+                box["result"] = run_job(job_text, self._context)
             except Exception as e:  # noqa: BLE001 - the job as a whole broke: its trials fail, the experiment goes on
                 box["error"] = f"the job failed: {type(e).__name__}: {first_line(e)}"
 
@@ -115,21 +122,42 @@ def describe_exit(code: int | None) -> str:
 class _Worker:
     """One worker process and the job it holds."""
 
-    def __init__(self, env: dict, threads: int, outcomes: queue.Queue, index: int) -> None:
+    def __init__(self, env: dict, threads: int, context: WorkerContext, outcomes: queue.Queue, index: int) -> None:
         self.index = index
-        self.process = subprocess.Popen([sys.executable, "-m", "runtime.pool_worker", str(threads)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.pool_worker", str(threads), json.dumps(context.to_json())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            errors="replace", start_new_session=True)
         self.job: tuple[int, float | None] | None = None  # (job id, deadline)
         self.timeout: float | None = None
         self.ready = False  # imports done: a job's timeout starts when the worker can run it
+        self.last_error = ""  # its last line on stderr: the reason, when it dies
         self._outcomes = outcomes
+        self._stderr_done = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._relay_stderr, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.process.stdout:
             self._outcomes.put((self, line))
+        self._stderr_done.wait(5)  # its last words are read before anyone asks why it ended
         self._outcomes.put((self, None))  # end of output: the process is gone
+
+    def _relay_stderr(self) -> None:
+        """What the user's code prints still reaches the terminal; the last line is kept."""
+        try:
+            for line in self.process.stderr:
+                sys.stderr.write(line)
+                if line.strip():
+                    self.last_error = line.strip()[:500]
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._stderr_done.set()
+
+    def death_reason(self, code: int | None) -> str:
+        said = f": {self.last_error}" if self.last_error and (code or 0) > 0 else ""
+        return f"{describe_exit(code)}{said}"
 
     def send(self, job_id: int, job_text: str, timeout: float | None) -> None:
         self.job = (job_id, None)  # the deadline starts when the worker says the trials started
@@ -152,23 +180,29 @@ class ProcessPool(Executor):
     def __init__(self, workers: int = 2, threads: int | None = None) -> None:
         if type(workers) is not int or workers < 1:
             raise ConfigError(f"ProcessPool needs workers >= 1, got {workers!r}")
+        if threads is not None and (type(threads) is not int or threads < 1):
+            raise ConfigError(f"ProcessPool needs threads >= 1, got {threads!r}")
         self.workers = workers
+        self._asked_threads = threads
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self._pending: deque[tuple[int, str, float | None]] = deque()
         self._outcomes: queue.Queue = queue.Queue()
         self._pool: list[_Worker] = []
         self._env = dict(os.environ)
+        self._context: WorkerContext | None = None
         self._count = 0
 
-    def start(self, context: dict) -> None:
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        if os.getcwd() not in paths:
-            paths.insert(0, os.getcwd())
-        self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    def start(self, context: WorkerContext) -> None:
+        from .lifetime import fit_threads
+
+        self._context = context
+        self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(importable_paths())}
+        if self._asked_threads is None:  # the cores free now, shared out among the workers
+            self.threads = max(1, fit_threads() // self.workers)
 
     def _spawn(self) -> _Worker:
         self._count += 1
-        return _Worker(self._env, self.threads, self._outcomes, self._count)
+        return _Worker(self._env, self.threads, self._context, self._outcomes, self._count)
 
     def submit(self, job_id: int, job_text: str, timeout: float | None) -> None:
         if "\n" in job_text:
@@ -223,11 +257,10 @@ class ProcessPool(Executor):
         self._pool.remove(worker)
         if not worker.ready and self._pending:  # it could not even start: a job fails, so this cannot loop
             job_id = self._pending.popleft()[0]
-            return [JobOutcome(job_id, error=f"worker process failed to start ({describe_exit(code)}); "
-                                             f"see its error output above")]
+            return [JobOutcome(job_id, error=f"worker process failed to start ({worker.death_reason(code)})")]
         if worker.job is None:
             return []
-        return [JobOutcome(worker.job[0], error=f"worker process died ({describe_exit(code)})")]
+        return [JobOutcome(worker.job[0], error=f"worker process died ({worker.death_reason(code)})")]
 
     def _check_deadlines(self) -> list[JobOutcome]:
         ended = []
@@ -255,6 +288,17 @@ class ProcessPool(Executor):
 
     def describe(self) -> str:
         return f"process pool ({self.workers} workers x {self.threads} threads)"
+
+
+def importable_paths() -> list[str]:
+    """This process's import path for a worker: what the driver imports, the worker imports
+    (an empty entry, the current folder of ``python -c``, only where the driver has it)."""
+    paths = []
+    for p in sys.path:
+        p = os.getcwd() if p == "" else p
+        if os.path.isdir(p) and p not in paths:
+            paths.append(p)
+    return paths
 
 
 def executor_named(name: str, workers: int | None = None, address: str | None = None) -> Executor:

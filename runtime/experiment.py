@@ -13,6 +13,7 @@ with ``cross_model``), records each result and only then tells the strategy."""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import itertools
 import json
@@ -26,11 +27,14 @@ from typing import Any
 
 import retiarii_ir as ir
 
+from .driver_lock import DriverLock
 from .evaluators import Evaluator
 from .executors import Executor, InProcess
 from .experiment_errors import ConfigError, ExperimentError
+from .references import Trust
 from .space_spec import SpaceSpec
 from .store import DEFAULT_STORAGE, Store, TrialRecord
+from .worker import WorkerContext
 
 EXACT_PASSES = ("dedup", "cse")
 INTERRUPTED = "interrupted: the experiment stopped while it ran; re-queued as a new trial"
@@ -83,6 +87,19 @@ class Progress:
     best: float | None = None
     best_trial: int | None = None
     events: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why each failed trial failed
+
+    def most_common_failure(self) -> tuple[str, int] | None:
+        """The reason most failed trials give, and how many give it."""
+        return collections.Counter(self.reasons).most_common(1)[0] if self.reasons else None
+
+
+def check_name(name: Any) -> str:
+    """An experiment name: also the name of its artifacts folder, so nothing that leaves it."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise ConfigError(f"experiment name {str(name)[:120]!r}: letters, digits, '_', '.', '-' (up to 100), "
+                          f"starting with a letter or digit")
+    return name
 
 
 def check_device(device: Any) -> str:
@@ -131,9 +148,10 @@ class Experiment:
             raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
         if optimize_mode not in ("maximize", "minimize"):
             raise ConfigError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
-        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-            raise ConfigError(f"experiment name {name!r}: letters, digits, '_', '.', '-' (up to 100)")
+        if name is not None:
+            check_name(name)
         self.device = check_device(device)
+        space.check()  # a typo in the factory's name is reported here, not in a worker
         self.space, self.evaluator = space, evaluator
         self.strategy = strategy_name(strategy)
         self.strategy_options = dict(strategy_options or {})
@@ -143,6 +161,7 @@ class Experiment:
         self.storage = storage
         factory = space.factory.rpartition(":")[2].split(".")[-1].lower() or "experiment"
         self.name = name or f"{factory}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        self.named = name is not None  # resume needs a name the user gave, not today's date
         if isinstance(executor, str):
             from .executors import executor_named
 
@@ -160,15 +179,9 @@ class Experiment:
         return Store(self.storage)
 
     def _artifacts(self, store: Store) -> str:
-        if self.artifacts:
-            return os.path.abspath(self.artifacts)
-        if store.url.startswith("sqlite:///"):
-            base = os.path.splitext(store.url[len("sqlite:///"):])[0]
-        elif store.url.startswith("journal://"):
-            base = os.path.splitext(store.url[len("journal://"):])[0]
-        else:
-            base = os.path.abspath("retiarii")
-        return f"{base}-artifacts{os.sep}{self.name}"
+        from .export import default_artifacts
+
+        return os.path.abspath(self.artifacts) if self.artifacts else default_artifacts(store.url, self.name)
 
     def search_space(self) -> tuple[ir.ModelSpace, ir.SearchSpace]:
         """The model space, and the search space strategies see: its choices plus the
@@ -179,6 +192,17 @@ class Experiment:
         if clash:
             raise ConfigError(f"hyperparameter labels {clash} are also choices of the model space; rename them")
         return model_space, ir.SearchSpace.of([*model_space.search_space, *extra])
+
+    def references(self) -> list[str]:
+        """The code this experiment names: its space factory, evaluator function and data loaders."""
+        return [self.space.factory, *self.evaluator.references()]
+
+    def trust(self) -> Trust:
+        """What its workers may import: the packages and files its own references name."""
+        return Trust.of(self.references())
+
+    def _context(self, store: Store) -> WorkerContext:
+        return WorkerContext(store.url, self._artifacts(store), self.trust())
 
     def _config(self, store: Store, model_space: ir.ModelSpace, search: ir.SearchSpace) -> dict:
         return json.loads(json.dumps({
@@ -211,24 +235,26 @@ class Experiment:
         store = self._store()
         config = self._config(store, model_space, search)
         study_id = store.create(self.name, config, self.optimize_mode == "maximize")
-        return self._loop(store, study_id, config, strategy, search)
+        with DriverLock(store, self.name) as lock:
+            return self._loop(store, study_id, config, strategy, search, lock)
 
     def resume(self) -> Progress:
         """Continue a stopped experiment: finished trials are kept (and told to a fresh strategy),
-        trials that were running when it stopped are failed as interrupted and run again."""
+        trials that were running when it stopped are failed as interrupted and run again. The
+        trials run as this definition says; it is refused, naming the field, where its space,
+        evaluator or data differ from what the store recorded."""
+        self.evaluator.check()
         model_space, search = self.search_space()
         store = self._store()
         study_id = store.study_id(self.name)
-        config = store.config(study_id)
-        if config["search_space"] != json.loads(json.dumps(search.to_json())):
-            raise ExperimentError(f"experiment {self.name!r} was started with another search space; "
-                                  f"its space or evaluator changed since")
-        if config.get("frozen_weights") not in (None, model_space.frozen_fingerprint()):
-            raise ExperimentError(f"experiment {self.name!r} was started with other frozen (pretrained) weights; "
-                                  f"the file its space loads them from changed since")
-        recover(store, study_id, search)
-        strategy = self._build_strategy(search)
-        return self._loop(store, study_id, config, strategy, search)
+        config = self._config(store, model_space, search)
+        with DriverLock(store, self.name) as lock:
+            if difference := recorded_difference(store.config(study_id), config):
+                raise ExperimentError(f"experiment {self.name!r} was recorded with another {difference}; "
+                                      f"resume runs the definition it started with (or start a new experiment)")
+            recover(store, study_id, search)
+            strategy = self._build_strategy(search)
+            return self._loop(store, study_id, config, strategy, search, lock)
 
     def top(self, k: int = 5) -> list[TrialRecord]:
         from .leaderboard import top
@@ -239,7 +265,9 @@ class Experiment:
     def export(self, rank: int, out_dir: str, stem: str = "model", onnx: bool = True) -> dict[str, str]:
         from .export import export
 
-        return export(Store(self.storage, create=False), self.name, rank, out_dir, stem=stem, onnx=onnx)
+        store = Store(self.storage, create=False)
+        return export(store, self.name, rank, out_dir, stem=stem, onnx=onnx, artifacts=self._artifacts(store),
+                      trust=self.trust())
 
     # ------------------------------------------------------------------ the loop
     def _job_size(self) -> int:
@@ -250,7 +278,8 @@ class Experiment:
             return 1
         return max(1, math.ceil(self.concurrency / max(1, self.executor.workers)))
 
-    def _loop(self, store: Store, study_id: int, config: dict, strategy, search: ir.SearchSpace) -> Progress:
+    def _loop(self, store: Store, study_id: int, config: dict, strategy, search: ir.SearchSpace,
+              lock: DriverLock) -> Progress:
         from strategies import SpaceExhausted
 
         choices = {c.label: list(c.values) for c in search}
@@ -263,8 +292,8 @@ class Experiment:
                 _better(state, r.metric, r.number, self.optimize_mode)
             elif r.state == "FAIL" and not r.interrupted:
                 state.failed += 1
-        job_base = {"space": config["space"], "evaluator": config["evaluator"], "store": store.url,
-                    "artifacts": config["artifacts"], "cross_model": self.cross_model,
+                state.reasons.append(r.attrs.get("failure", "failed"))
+        job_base = {"space": config["space"], "evaluator": config["evaluator"], "cross_model": self.cross_model,
                     "passes": list(self.passes), "model_space": config["model_space"], "device": self.device,
                     "frozen_weights": config.get("frozen_weights")}
         bar = _ProgressBar(self.max_trials, state, self.progress, self.name)
@@ -289,11 +318,15 @@ class Experiment:
             store.fail(trial.trial_id, reason, {**attrs, "attempts": trial.attempts})
             strategy.observe_failure(trial.sample, reason)
             state.failed += 1
+            state.reasons.append(reason)
             state.events.append(f"trial {trial.number} failed: {reason}")
 
-        self.executor.start({"store": store.url})
+        self.executor.start(self._context(store))
         try:
             while True:
+                if lock.lost:
+                    raise ExperimentError(f"experiment {self.name!r} was taken over by another driver while this "
+                                          f"one stalled; stopping here (its trials are in the store)")
                 fresh: list[_Running] = []
                 while sum(len(g) for g in in_flight.values()) + len(fresh) < self.concurrency:
                     if waiting:
@@ -322,15 +355,16 @@ class Experiment:
                     break
                 for outcome in self.executor.poll(0.5):
                     group = in_flight.pop(outcome.job_id)
-                    if outcome.error is not None:
+                    result = _job_result(outcome)
+                    if isinstance(result, str):
                         if len(group) > 1:  # one member may have brought the job down: each again, alone
                             for trial in group:
-                                trial.note = f"re-run alone after its group failed: {outcome.error}"
+                                trial.note = f"re-run alone after its group failed: {result}"
                                 submit([trial])
                         else:
-                            fail_or_retry(group[0], outcome.error, {})
+                            fail_or_retry(group[0], result, {})
                         continue
-                    self._record(store, strategy, state, group, json.loads(outcome.result), fail_or_retry)
+                    self._record(store, strategy, state, group, result, fail_or_retry)
                 state.running = sum(len(g) for g in in_flight.values())
                 bar.update()
         finally:
@@ -341,7 +375,7 @@ class Experiment:
 
     def _record(self, store: Store, strategy, state: Progress, group: list[_Running], result: dict,
                 fail_or_retry) -> None:
-        by_number = {entry["number"]: entry for entry in result["trials"]}
+        by_number = {entry.get("number"): entry for entry in result.get("trials", []) if isinstance(entry, dict)}
         for trial in group:
             entry = by_number.get(trial.number, {"status": "failed", "error": "the worker returned no result"})
             attrs = {key: entry[key] for key in ("train_seconds", "trained_as", "traceback") if key in entry}
@@ -356,6 +390,55 @@ class Experiment:
                 _better(state, entry["metric"], trial.number, self.optimize_mode)
             else:
                 fail_or_retry(trial, entry.get("error") or "failed", attrs)
+
+
+def _job_result(outcome) -> dict | str:
+    """A job's result, or why it has none (the executor's reason, or the worker's)."""
+    if outcome.error is not None:
+        return outcome.error
+    try:
+        result = json.loads(outcome.result)
+    except (TypeError, ValueError):
+        return "the worker returned no readable result"
+    if not isinstance(result, dict) or not isinstance(result.get("trials", []), list):
+        return "the worker returned no readable result"
+    return result["error"] if "error" in result else result
+
+
+RECORDED_FIELDS = ("space", "evaluator", "search_space", "model_space", "frozen_weights", "optimize_mode")
+
+
+def recorded_difference(recorded: dict, current: dict) -> str | None:
+    """The first field where an experiment's definition differs from what its store recorded, as
+    ``field.path ('recorded' recorded, 'current' now)``; None when they agree."""
+    for key in RECORDED_FIELDS:
+        if key == "frozen_weights" and recorded.get(key) is None:
+            continue  # recorded before fingerprints existed
+        if path := _first_difference(recorded.get(key), current.get(key), key):
+            where, old, new = path
+            if key == "frozen_weights":
+                return "frozen_weights: other frozen (pretrained) weights; the file its space loads them from changed"
+            return f"{where} ({_short(old)} recorded, {_short(new)} now)"
+    return None
+
+
+def _first_difference(old: Any, new: Any, where: str) -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if found := _first_difference(old.get(key), new.get(key), f"{where}.{key}"):
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if found := _first_difference(a, b, f"{where}[{i}]"):
+                return found
+        return None
+    return None if old == new else (where, old, new)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _better(state: Progress, metric: float | None, number: int, mode: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .cli import UsageError, command
 from .store import DEFAULT_STORAGE
@@ -17,7 +18,7 @@ _SETTINGS = ("strategy", "strategy_options", "max_trials", "max_duration", "conc
 def load_config(path: str, storage: str | None = None, name: str | None = None):
     """The Experiment a config file defines: ``experiment = Experiment(...)``, or ``space``,
     ``evaluator`` and optionally ``strategy``, ``max_trials``, ... as top-level names."""
-    from .experiment import Experiment
+    from .experiment import Experiment, check_name
     from .experiment_errors import ConfigError
     from .references import load_file_module
 
@@ -38,7 +39,7 @@ def load_config(path: str, storage: str | None = None, name: str | None = None):
     if storage:
         experiment.storage = storage
     if name:
-        experiment.name = name
+        experiment.name, experiment.named = check_name(name), True
     return experiment
 
 
@@ -53,10 +54,11 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open(args):
+    from .experiment import check_name
     from .store import Store
 
     store = Store(args.storage or DEFAULT_STORAGE, create=False)
-    return store, store.study_id(args.experiment)
+    return store, store.study_id(check_name(args.experiment))
 
 
 def _print_top(store, study_id, k: int) -> None:
@@ -82,31 +84,41 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run(experiment, how: str) -> int:
+    """Run or resume; exit code 1 when every trial failed, with the reason most of them gave."""
     from .store import Store
 
     print(f"experiment {experiment.name!r} in {Store(experiment.storage).url} ({experiment.executor.describe()})")
-    getattr(experiment, how)()
+    state = getattr(experiment, how)()
     store = Store(experiment.storage, create=False)
     _print_top(store, store.study_id(experiment.name), 5)
+    if state.done == 0 and state.failed:
+        reason, count = state.most_common_failure()
+        print(f"retiarii {how}: every trial failed ({state.failed}); the most common reason ({count} of "
+              f"{state.failed}): {reason}", file=sys.stderr)
+        return 1
     print(f"export the best: retiarii export {experiment.name} --rank 1 --out best"
           + (f" --storage {experiment.storage}" if experiment.storage != DEFAULT_STORAGE else ""))
     return 0
 
 
 def _resume_args(p: argparse.ArgumentParser) -> None:
-    _experiment_args(p)
+    p.add_argument("config", help="the Python file the experiment was defined in (it runs again; the store only "
+                                  "records what it defined)")
+    _storage_arg(p)
+    p.add_argument("--name", help="experiment name (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@command("resume", "Resume a stopped experiment: finished trials are kept, interrupted ones run again.",
-         _resume_args)
+@command("resume", "Resume a stopped experiment from its config file: finished trials are kept, interrupted ones "
+                   "run again.", _resume_args)
 def resume_command(args: argparse.Namespace) -> int:
-    store, study_id = _open(args)
-    config_file = store.config(study_id).get("config_file")
-    if not config_file:
-        raise UsageError("experiment", f"{args.experiment} was started from Python, not a config file; "
-                                       f"resume it with Experiment(...).resume()")
-    experiment = load_config(config_file, args.storage or DEFAULT_STORAGE, args.experiment)
+    if not args.config.endswith(".py") and not os.path.exists(args.config):
+        raise UsageError("config", f"resume runs the experiment's config file again: retiarii resume CONFIG.py "
+                                   f"[--name NAME] ({args.config!r} is not a .py file)")
+    experiment = load_config(args.config, args.storage, args.name)
+    if not experiment.named:
+        raise UsageError("--name", f"{args.config} names no experiment; give the one to resume with --name "
+                                   f"(retiarii status lists them)")
     if args.no_progress:
         experiment.progress = False
     return _run(experiment, "resume")
@@ -150,19 +162,28 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, default=1, help="1 = the best trial (default)")
     p.add_argument("--out", required=True, help="folder for model.py, model.pt, model.onnx")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument("--artifacts", help="the experiment's artifacts folder, where its definition named one "
+                                       "(default: beside the store, STORE-artifacts/EXPERIMENT)")
+    p.add_argument("--trust", action="append", default=[], metavar="PACKAGE",
+                   help="a package whose code the store may name (the data loader for the validation split, "
+                        "functions the model calls); nothing else is imported. Repeat for several")
 
 
 @command("export", "Export a finished trial as standalone model.py + weights + model.onnx.", _export_args)
 def export_command(args: argparse.Namespace) -> int:
     from .commands import check_output_folder
     from .export import export
+    from .references import Trust
 
     out = check_output_folder(args.out, "--out")
+    trust = Trust.of(packages=args.trust)
     store, _ = _open(args)
-    paths = export(store, args.experiment, args.rank, out, onnx=not args.no_onnx)
+    paths = export(store, args.experiment, args.rank, out, onnx=not args.no_onnx,
+                   artifacts=os.path.abspath(args.artifacts) if args.artifacts else None, trust=trust)
     for kind, path in paths.items():
         print(f"{kind:>10}: {path}")
-    print(f"re-check the metric with only torch: cd {args.out} && python model.py")
+    if "validation" in paths:
+        print(f"re-check the metric with only torch: cd {args.out} && python model.py")
     return 0
 
 

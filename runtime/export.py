@@ -1,6 +1,7 @@
 """Export a finished trial as files its user owns: ``model.py`` (the generated module, which
 also re-checks the stored metric when run as a script), its weights, ``model.onnx``, the
-sample, and the validation split the metric came from."""
+sample, and the validation split the metric came from. A store may come from anyone: nothing
+it names is run, and no file outside the experiment's artifacts folder is read."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import contextlib
 import json
 import logging
 import os
-import shutil
+import sys
+from typing import Any
 
 import torch
 
-from retiarii_ir.errors import first_line
+from retiarii_ir.errors import IRError, first_line
 
 from .evaluators import Evaluator
 from .experiment_errors import ExperimentError
 from .leaderboard import top
-from .space_spec import SpaceSpec
+from .references import Trust
 from .store import Store
+
+MAX_GRAPH_BYTES = 512 * 2**20
 
 _CHECK = '''
 
@@ -54,8 +58,106 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model", onnx: bool = True) -> dict[str, str]:
-    """Write the ``rank``-th best trial (1 = best) into ``out_dir``; returns the paths written."""
+def default_artifacts(store_url: str, name: str) -> str:
+    """The artifacts folder an experiment uses unless its definition names one: beside its store
+    file (``runs.db`` -> ``runs-artifacts/NAME``), or under the current folder for a server URL."""
+    if store_url.startswith("sqlite:///"):
+        base = os.path.splitext(store_url[len("sqlite:///"):])[0]
+    elif store_url.startswith("journal://"):
+        base = os.path.splitext(store_url[len("journal://"):])[0]
+    else:
+        base = os.path.abspath("retiarii")
+    return f"{base}-artifacts{os.sep}{name}"
+
+
+def _inside(path: str, folder: str) -> str:
+    """``path`` with its links resolved, refused unless it lies inside ``folder``."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.commonpath([real, root]) != root:
+        raise ExperimentError(f"{path} leads outside the experiment's artifacts folder {folder}; not read")
+    return real
+
+
+def _read_graph(path: str, trust: Trust):
+    import retiarii_ir as ir
+
+    if not os.path.isfile(path):
+        raise ExperimentError(f"{path} is missing: the trial's graph is needed to generate its code "
+                              f"(a trial recorded before graphs were kept cannot be exported)")
+    if os.path.getsize(path) > MAX_GRAPH_BYTES:
+        raise ExperimentError(f"{path} is over {MAX_GRAPH_BYTES // 2**20} MiB; not read")
+    with open(path, "rb") as f:
+        text = f.read()
+    try:
+        return ir.Graph.from_json(text, trust=sorted(trust.packages))
+    except ir.IRError as e:
+        raise ExperimentError(f"{path}: {first_line(e)}") from None
+
+
+def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
+    """The trial's state_dict, read without unpickling code and loaded strictly into its model."""
+    import codegen
+
+    if not os.path.isfile(path):
+        raise ExperimentError(f"the trial's weights {path} are missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a crafted or damaged file: weights_only refuses it
+        raise ExperimentError(f"{path} is not a weights file torch.load(weights_only=True) reads: "
+                              f"{type(e).__name__}: {first_line(e)}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ExperimentError(f"{path} is not a state_dict (a dict of names to tensors)")
+    try:
+        codegen.load(graph, class_name="Model", formatted=False)().load_state_dict(state, strict=True)
+    except (RuntimeError, IRError) as e:
+        raise ExperimentError(f"{path} does not fit the trial's model: {first_line(e)}") from None
+    return state
+
+
+def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> Any:
+    """The data set the metric came from, when it can be had without running untrusted code."""
+    from .data import dataset, is_registered
+    from .worker import _register_loader
+
+    try:
+        name = evaluator.resolve(sample).get("dataset")
+    except ExperimentError as e:
+        print(f"note: no validation split written: {e}", file=sys.stderr)
+        return None
+    if not isinstance(name, str):
+        return None
+    if ":" in name:
+        try:
+            _register_loader(name, trust)
+        except ExperimentError as e:
+            print(f"note: no validation split written: {e}", file=sys.stderr)
+            return None
+    elif not is_registered(name):
+        print(f"note: no validation split written: the data set {name!r} is registered by your own code",
+              file=sys.stderr)
+        return None
+    try:
+        return dataset(name)
+    except IRError as e:
+        print(f"note: no validation split written: {first_line(e)}", file=sys.stderr)
+        return None
+
+
+def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model", onnx: bool = True,
+           artifacts: str | None = None, trust: Trust = Trust()) -> dict[str, str]:
+    """Write the ``rank``-th best trial (1 = best) into ``out_dir``; returns the paths written.
+
+    The store is data: the code comes from the trial's graph through codegen, its files are
+    read only from the experiment's artifacts folder (default: beside the store), and a data
+    set is loaded only from a trusted package (``trust``)."""
+    import codegen
+    from retiarii_ir.shape_inference import example_inputs
+
+    from .experiment import check_name
+    from .worker import trial_folder
+
+    check_name(name)
     study_id = store.study_id(name)
     if type(rank) is not int or rank < 1:
         raise ExperimentError(f"rank must be an integer >= 1, got {rank!r}")
@@ -63,22 +165,17 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
     if len(ranked) < rank:
         raise ExperimentError(f"experiment {name!r} has {len(ranked)} finished trial(s); no rank {rank}")
     record = ranked[rank - 1]
-    config = store.config(study_id)
-    checkpoint = record.attrs.get("checkpoint")
-    if not checkpoint or not os.path.isfile(checkpoint):
-        raise ExperimentError(f"trial {record.number}'s checkpoint {checkpoint} is missing")
+    evaluator = Evaluator.from_dict(store.config(study_id)["evaluator"])
+    artifacts = artifacts or default_artifacts(store.url, name)
+    folder = trial_folder(artifacts, record.number)
+    graph = _read_graph(_inside(os.path.join(folder, "graph.json"), artifacts), trust)
+    state = _read_weights(_inside(os.path.join(folder, "weights.pt"), artifacts), graph)
     os.makedirs(out_dir, exist_ok=True)
-    evaluator = Evaluator.from_dict(config["evaluator"])
     paths = {"weights": os.path.join(out_dir, f"{stem}.pt"), "model": os.path.join(out_dir, f"{stem}.py")}
-    shutil.copyfile(checkpoint, paths["weights"])
-    source = record.attrs["source"]
-    dataset_name = evaluator.resolve(record.sample).get("dataset")
-    if dataset_name is not None:
-        from .data import dataset
-        from .worker import _register_loader
-
-        _register_loader(dataset_name)
-        data = dataset(dataset_name)
+    torch.save(state, paths["weights"])
+    source = codegen.to_source(graph, class_name="Model")
+    data = _validation_split(evaluator, record.sample, trust)
+    if data is not None:
         paths["validation"] = os.path.join(out_dir, "validation.pt")
         torch.save({"x": data.val_x, "y": data.val_y, "task": data.task}, paths["validation"])
         source += _CHECK.format(weights=os.path.basename(paths["weights"]), validation="validation.pt")
@@ -88,21 +185,11 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
     with open(paths["sample"], "w", encoding="utf-8") as f:
         json.dump({"trial": record.number, "metric": record.metric, "sample": record.sample}, f, indent=1)
     if onnx:
-        import codegen
-
-        spec = SpaceSpec.from_dict(config["space"])
-        try:
-            space = spec.build()
-        except Exception as e:  # noqa: BLE001 - the PyTorch files are written; say why ONNX is not
-            raise ExperimentError(f"wrote {paths['model']} and {paths['weights']}, but ONNX export rebuilds the "
-                                  f"space and could not: {first_line(e)} (--no-onnx skips it)") from None
-        graph = space.freeze({k: v for k, v in record.sample.items() if k in space.search_space.choices})
         paths["onnx"] = os.path.join(out_dir, f"{stem}.onnx")
-        state = torch.load(paths["weights"], weights_only=True)
         try:
             with _quiet_exporter():
-                codegen.to_onnx(graph, paths["onnx"], spec.example_inputs(), state_dict=state, dynamic_batch=True)
+                codegen.to_onnx(graph, paths["onnx"], example_inputs(graph, 2), state_dict=state, dynamic_batch=True)
         except Exception as e:  # noqa: BLE001 - the PyTorch files are written; say why ONNX is not
             raise ExperimentError(f"wrote {paths['model']} and {paths['weights']}, but ONNX export failed: "
-                                  f"{type(e).__name__}: {first_line(e)}") from None
+                                  f"{type(e).__name__}: {first_line(e)} (--no-onnx skips it)") from None
     return paths

@@ -10,14 +10,15 @@ must be installed on every node and the store must be a URL they all reach (Post
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 import time
 
 from retiarii_ir.errors import first_line
 
-from .executors import Executor, JobOutcome
+from .executors import Executor, JobOutcome, importable_paths
 from .experiment_errors import ConfigError
+from .worker import WorkerContext
 
 
 class Ray(Executor):
@@ -32,16 +33,15 @@ class Ray(Executor):
         self._refs: dict = {}  # ObjectRef -> (job id, deadline once started)
         self._timeouts: dict[int, float | None] = {}
         self._remote = None
+        self._context = "{}"
 
-    def start(self, context: dict) -> None:
+    def start(self, context: WorkerContext) -> None:
         try:
             import ray
         except ImportError:
             raise ConfigError("the Ray executor needs ray: pip install -e '.[ray]'") from None
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        if os.getcwd() not in paths:
-            paths.insert(0, os.getcwd())
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+        self._context = json.dumps(context.to_json())
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(importable_paths())}}
         if not ray.is_initialized():
             try:
                 if self.address:
@@ -61,7 +61,7 @@ class Ray(Executor):
         self._remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=0)(_run_reporting_start)
 
     def submit(self, job_id: int, job_text: str, timeout: float | None) -> None:
-        ref = self._remote.remote(job_text, job_id, self._started_queue)
+        ref = self._remote.remote(job_text, self._context, job_id, self._started_queue, self.cpus_per_job)
         self._refs[ref] = (job_id, None)
         self._timeouts[job_id] = timeout
 
@@ -114,8 +114,13 @@ class Ray(Executor):
         return f"ray ({self.address or 'local cluster'}, {self.workers} workers)"
 
 
-def _run_reporting_start(job_text: str, job_id: int, started_queue) -> str:
-    """The Ray task: run the job, telling the driver when its trials begin."""
-    from .worker import run_job
+def _run_reporting_start(job_text: str, context: str, job_id: int, started_queue, cpus: float) -> str:
+    """The Ray task: run the job with torch threads for its CPUs (fewer on a busy node), telling
+    the driver when its trials begin."""
+    import torch
 
-    return run_job(job_text, on_start=lambda: started_queue.put(job_id))
+    from .lifetime import fit_threads
+    from .worker import WorkerContext, run_job
+
+    torch.set_num_threads(fit_threads(max(1, int(cpus))))
+    return run_job(job_text, WorkerContext.from_json(json.loads(context)), on_start=lambda: started_queue.put(job_id))

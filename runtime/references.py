@@ -1,22 +1,118 @@
 """Name a Python callable so another process can find it again: ``package.module:qualname`` for
 importable code, ``/path/to/file.py:qualname`` for code in a script, a config file or ``__main__``.
-This is what lets trials travel as JSON instead of pickled live objects."""
+This is what lets trials travel as JSON instead of pickled live objects.
+
+A name is data until it is checked. ``resolve`` checks in two steps. Before anything is imported:
+the spelling (no dunder parts, no standard-library module) and, for names read from data (a
+store, a job line), that the package or file is one the user trusts (``Trust``). After the
+import: the object itself (a function or class defined at module level, outside the standard
+library, in a trusted place), so ``mypkg:system`` re-exporting ``os.system`` is refused. Only
+then may a caller call it, and the caller checks what it returns. Nothing here ever adds the
+current folder to ``sys.path``."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from retiarii_ir.errors import first_line
 
 from .experiment_errors import ConfigError
 
+MAX_REFERENCE_LENGTH = 1000
+
 # module name given to a file we loaded -> its absolute path (to name its objects again)
 _LOADED_FILES: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What names read from data may import: top-level packages by name, Python files by real path."""
+
+    packages: frozenset[str] = field(default_factory=frozenset)
+    files: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, references: Iterable[str] = (), packages: Iterable[str] = ()) -> "Trust":
+        """The packages and files ``references`` name (checked), plus ``packages`` by name."""
+        names, files = set(), set()
+        for reference in references:
+            location = check_reference(reference).rpartition(":")[0]
+            if location.endswith(".py"):
+                files.add(os.path.realpath(location))
+            else:
+                names.add(location.partition(".")[0])
+        for package in packages:
+            if not isinstance(package, str) or not all(p.isidentifier() for p in package.split(".")):
+                raise ConfigError(f"trust names packages like 'mypkg', got {package!r}")
+            names.add(package.partition(".")[0])
+        return cls(frozenset(names), frozenset(files))
+
+    def __or__(self, other: "Trust") -> "Trust":
+        return Trust(self.packages | other.packages, self.files | other.files)
+
+    def to_json(self) -> dict:
+        return {"packages": sorted(self.packages), "files": sorted(self.files)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Trust":
+        if (not isinstance(raw, dict) or set(raw) != {"packages", "files"}
+                or not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in raw.values())):
+            raise ConfigError(f"malformed trust {raw!r}: expected {{'packages': [...], 'files': [...]}}")
+        return cls(frozenset(raw["packages"]), frozenset(os.path.realpath(f) for f in raw["files"]))
+
+    def allows(self, location: str) -> bool:
+        """Whether a module (``pkg.mod``) or a file (``/x/y.py``) may be imported."""
+        if location.endswith(".py"):
+            return os.path.realpath(location) in self.files
+        return location.partition(".")[0] in self.packages
+
+    def describe(self) -> str:
+        shown = sorted(self.packages) + sorted(self.files)
+        return ", ".join(shown) if shown else "nothing"
+
+
+def _is_dunder(part: str) -> bool:
+    return part.startswith("__")
+
+
+def _stdlib(module_name: str) -> bool:
+    return module_name.partition(".")[0] in sys.stdlib_module_names
+
+
+def check_reference(reference: Any) -> str:
+    """The reference's spelling, checked without importing or running anything; a file
+    reference is made absolute and must name an existing ``.py`` file."""
+    if not isinstance(reference, str) or len(reference) > MAX_REFERENCE_LENGTH:
+        raise ConfigError(f"a reference is text like 'package.module:name', got {str(reference)[:80]!r}")
+    location, sep, qualname = reference.rpartition(":")
+    if not sep or not location or not qualname:
+        raise ConfigError(f"{reference!r} must look like 'package.module:name' or 'path/file.py:name'")
+    parts = qualname.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ConfigError(f"{reference!r}: {qualname!r} is not a Python name")
+    if any(_is_dunder(p) for p in parts):
+        raise ConfigError(f"{reference!r} names a dunder or private name ({qualname!r}); "
+                          f"name a function or class of your own")
+    if location.endswith(".py"):
+        path = os.path.abspath(location)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{reference!r}: no such file {path}")
+        return f"{path}:{qualname}"
+    modules = location.split(".")
+    if not all(p.isidentifier() for p in modules) or any(_is_dunder(p) for p in modules):
+        raise ConfigError(f"{reference!r}: {location!r} is not a module name")
+    if _stdlib(location):
+        raise ConfigError(f"{reference!r} names the standard library ({location}); "
+                          f"a reference names a function or class of your own code")
+    return reference
 
 
 def load_file_module(path: str):
@@ -44,35 +140,44 @@ def load_file_module(path: str):
 
 
 def reference_of(obj: Any) -> str:
-    """The reference another process resolves with ``resolve``."""
+    """The reference another process resolves with ``resolve``; a string is checked, not imported."""
     if isinstance(obj, str):
-        resolve(obj)  # check it now, not in a worker
-        return obj
+        return check_reference(obj)
     module_name, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if not module_name or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
         raise ConfigError(f"{obj!r} has no importable name: define it at the top level of a module or file")
     module = sys.modules.get(module_name)
     if module_name in _LOADED_FILES:
-        return f"{_LOADED_FILES[module_name]}:{qualname}"
+        return check_reference(f"{_LOADED_FILES[module_name]}:{qualname}")
     if module_name in ("__main__", "__mp_main__"):
         path = getattr(module, "__file__", None)
         if not path:
             raise ConfigError(f"{qualname} is defined in an interactive session; put it in a .py file "
                               f"so worker processes can import it")
-        return f"{os.path.abspath(path)}:{qualname}"
-    return f"{module_name}:{qualname}"
+        return check_reference(f"{os.path.abspath(path)}:{qualname}")
+    return check_reference(f"{module_name}:{qualname}")
 
 
-def resolve(reference: str) -> Any:
-    """``package.module:qualname`` or ``path/file.py:qualname`` -> the object."""
-    location, sep, qualname = reference.rpartition(":")
-    if not sep or not location or not qualname:
-        raise ConfigError(f"{reference!r} must look like 'package.module:name' or 'path/file.py:name'")
+def _real_location(obj: Any) -> str:
+    """Where ``obj`` was defined: its module's name, or the file we loaded it from."""
+    module_name = getattr(obj, "__module__", None) or ""
+    return _LOADED_FILES.get(module_name, module_name)
+
+
+def resolve(reference: str, trust: Trust | None = None) -> Any:
+    """``package.module:qualname`` or ``path/file.py:qualname`` -> the function or class, checked.
+    With ``trust`` (a name read from data), only trusted packages and files are imported."""
+    reference = check_reference(reference)
+    location, _, qualname = reference.rpartition(":")
+    if trust is not None and not trust.allows(location):
+        if location.endswith(".py"):
+            raise ConfigError(f"{reference!r} is not a file of this experiment (trusted: {trust.describe()}); "
+                              f"nothing was run")
+        raise ConfigError(f"{reference!r} is not trusted (trusted: {trust.describe()}); nothing was imported. "
+                          f"Trust its package if you know it: --trust {location.partition('.')[0]}")
     if location.endswith(".py"):
         module = load_file_module(location)
     else:
-        if os.getcwd() not in sys.path:  # as `python -m` does: the user's own modules import
-            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(location)
         except ImportError as e:
@@ -85,4 +190,19 @@ def resolve(reference: str) -> Any:
         obj = getattr(obj, part, None)
         if obj is None:
             raise ConfigError(f"cannot find {reference!r}: {location} has no {qualname!r}")
+    return _checked_object(obj, reference, trust)
+
+
+def _checked_object(obj: Any, reference: str, trust: Trust | None) -> Any:
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        raise ConfigError(f"{reference!r} holds a {type(obj).__name__} value, not a function or class defined in a module")
+    if "<locals>" in obj.__qualname__:
+        raise ConfigError(f"{reference!r} is defined inside a function; define it at module level")
+    real = _real_location(obj)
+    if _stdlib(real):
+        raise ConfigError(f"{reference!r} is {real}.{obj.__qualname__}, from the standard library; "
+                          f"a reference names a function or class of your own code")
+    if trust is not None and not trust.allows(real):
+        raise ConfigError(f"{reference!r} is {real}.{obj.__qualname__}, defined outside what is trusted "
+                          f"({trust.describe()})")
     return obj

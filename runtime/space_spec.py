@@ -5,6 +5,7 @@ types of its example inputs. Any process, on any machine that has the code, rebu
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -14,12 +15,16 @@ import torch
 import retiarii_ir as ir
 from retiarii_ir.errors import first_line
 
+from retiarii_ir import limits
+
 from .experiment_errors import ConfigError
-from .references import reference_of, resolve
+from .references import Trust, reference_of, resolve
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
 _BUILT: dict[str, ir.ModelSpace] = {}  # one build per process and spec
+MAX_INPUTS = 64
+MAX_INPUT_DIMS = 16
 
 
 def _input_type(item: Any) -> tuple[tuple[int, ...], str]:
@@ -33,12 +38,23 @@ def _input_type(item: Any) -> tuple[tuple[int, ...], str]:
         shape, dtype = item
     else:
         shape, dtype = item, "float32"
-    if not isinstance(shape, (tuple, list)) or not all(type(d) is int and d > 0 for d in shape):
-        raise ConfigError(f"an example input is a shape of positive integers (optionally with a dtype name), "
-                          f"got {item!r}")
-    if dtype not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    if (not isinstance(shape, (tuple, list)) or len(shape) > MAX_INPUT_DIMS
+            or not all(type(d) is int and d > 0 for d in shape)):
+        raise ConfigError(f"an example input is a shape of at most {MAX_INPUT_DIMS} positive integers "
+                          f"(optionally with a dtype name), got {str(item)[:200]}")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype {str(dtype)[:40]!r}; use one of {sorted(_DTYPES)}")
     return tuple(shape), dtype
+
+
+def _check_input_sizes(inputs: tuple) -> None:
+    """Example inputs are allocated to trace the space: the limit ``build_module`` applies holds here."""
+    if len(inputs) > MAX_INPUTS:
+        raise ConfigError(f"a space takes at most {MAX_INPUTS} example inputs, got {len(inputs)}")
+    total = sum(math.prod(shape) * _DTYPES[dtype].itemsize for shape, dtype in inputs)
+    if total > limits.MAX_BUILD_BYTES:
+        raise ConfigError(f"example inputs would allocate {total / 2**20:,.1f} MiB, over the limit of "
+                          f"{limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB (retiarii_ir.limits.MAX_BUILD_BYTES)")
 
 
 def _json_kwargs(kwargs: Any) -> MappingProxyType:
@@ -74,8 +90,14 @@ class SpaceSpec:
         items = self.inputs if isinstance(self.inputs, (list, tuple)) else [self.inputs]
         if items and all(type(d) is int for d in items):  # a single shape
             items = [tuple(items)]
+        if len(items) > MAX_INPUTS:
+            raise ConfigError(f"a space takes at most {MAX_INPUTS} example inputs, got {len(items)}")
         object.__setattr__(self, "inputs", tuple(_input_type(i) for i in items))
-        object.__setattr__(self, "trust", tuple(self.trust))
+        _check_input_sizes(self.inputs)
+        trust = (self.trust,) if isinstance(self.trust, str) else self.trust
+        if not isinstance(trust, (list, tuple)) or not all(isinstance(t, str) for t in trust):
+            raise ConfigError(f"space trust is a list of names like 'mypkg.ops', got {str(self.trust)[:200]}")
+        object.__setattr__(self, "trust", tuple(trust))
         object.__setattr__(self, "kwargs", _json_kwargs(self.kwargs))
 
     def to_dict(self) -> dict:
@@ -86,26 +108,33 @@ class SpaceSpec:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "SpaceSpec":
-        try:
-            return cls(raw["factory"], tuple((tuple(s), d) for s, d in raw["inputs"]), tuple(raw.get("trust", ())),
-                       raw.get("kwargs", {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"malformed space spec {raw!r}: {first_line(e)}") from None
+    def from_dict(cls, raw: Any) -> "SpaceSpec":
+        """The spec a store or job line holds; checked, nothing imported."""
+        if not isinstance(raw, dict) or set(raw) - {"factory", "inputs", "trust", "kwargs"}:
+            raise ConfigError(f"malformed space spec: expected factory, inputs, trust, kwargs; got {str(raw)[:200]}")
+        inputs = raw.get("inputs")
+        if (not isinstance(inputs, list) or len(inputs) > MAX_INPUTS
+                or not all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], list) for i in inputs)):
+            raise ConfigError(f"malformed space spec: inputs must be [[shape, dtype], ...], got {str(inputs)[:200]}")
+        return cls(raw.get("factory"), tuple((tuple(s), d) for s, d in inputs), raw.get("trust", ()),
+                   raw.get("kwargs", {}))
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         generator = torch.Generator().manual_seed(0)
         return tuple(torch.randn(shape, generator=generator).to(_DTYPES[dtype]) if _DTYPES[dtype].is_floating_point
                      else torch.zeros(shape, dtype=_DTYPES[dtype]) for shape, dtype in self.inputs)
 
-    def build(self) -> ir.ModelSpace:
+    def check(self, trust: Trust | None = None) -> None:
+        """The factory resolves to a function or class of the user's code (imported, not called)."""
+        resolve(self.factory, trust)
+
+    def build(self, trust: Trust | None = None) -> ir.ModelSpace:
         """The ModelSpace (built once per process: the factory and trace are deterministic; a
-        space with frozen weights is built afresh, since the file they come from may change)."""
+        space with frozen weights is built afresh, since the file they come from may change).
+        ``trust``: what a spec read from data may import (see ``references.resolve``)."""
         key = json.dumps(self.to_dict(), sort_keys=True)
         if key not in _BUILT:
-            factory = resolve(self.factory)
-            if not callable(factory):
-                raise ConfigError(f"{self.factory!r} is not a class or factory")
+            factory = resolve(self.factory, trust)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 try:

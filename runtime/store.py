@@ -9,6 +9,7 @@ all its records or still ``RUNNING`` (re-queued by ``resume``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 from retiarii_ir.errors import first_line
 
 from .experiment_errors import ExperimentError, UnknownExperimentError
+from .store_schema import CONFIG, TRIAL_ATTRS, StoreError, check, check_metric
 
 DEFAULT_STORAGE = "retiarii.db"
 CONFIG_ATTR = "retiarii"
@@ -41,6 +43,24 @@ def _quiet_optuna() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _check_store_file(path: str, create: bool) -> None:
+    """A store file's folder exists or can be made; a reading command needs the file itself."""
+    if os.path.isdir(path):
+        raise ExperimentError(f"cannot use {path} as a store: it is a folder")
+    if not create and not os.path.exists(path):
+        raise UnknownExperimentError(f"no experiment store at {path}")
+    folder = os.path.dirname(path) or "."
+    existing = folder
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing and not os.path.isdir(existing):
+        raise ExperimentError(f"cannot use {path} as a store: {existing} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ExperimentError(f"cannot use {path} as a store: cannot make {folder}: {e.strerror}") from None
+
+
 def open_storage(url: str, create: bool = True):
     """Optuna's storage for ``url``; ``create=False`` refuses a file that does not exist yet
     (reading commands must not leave an empty database behind a typo)."""
@@ -51,17 +71,14 @@ def open_storage(url: str, create: bool = True):
     _quiet_optuna()
     if url.startswith("journal://"):
         path = url[len("journal://"):]
-        if not create and not os.path.exists(path):
-            raise UnknownExperimentError(f"no experiment store at {path}")
-        return JournalStorage(JournalFileBackend(path))
+        _check_store_file(path, create)
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except Exception as e:  # noqa: BLE001 - a journal that is not one, or unreadable
+            raise ExperimentError(f"cannot open the store {path}: {type(e).__name__}: {first_line(e)}") from None
     kwargs = {}
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if not create and not os.path.exists(path):
-            raise UnknownExperimentError(f"no experiment store at {path}")
-        folder = os.path.dirname(path)
-        if folder and not os.path.isdir(folder):
-            os.makedirs(folder, exist_ok=True)
+        _check_store_file(url[len("sqlite:///"):], create)
         kwargs = {"connect_args": {"timeout": 120}}  # several processes write one file: wait, don't fail
     try:
         return RDBStorage(url, engine_kwargs=kwargs)
@@ -102,15 +119,29 @@ class TrialRecord:
 
 
 class Store:
-    """Experiments (studies) and their trials in one Optuna storage."""
+    """Experiments (studies) and their trials in one Optuna storage. Every read is checked:
+    a store is a file anyone may hand over, so a malformed one ends in one ``StoreError``."""
 
     def __init__(self, location: str = DEFAULT_STORAGE, create: bool = True) -> None:
+        if not isinstance(location, str) or not location or "\0" in location:
+            raise ExperimentError(f"a store is a file path or a database URL, got {location!r}")
         self.url = storage_url(location)
         self.storage = open_storage(self.url, create)
 
+    @contextlib.contextmanager
+    def _reading(self, what: str):
+        """Errors from deep inside Optuna or SQLAlchemy while reading become one line."""
+        try:
+            yield
+        except ExperimentError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crafted or damaged store: say what could not be read
+            raise StoreError(f"cannot read {what} from {self.url}: {type(e).__name__}: {first_line(e)}") from None
+
     # ------------------------------------------------------------------ experiments
     def experiments(self) -> list[str]:
-        return [s.study_name for s in self.storage.get_all_studies()]
+        with self._reading("the experiments"):
+            return [s.study_name for s in self.storage.get_all_studies()]
 
     def create(self, name: str, config: dict, maximize: bool) -> int:
         import optuna
@@ -132,30 +163,43 @@ class Store:
             return self.storage.get_study_id_from_name(name)
         except KeyError:
             known = self.experiments()
+            shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
             raise UnknownExperimentError(f"no experiment {name!r} in {self.url}; "
-                                         f"known: {', '.join(known) if known else 'none'}") from None
+                                         f"known: {shown or 'none'}") from None
         except optuna.exceptions.StorageInternalError as e:
             raise ExperimentError(f"cannot read {self.url}: {first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a file that is not an Optuna store
+            raise StoreError(f"cannot read {self.url}: {type(e).__name__}: {first_line(e)}") from None
 
     def config(self, study_id: int) -> dict:
-        config = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+        """The experiment's recorded settings, checked against the schema."""
+        with self._reading("the experiment's settings"):
+            config = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+            name = self.storage.get_study_name_from_id(study_id)
         if config is None:
-            raise ExperimentError(f"study {self.storage.get_study_name_from_id(study_id)!r} was not "
-                                  f"written by an experiment (no {CONFIG_ATTR!r} attribute)")
-        return config
+            raise ExperimentError(f"study {name!r} was not written by an experiment (no {CONFIG_ATTR!r} attribute)")
+        return check(config, CONFIG, f"experiment {name!r} in {self.url}")
 
     def maximize(self, study_id: int) -> bool:
         from optuna.study import StudyDirection
 
-        return self.storage.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE
+        with self._reading("the experiment's direction"):
+            return self.storage.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE
 
     # ------------------------------------------------------------------ trials
     def trials(self, study_id: int) -> list[TrialRecord]:
+        """Every trial, each checked: attributes against the schema, metrics finite numbers."""
         records = []
-        for t in self.storage.get_all_trials(study_id, deepcopy=False):
-            records.append(TrialRecord(t.number, t._trial_id, t.state.name, t.value, t.user_attrs.get("sample", {}),
-                                       dict(t.user_attrs), dict(t.intermediate_values), t.datetime_start,
-                                       t.datetime_complete))
+        with self._reading("the trials"):
+            trials = self.storage.get_all_trials(study_id, deepcopy=False)
+            for t in trials:
+                where = f"trial {t.number} in {self.url}"
+                attrs = check(dict(t.user_attrs), TRIAL_ATTRS, where)
+                steps = {int(step): check_metric(value, f"{where}, step {step}")
+                         for step, value in t.intermediate_values.items()}
+                records.append(TrialRecord(int(t.number), int(t._trial_id), t.state.name,
+                                           check_metric(t.value, where), attrs.get("sample", {}), attrs, steps,
+                                           t.datetime_start, t.datetime_complete))
         return records
 
     def add_trial(self, study_id: int, sample: dict, choices: dict[str, list], state: str = "RUNNING",

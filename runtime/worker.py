@@ -3,8 +3,12 @@
 A job is a group of trials (their samples) plus the specs to rebuild the space and the
 evaluator; the worker freezes each sample, trains the group (merged, for the built-in
 evaluator with ``cross_model``), writes each trial's intermediate metrics to the store as
-they come, saves its weights and returns metrics, source and timings. A trial that fails
-fails alone: its reason is returned and the others go on."""
+they come, saves its weights and graph and returns metrics, source and timings. A trial that
+fails fails alone: its reason is returned and the others go on.
+
+A job line is data. What it may import, which store it writes and where its files go come from
+the ``WorkerContext`` the experiment gives the executor when it starts (for a pool worker, on
+its command line), never from the line itself; the line's specs are checked against it."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import math
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,10 +25,36 @@ import torch
 from retiarii_ir.errors import first_line
 
 from .evaluators import _REPORTER, Evaluator, FunctionEvaluator
+from .experiment_errors import ConfigError
+from .references import Trust
 from .space_spec import SpaceSpec
 from .store import Store
 
 _STORES: dict[str, Store] = {}
+MAX_JOB_TRIALS = 4096
+_JOB_FIELDS = {"space", "evaluator", "cross_model", "passes", "model_space", "device", "frozen_weights", "trials",
+               "threads"}
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What an experiment lets its workers do: the store they write, the folder their files go
+    to, and the code they may import."""
+
+    store: str
+    artifacts: str
+    trust: Trust
+
+    def to_json(self) -> dict:
+        return {"store": self.store, "artifacts": self.artifacts, "trust": self.trust.to_json()}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "WorkerContext":
+        if (not isinstance(raw, dict) or set(raw) != {"store", "artifacts", "trust"}
+                or not isinstance(raw["store"], str) or not isinstance(raw["artifacts"], str)
+                or not os.path.isabs(raw["artifacts"])):
+            raise ConfigError(f"malformed worker context {str(raw)[:200]}")
+        return cls(raw["store"], raw["artifacts"], Trust.from_json(raw["trust"]))
 
 
 def _store(url: str) -> Store:
@@ -36,37 +67,74 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
 
 
-def _register_loader(dataset: str) -> None:
+def _register_loader(dataset: str, trust: Trust | None = None) -> None:
     """A data set named by its loader (``module:callable``) is registered under that name here."""
     from .data import _LOADERS, register_dataset
     from .references import resolve
 
     if ":" in dataset and dataset not in _LOADERS:
-        register_dataset(dataset, resolve(dataset))
+        register_dataset(dataset, resolve(dataset, trust))
 
 
-def _save(job: dict, number: int, state: dict[str, torch.Tensor]) -> str:
-    folder = os.path.join(job["artifacts"], f"trial-{number:05d}")
+def trial_folder(artifacts: str, number: int) -> str:
+    """Where a trial's files live: derived from the artifacts folder and the trial's number only."""
+    return os.path.join(artifacts, f"trial-{number:05d}")
+
+
+def _save(context: WorkerContext, number: int, state: dict[str, torch.Tensor], graph) -> str:
+    """The trial's weights and graph, each written whole (never half a file)."""
+    folder = trial_folder(context.artifacts, number)
     os.makedirs(folder, exist_ok=True)
+    graph_path = os.path.join(folder, "graph.json")
+    with open(graph_path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(graph.to_json())
+    os.replace(graph_path + ".tmp", graph_path)
     path = os.path.join(folder, "weights.pt")
     torch.save({key: value.cpu() for key, value in state.items()}, path + ".tmp")  # loads on any machine
-    os.replace(path + ".tmp", path)  # never a half-written checkpoint
+    os.replace(path + ".tmp", path)
     return path
 
 
-def run_job(job_text: str, on_start=None) -> str:
-    """Train the job's trials; returns ``{"trials": [{number, status, metric, error, ...}]}``.
-    ``on_start()`` is called once the space is built, just before the first trial runs (an
-    executor starts the job's timeout there, so building the space does not count)."""
-    job = json.loads(job_text)
+def _parse_job(job_text: str) -> dict:
+    """The job line's fields, each of the expected type (a crafted line fails here)."""
+    try:
+        job = json.loads(job_text)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"a job line is JSON: {first_line(e)}") from None
+    if not isinstance(job, dict) or set(job) - _JOB_FIELDS or not {"space", "evaluator", "trials"} <= set(job):
+        raise ConfigError(f"malformed job: expected the fields {sorted(_JOB_FIELDS)}")
+    trials = job["trials"]
+    if not isinstance(trials, list) or not 0 < len(trials) <= MAX_JOB_TRIALS or not all(
+            isinstance(t, dict) and set(t) == {"number", "trial_id", "sample"} and type(t["number"]) is int
+            and t["number"] >= 0 and type(t["trial_id"]) is int and isinstance(t["sample"], dict) for t in trials):
+        raise ConfigError("malformed job: trials must be [{number, trial_id, sample}, ...]")
+    if not isinstance(job.get("passes", []), list) or not all(isinstance(p, str) for p in job.get("passes", [])):
+        raise ConfigError("malformed job: passes must be a list of names")
+    if not isinstance(job.get("device", "cpu"), str) or not isinstance(job.get("cross_model", False), bool):
+        raise ConfigError("malformed job: device is a name and cross_model a boolean")
+    threads = job.get("threads")
+    if threads is not None and (type(threads) is not int or not 0 < threads <= (os.cpu_count() or 1)):
+        raise ConfigError(f"malformed job: threads must be 1 to {os.cpu_count()}")
+    return job
+
+
+def run_job(job_text: str, context: WorkerContext, on_start=None) -> str:
+    """Train the job's trials; returns ``{"trials": [{number, status, metric, error, ...}]}``, or
+    ``{"error": reason}`` for a job that cannot be read. ``on_start()`` is called once the space
+    is built, just before the first trial runs (an executor starts the job's timeout there, so
+    building the space does not count)."""
+    try:
+        job = _parse_job(job_text)
+    except ConfigError as e:
+        return json.dumps({"error": str(e)})
     if threads := job.get("threads"):
         torch.set_num_threads(threads)
     results: dict[int, dict[str, Any]] = {}
     graphs = {}
     try:
-        space = SpaceSpec.from_dict(job["space"]).build()
         evaluator = Evaluator.from_dict(job["evaluator"])
-        if space.search_space.to_json() != job["model_space"]:
+        space = SpaceSpec.from_dict(job["space"]).build(context.trust)
+        if space.search_space.to_json() != job.get("model_space"):
             raise RuntimeError("the model space built here differs from the experiment's "
                                "(did its code change since the experiment started?)")
         if job.get("frozen_weights") is not None and space.frozen_fingerprint() != job["frozen_weights"]:
@@ -82,15 +150,21 @@ def run_job(job_text: str, on_start=None) -> str:
         except Exception as e:  # noqa: BLE001 - a sample that does not build fails alone
             results[t["number"]] = {"number": t["number"], "status": "failed", "error": _reason(e)}
     runnable = [t for t in job["trials"] if t["number"] in graphs]
-    _store(job["store"])  # opened before the clock starts
+    _store(context.store)  # opened before the clock starts
     if on_start is not None:
         on_start()
     frozen = {number: space.frozen_state(graph) for number, graph in graphs.items()}
     if isinstance(evaluator, FunctionEvaluator):
         for t in runnable:
-            results[t["number"]] = _run_function(job, evaluator, t, graphs[t["number"]], frozen[t["number"]])
+            results[t["number"]] = _run_function(context, evaluator, t, graphs[t["number"]], frozen[t["number"]])
     elif runnable:
-        results.update(_run_training(job, evaluator, runnable, graphs, frozen))
+        try:
+            results.update(_run_training(job, context, evaluator, runnable, graphs, frozen))
+        except Exception as e:  # noqa: BLE001 - the data, its loader or the group broke: each trial says why
+            tail = traceback.format_exc(limit=-3)
+            for t in runnable:
+                results[t["number"]] = {"number": t["number"], "status": "failed", "error": _reason(e),
+                                        "traceback": tail}
     return json.dumps({"trials": [results[t["number"]] for t in job["trials"]]})
 
 
@@ -107,17 +181,18 @@ def _starting_state(trial, frozen: dict[str, torch.Tensor]) -> dict[str, torch.T
     return {**initial_state(trial), **frozen}
 
 
-def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict, frozen: dict) -> dict[int, dict]:
+def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dict], graphs: dict,
+                  frozen: dict) -> dict[int, dict]:
     from optimizer import Trial
 
     from .trainer import train_trials
 
-    store = _store(job["store"])
+    store = _store(context.store)
     ids = {f"trial{t['number']}": t for t in trials}
     specs = []
     for t in trials:
         data, train = evaluator.train_spec(t["sample"])
-        _register_loader(data.dataset)
+        _register_loader(data.dataset, context.trust)
         trial = Trial(f"trial{t['number']}", graphs[t["number"]], data, train)
         if kept := frozen[t["number"]]:  # trials that hold the same frozen weights compute them once when merged
             trial = Trial(trial.name, trial.graph, data, train, frozen=tuple(kept),
@@ -131,8 +206,9 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict, frozen
             pass
         return False
 
-    passes = tuple(job["passes"]) if job["cross_model"] else ()
-    trained = train_trials(specs, passes, job.get("device", "cpu"), independent=not job["cross_model"],
+    merged = job.get("cross_model", False)
+    passes = tuple(job.get("passes", ())) if merged else ()
+    trained = train_trials(specs, passes, job.get("device", "cpu"), independent=not merged,
                            should_stop=record)
     out = {}
     for t, result in zip(trials, trained):
@@ -141,8 +217,9 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict, frozen
         metric = result.metric
         if result.status == "succeeded" and metric is not None and math.isfinite(metric):
             try:
-                entry.update(status="succeeded", metric=metric, checkpoint=_save(job, t["number"], result.state),
-                             source=_source(graphs[t["number"]]))
+                graph = graphs[t["number"]]
+                entry.update(status="succeeded", metric=metric,
+                             checkpoint=_save(context, t["number"], result.state, graph), source=_source(graph))
             except Exception as e:  # noqa: BLE001
                 entry["error"] = _reason(e)
         else:
@@ -151,12 +228,10 @@ def _run_training(job: dict, evaluator, trials: list[dict], graphs: dict, frozen
     return out
 
 
-def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph, frozen: dict) -> dict:
+def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict, graph, frozen: dict) -> dict:
     import codegen
 
-    from .references import resolve
-
-    store = _store(job["store"])
+    store = _store(context.store)
     steps = [0]
 
     def report(value: float) -> None:
@@ -167,7 +242,7 @@ def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph, froze
     start = time.perf_counter()
     _REPORTER.append(report)
     try:
-        fn = resolve(evaluator.fn)
+        fn = evaluator.function(context.trust)
         torch.manual_seed(0)
         model = codegen.load(graph, class_name="Model", formatted=False)()
         if frozen:  # the space's pretrained, frozen weights, as the user's own model had them
@@ -181,8 +256,8 @@ def _run_function(job: dict, evaluator: FunctionEvaluator, t: dict, graph, froze
         if not math.isfinite(metric):
             entry["error"] = f"the evaluator returned {metric}"
         else:
-            entry.update(status="succeeded", metric=metric, checkpoint=_save(job, t["number"], model.state_dict()),
-                         source=_source(graph))
+            entry.update(status="succeeded", metric=metric,
+                         checkpoint=_save(context, t["number"], model.state_dict(), graph), source=_source(graph))
     except Exception as e:  # noqa: BLE001 - the user's function failed: that trial fails, with the reason
         entry["error"] = _reason(e)
         entry["traceback"] = traceback.format_exc(limit=-3)

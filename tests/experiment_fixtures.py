@@ -75,6 +75,14 @@ def frozen_stem_state(model: torch.nn.Module) -> dict:
             "body_trains": model.body.weight.requires_grad}
 
 
+SEEN_FROZEN: list[dict] = []  # what spy_frozen saw, for a test in this process (in-process executor)
+
+
+def spy_frozen(model: torch.nn.Module) -> float:
+    SEEN_FROZEN.append(frozen_stem_state(model))
+    return 1.0
+
+
 def tiny_space() -> ir.ModelSpace:
     """The same space, returned ready-made by a factory (no example inputs needed)."""
     return ir.trace_space(TinySpace(), torch.randn(2, 1, 8, 8))

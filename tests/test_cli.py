@@ -111,9 +111,9 @@ def user_modules(tmp_path, monkeypatch):
     (":tiny_model", ["must look like"]),
     ("no_such_module_xyz:make", ["cannot import factory", "No module named 'no_such_module_xyz'"]),
     ("tests.test_cli:no_such_factory", ["cannot import factory", "no_such_factory"]),
-    (".relative:make", ["cannot import factory"]),
+    (".relative:make", ["is not a module name"]),
     ("fails_on_import:make", ["cannot import factory", "ValueError: broken module"]),
-    ("tests.test_cli:NOT_CALLABLE", ["not a class or factory"]),
+    ("tests.test_cli:NOT_CALLABLE", ["holds a int value, not a function or class"]),
     ("tests.test_cli:returns_int", ["returned int, not an nn.Module"]),
 ])
 def test_bad_model_spec(spec, words, user_modules, capsys):

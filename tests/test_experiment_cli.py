@@ -107,7 +107,7 @@ def test_plot_draws_the_best_so_far_of_the_stored_metrics(finished):
 
 def test_resume_from_the_command_line_runs_nothing_twice(finished, capsys):
     folder, _ = finished
-    code, out, err = _cli(capsys, folder, "resume", "cli", "--no-progress")
+    code, out, err = _cli(capsys, folder, "resume", "search.py", "--no-progress")
     assert code == 0, err
     with sqlite3.connect(folder / "retiarii.db") as db:
         assert db.execute("select count(*) from trials").fetchone() == (5,)
@@ -123,6 +123,8 @@ def test_resume_from_the_command_line_runs_nothing_twice(finished, capsys):
     (["status", "cli", "--storage", "absent.db"], "no experiment store at"),
     (["export", "cli", "--rank", "9", "--out", "x"], "no rank 9"),
     (["dashboard", "nope"], "no experiment 'nope'"),
+    (["resume", "cli"], "resume runs the experiment's config file again"),
+    (["export", "../../etc", "--out", "x"], "experiment name '../../etc'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(finished, capsys, argv, message):
     folder, _ = finished

@@ -2,6 +2,7 @@
 merged or alone, and the factory that loads them takes its arguments from the experiment."""
 
 import json
+import os
 
 import optuna
 import pytest
@@ -116,23 +117,13 @@ def test_every_trial_starts_from_the_frozen_stem_and_never_trains_it_merged_or_a
 
 
 def test_a_function_evaluator_gets_the_frozen_stem_not_training(tmp_path, stem_file):
-    seen = []
     import tests.experiment_fixtures as fixtures
 
-    original = fixtures.frozen_stem_state
-
-    def spy(model):
-        seen.append(original(model))
-        return 1.0
-
-    fixtures.spy_frozen = spy
-    try:
-        spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)],
-                         kwargs={"stem": stem_file})
-        Experiment(spec, FunctionEvaluator("tests.experiment_fixtures:spy_frozen"), "grid", max_trials=1,
-                   storage=str(tmp_path / "fn.db"), name="fn", progress=False).run()
-    finally:
-        del fixtures.spy_frozen
+    fixtures.SEEN_FROZEN.clear()
+    spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": stem_file})
+    Experiment(spec, FunctionEvaluator("tests.experiment_fixtures:spy_frozen"), "grid", max_trials=1,
+               storage=str(tmp_path / "fn.db"), name="fn", progress=False).run()
+    seen = list(fixtures.SEEN_FROZEN)
     assert len(seen) == 1
     assert torch.equal(seen[0]["weight"], torch.load(stem_file, weights_only=True)["weight"])
     assert seen[0]["trains"] is False and seen[0]["body_trains"] is True
@@ -219,18 +210,22 @@ def test_a_changed_weights_file_is_read_again_and_resume_refuses_it(tmp_path, st
 
 
 def test_a_worker_whose_frozen_weights_differ_from_the_experiments_fails_its_trials(tmp_path, stem_file):
-    from runtime.worker import run_job
+    from runtime.references import Trust
+    from runtime.worker import WorkerContext, run_job
 
     spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": stem_file})
     space = spec.build()
     job = {"space": spec.to_dict(), "evaluator": FunctionEvaluator("tests.experiment_fixtures:parameter_count").to_dict(),
-           "model_space": space.search_space.to_json(), "frozen_weights": "0" * 64, "store": "unused",
-           "artifacts": str(tmp_path), "trials": [{"number": 0, "sample": {"width": 4}, "trial_id": 1}]}
-    out = json.loads(run_job(json.dumps(job)))["trials"][0]
+           "model_space": space.search_space.to_json(), "frozen_weights": "0" * 64,
+           "trials": [{"number": 0, "sample": {"width": 4}, "trial_id": 1}]}
+    context = WorkerContext("unused", str(tmp_path), Trust.of(packages=["tests"]))
+    out = json.loads(run_job(json.dumps(job), context))["trials"][0]
     assert out["status"] == "failed" and "frozen (pretrained) weights built here differ" in out["error"]
 
 
-def test_export_says_why_onnx_needs_the_weights_file_and_keeps_the_pytorch_files(tmp_path, stem_file):
+def test_export_needs_no_pretrained_file_the_trial_carries_its_frozen_weights(tmp_path, stem_file):
+    """Export reads the trial's graph and weights, not the space: deleting the pretrained file
+    the space loaded changes nothing, and the exported weights hold the pretrained stem."""
     from runtime.export import export
     from runtime.store import Store
 
@@ -241,10 +236,8 @@ def test_export_says_why_onnx_needs_the_weights_file_and_keeps_the_pytorch_files
                storage=str(tmp_path / "e.db"), name="e", progress=False).run()
     path.unlink()
     store = Store(str(tmp_path / "e.db"), create=False)
-    with pytest.raises(ExperimentError, match=r"but ONNX export rebuilds the space .*No such file.*--no-onnx"):
-        export(store, "e", 1, str(tmp_path / "out"))
-    assert (tmp_path / "out" / "model.py").is_file() and (tmp_path / "out" / "model.pt").is_file()
-    paths = export(store, "e", 1, str(tmp_path / "out2"), onnx=False)
+    paths = export(store, "e", 1, str(tmp_path / "out"))
+    assert os.path.isfile(paths["onnx"]) and os.path.isfile(paths["model"])
     assert torch.equal(torch.load(paths["weights"], weights_only=True)["stem.weight"],
                        torch.load(stem_file, weights_only=True)["weight"])
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from retiarii_ir.errors import first_line
 from retiarii_ir.space.search_space import Sample
 
 from .mixed import OneShotError
@@ -164,13 +165,26 @@ class OneShotSearch:
         torch.save(self.checkpoint(), path)
 
     def load(self, path: str) -> OneShotSearch:
-        state = torch.load(path, weights_only=False)
-        if state.get("method") != type(self).__name__:
-            raise OneShotError(f"checkpoint {path!r} was written by {state.get('method')!r}, "
-                                        f"not {type(self).__name__}")
-        self.supernet.load_state_dict(state["supernet"])
-        self.load_arch_state_dict(state["arch"])
-        self.history = list(state.get("history", []))
+        """Weights and architecture state from ``save``; the file is read as data only
+        (``weights_only=True``), and anything that does not fit this search is a OneShotError."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise OneShotError(f"no such checkpoint: {path}") from None
+        except Exception as e:  # noqa: BLE001 - a crafted pickle, or not a checkpoint at all
+            raise OneShotError(f"{path} is not a one-shot checkpoint torch.load(weights_only=True) reads: "
+                               f"{type(e).__name__}: {first_line(e)}") from None
+        if not isinstance(state, dict) or state.get("method") != type(self).__name__:
+            method = state.get("method") if isinstance(state, dict) else type(state).__name__
+            raise OneShotError(f"checkpoint {path!r} was written by {str(method)[:80]!r}, not {type(self).__name__}")
+        try:
+            self.supernet.load_state_dict(state["supernet"])
+            self.load_arch_state_dict(state["arch"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise OneShotError(f"checkpoint {path!r} does not fit this {type(self).__name__} search: "
+                               f"{type(e).__name__}: {first_line(e)}") from None
+        history = state.get("history", [])
+        self.history = list(history) if isinstance(history, list) else []
         return self
 
 
