@@ -20,6 +20,7 @@ from .references import Trust, check_reference, reference_of, resolve
 
 _TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
                  "grad_clip", "shuffle_seed", "schedule")
+_REQUIRED_TRAIN_FIELDS = ("dataset", "loss", *_TRAIN_FIELDS[:-1])  # a schedule came later: its default holds
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -75,6 +76,8 @@ class Evaluator:
         if not isinstance(params, dict) or not all(isinstance(k, str) and _is_param(v) for k, v in params.items()):
             raise ConfigError(f"malformed evaluator params {str(params)[:200]}: plain values or "
                               f"{{'choice': label, 'values': [...]}}")
+        if raw["kind"] != "function" and (missing := sorted(set(_REQUIRED_TRAIN_FIELDS) - set(params))):
+            raise ConfigError(f"malformed evaluator params: {raw['kind']} needs {missing}")
         evaluator = kinds[raw["kind"]].__new__(kinds[raw["kind"]])
         evaluator.params = dict(params)
         if raw["kind"] == "function":

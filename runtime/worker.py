@@ -235,7 +235,10 @@ def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict,
     steps = [0]
 
     def report(value: float) -> None:
-        store.report(t["trial_id"], steps[0], value)
+        try:
+            store.report(t["trial_id"], steps[0], value)
+        except Exception:  # noqa: BLE001 - a missed intermediate point must not cost the trial
+            pass
         steps[0] += 1
 
     entry: dict[str, Any] = {"number": t["number"], "status": "failed", "trained_as": "alone"}
