@@ -118,3 +118,16 @@ def slow_count(model: torch.nn.Module, delay: float = 0.3) -> float:
 def deadly_data():
     """A data set loader that kills the process loading it (as the out-of-memory killer would)."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def broken_data():
+    """A data set loader that raises, as a user's loader with a wrong path would."""
+    raise FileNotFoundError("no such folder: /data/images (the loader of this data set)")
+
+
+def announced_sleep(model: torch.nn.Module, delay: float = 20.0) -> float:
+    """Leaves ``started-PID`` in the current folder, then sleeps: a test sees its trial running."""
+    with open(f"started-{os.getpid()}", "w"):
+        pass
+    time.sleep(delay)
+    return float(sum(p.numel() for p in model.parameters()))
