@@ -8,6 +8,7 @@ Each run is the user's command in a fresh process and a fresh folder: merged (th
 shared data and frozen extractor, no operator batching), ``--batch`` (merged with operator
 batching too) and ``--independent`` (one proposal after another). It prints the median search and end-to-end seconds per mode, their
 ratio to independent, and whether every trial got the same accuracy and the same winner.
+Every run uses the same number of torch threads (see ``THREADS``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = {"merged": [], "batched": ["--batch"], "independent": ["--independent"]}
 
 
+def _default_threads() -> str:
+    import torch
+
+    return str(torch.get_num_threads())
+
+
+# Every run gets one thread count (torch's default unless OMP_NUM_THREADS is set): the demo would
+# otherwise fit its threads to the load it sees, and another count sums in another order.
+THREADS = os.environ.get("OMP_NUM_THREADS") or _default_threads()
+
+
 def run_once(mode: str, folder: str, extra: list[str]) -> dict:
     os.makedirs(folder, exist_ok=True)
     out = os.path.join(folder, mode)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": THREADS}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", *MODES[mode], *extra, "--out", out],
                           cwd=folder, env=env, capture_output=True, text=True)

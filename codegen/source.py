@@ -50,14 +50,18 @@ def _string_literal(value: object) -> str:
 
 
 def _check_structure(graph: Graph) -> None:
-    """A well-formed graph whose generated class would build: the check ``build_module`` makes,
-    so code generated from untrusted JSON never fails inside torch's constructors."""
     if not isinstance(graph, Graph):
         raise CodegenError(f"expected a retiarii_ir.Graph, got {type(graph).__name__}")
     try:
         graph.validate(check_types=False)
     except (GraphValidationError, SchemaError) as e:
         raise CodegenError(f"cannot generate code for graph {graph.name!r}: {e}") from None
+
+
+def _check_buildable(graph: Graph) -> None:
+    """The generated class would build: the check ``build_module`` makes (after codegen's own,
+    which name the offending member), so code generated from untrusted JSON never fails inside
+    torch's constructors or allocates past the limit."""
     try:
         check_buildable(graph)
     except IRError as e:
@@ -93,6 +97,7 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
     statements = [s for node in graph.nodes if node.op not in ("input", "output")
                   for s in writer.statements(node)]
     result = output_expression(graph.output, writer.ref)
+    _check_buildable(graph)
 
     text = _environment().get_template("module.py.j2").render(
         title=f"{root_name}: a standalone PyTorch module.",

@@ -137,17 +137,20 @@ QUICK_RECIPE = dict(RECIPE, epochs=2, lr=0.1, batch_size=32)  # twice the steps 
 EXACT_PASSES = ("dedup", "cse")
 
 
-def busy_machine_hint() -> str | None:
-    """A line for a machine whose cores other work already keeps busy: torch's intra-op threads
-    then wait on each other at every small operation, and one thread is much faster."""
-    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
-    if threads == 1 or "OMP_NUM_THREADS" in os.environ or not hasattr(os, "getloadavg"):
+def fit_demo_threads() -> str | None:
+    """Torch threads for the cores other work leaves free (unless the user chose with
+    OMP_NUM_THREADS); a line saying so when fewer than torch's default. On a busy machine the
+    intra-op threads would wait on each other at every small operation of these small models."""
+    from .lifetime import busy_cores, fit_threads, owned_cores
+
+    if "OMP_NUM_THREADS" in os.environ:
         return None
-    load = os.getloadavg()[0]
-    if load < 0.75 * cores:
+    threads = min(fit_threads(), torch.get_num_threads())
+    if threads >= torch.get_num_threads():
         return None
-    return (f"note: this machine is busy (load average {load:.1f} on {cores} cores), and torch's {threads} threads "
-            f"would wait on each other; OMP_NUM_THREADS=1 retiarii demo is often several times faster then")
+    torch.set_num_threads(threads)
+    return (f"note: this machine is busy ({busy_cores():.0f} of its {owned_cores()} cores run other work): "
+            f"training with {threads} torch thread{'s' if threads > 1 else ''}")
 
 
 def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = True,
@@ -163,8 +166,8 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     from .store import Store
 
     device = check_device(device)  # before any work
-    if hint := busy_machine_hint():
-        print(hint)
+    if note := fit_demo_threads():
+        print(note)
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
     os.makedirs(out_dir, exist_ok=True)
     storage = os.path.join(out_dir, "experiment.db")
@@ -220,9 +223,10 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     print(f"\n3. exported the winner (trial {best.number}) as plain PyTorch and ONNX: {paths['model']} "
           f"(+ weights {os.path.basename(paths['weights'])}, {os.path.basename(paths['onnx'])})")
 
+    same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same sums as training
     check = subprocess.run([sys.executable, "-I", "-B", "-c", _CHECK_STANDALONE.format(cls="Model"),
                             paths["model"], paths["weights"], paths["validation"]],
-                           capture_output=True, text=True, cwd=out_dir)
+                           capture_output=True, text=True, cwd=out_dir, env=same_threads)
     if check.returncode != 0:
         print(check.stderr, file=sys.stderr)
         return 1

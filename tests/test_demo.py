@@ -88,21 +88,31 @@ def test_demo_without_matplotlib_still_succeeds_and_says_how_to_get_the_plot(tmp
     assert not (tmp_path / "retiarii-demo" / "search.png").exists()
 
 
-def test_a_busy_machine_gets_the_one_thread_hint_and_a_quiet_one_does_not(monkeypatch):
+def test_on_a_busy_machine_the_demo_trains_with_the_free_cores_unless_the_user_chose(monkeypatch):
+    import subprocess
+    import sys
+
     import torch
 
-    from runtime.demo import busy_machine_hint
+    from runtime.demo import fit_demo_threads
+    from runtime.lifetime import owned_cores
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
-    assert "load average 1.6 on 2 cores" in busy_machine_hint() and "OMP_NUM_THREADS=1" in busy_machine_hint()
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 1.0, 1.0))
-    assert busy_machine_hint() is None
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 1.0, 1.0))
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user chose: no advice
-    assert busy_machine_hint() is None
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert busy_machine_hint() is None
+    default = torch.get_num_threads()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(owned_cores())]
+    try:
+        import time
+
+        time.sleep(0.5)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user chose: left alone
+        assert fit_demo_threads() is None and torch.get_num_threads() == default
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        note = fit_demo_threads()
+        assert (note is None) == (default == 1)
+        assert torch.get_num_threads() == 1
+        if note:
+            assert "busy" in note and "training with 1 torch thread" in note
+    finally:
+        for hog in hogs:
+            hog.kill()
+        torch.set_num_threads(default)
