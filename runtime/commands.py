@@ -162,7 +162,9 @@ def trace_command(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer trials and epochs")
-    p.add_argument("--out", default="retiarii-demo", help="folder for the winning model (default: retiarii-demo)")
+    p.add_argument("--out", default="retiarii-demo", help="folder for everything the demo writes: the pretrained "
+                                                          "extractor, the experiment store, the winning model and "
+                                                          "the plot (default: retiarii-demo)")
     p.add_argument("--independent", action="store_true",
                    help="train the proposals in flight one after another instead of as one merged model")
     p.add_argument("--device", default="cpu", help="where the trials train: cpu (default), cuda or cuda:N")
@@ -174,7 +176,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)  # the default since --batch came
 
 
-@command("demo", "Trace a real model, check the IR, and show what the system does.", _demo_args)
+@command("demo", "Search a model space on real data end to end: pretrain, trace, search merged, export the "
+                 "winner as standalone PyTorch and ONNX, re-check it, plot.", _demo_args)
 def demo_command(args: argparse.Namespace) -> int:
     from optimizer import PASSES
 

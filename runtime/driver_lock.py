@@ -135,6 +135,29 @@ class DriverLock:
                                       f"{journal}.{self.experiment}.lock); wait for it to end or stop it") from None
 
 
+def driver_state(store, experiment: str) -> str | None:
+    """Whether a driver runs ``experiment`` now, in words, for ``status``; None where the store
+    cannot tell (a journal file) or no driver ever ran it."""
+    import sqlalchemy as sa
+
+    if store.url.startswith("journal://"):
+        return None
+    table = DriverLock(store, experiment)._table()
+    try:
+        with store.storage.engine.connect() as conn:
+            holder = conn.execute(sa.select(table).where(table.c.experiment == experiment)).first()
+    except sa.exc.SQLAlchemyError:  # no driver has locked an experiment of this store yet
+        return None
+    if holder is None:
+        return "no driver running"
+    age = time.time() - float(holder.heartbeat)
+    here = holder.host == socket.gethostname()[:255]
+    if age > EXPIRY or (here and not _alive(holder.pid)):
+        return (f"its driver (process {holder.pid} on {holder.host}) is gone; trials it left running are "
+                f"re-queued by resume")
+    return f"driven by process {holder.pid} on {holder.host} (heartbeat {age:.0f}s ago)"
+
+
 def _alive(pid: int | None) -> bool:
     """Whether a process of this machine still runs (one we may not signal counts as running)."""
     if not pid:

@@ -88,6 +88,7 @@ class Progress:
     best_trial: int | None = None
     events: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # why each failed trial failed
+    exhausted: bool = False  # the strategy had no untried sample left before the budget ran out
 
     def most_common_failure(self) -> tuple[str, int] | None:
         """The reason most failed trials give, and how many give it."""
@@ -252,6 +253,7 @@ class Experiment:
             if difference := recorded_difference(store.config(study_id), config):
                 raise ExperimentError(f"experiment {self.name!r} was recorded with another {difference}; "
                                       f"resume runs the definition it started with (or start a new experiment)")
+            store.update_config(study_id, {**config, "created": store.config(study_id).get("created")})
             recover(store, study_id, search)
             strategy = self._build_strategy(search)
             return self._loop(store, study_id, config, strategy, search, lock)
@@ -342,7 +344,7 @@ class Experiment:
                     try:
                         sample = strategy.propose()
                     except SpaceExhausted:
-                        exhausted = True
+                        exhausted = state.exhausted = True
                         break
                     number, trial_id = store.add_trial(study_id, sample, choices)
                     fresh.append(_Running(number, trial_id, sample))

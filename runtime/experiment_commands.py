@@ -91,6 +91,9 @@ def _run(experiment, how: str) -> int:
     state = getattr(experiment, how)()
     store = Store(experiment.storage, create=False)
     _print_top(store, store.study_id(experiment.name), 5)
+    if state.exhausted:
+        print(f"the space has no untried architecture left: {state.done + state.failed} trials in all, "
+              f"fewer than the budget")
     if state.done == 0 and state.failed:
         reason, count = state.most_common_failure()
         print(f"retiarii {how}: every trial failed ({state.failed}); the most common reason ({count} of "

@@ -118,7 +118,7 @@ def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
 def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> Any:
     """The data set the metric came from, when it can be had without running untrusted code."""
     from .data import dataset, is_registered
-    from .worker import _register_loader
+    from .worker import register_loader
 
     try:
         name = evaluator.resolve(sample).get("dataset")
@@ -129,7 +129,7 @@ def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> Any:
         return None
     if ":" in name:
         try:
-            _register_loader(name, trust)
+            register_loader(name, trust)
         except ExperimentError as e:
             print(f"note: no validation split written: {e}", file=sys.stderr)
             return None

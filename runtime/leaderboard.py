@@ -26,7 +26,9 @@ def status(store: Store, study_id: int) -> dict:
         counts[r.state] = counts.get(r.state, 0) + 1
         interrupted += r.interrupted
     best = top(store, study_id, 1)
-    return {"trials": len(records), "complete": counts["COMPLETE"], "running": counts["RUNNING"],
+    from .driver_lock import driver_state
+
+    return {"driver": driver_state(store, store.name_of(study_id)) if counts["RUNNING"] else None,"trials": len(records), "complete": counts["COMPLETE"], "running": counts["RUNNING"],
             "waiting": counts["WAITING"], "failed": counts["FAIL"] - interrupted, "interrupted": interrupted,
             "max_trials": config.get("max_trials"), "best": best[0] if best else None,
             "strategy": config["strategy"]["name"], "space": config["space"]["factory"]}
@@ -45,6 +47,7 @@ def format_top(records: list[TrialRecord]) -> str:
 def format_status(name: str, s: dict) -> str:
     budget = f"/{s['max_trials']}" if s["max_trials"] else ""
     best = (f"best {s['best'].metric:.4f} (trial {s['best'].number})" if s["best"] else "no finished trial yet")
+    driver = f" ({s['driver']})" if s.get("driver") else ""
     return (f"{name}: {s['complete'] + s['failed']}{budget} trials finished ({s['complete']} complete, "
-            f"{s['failed']} failed), {s['running']} running, {s['waiting']} queued, "
+            f"{s['failed']} failed), {s['running']} running{driver}, {s['waiting']} queued, "
             f"{s['interrupted']} interrupted and re-queued; {best}; strategy {s['strategy']}, space {s['space']}")

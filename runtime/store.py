@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from retiarii_ir.errors import first_line
@@ -102,10 +102,10 @@ class TrialRecord:
     state: str  # RUNNING, WAITING, COMPLETE, FAIL, PRUNED
     metric: float | None
     sample: dict
-    attrs: dict
-    intermediate: dict[int, float]
-    started: Any
-    finished: Any
+    attrs: dict = field(repr=False)  # its generated source among them: too long to print
+    intermediate: dict[int, float] = field(repr=False)
+    started: Any = field(repr=False)
+    finished: Any = field(repr=False)
 
     @property
     def interrupted(self) -> bool:
@@ -152,9 +152,13 @@ class Store:
             study_id = self.storage.create_new_study([direction], name)
         except optuna.exceptions.DuplicatedStudyError:
             raise ExperimentError(f"experiment {name!r} already exists in {self.url}; resume it "
-                                  f"(Experiment.resume() or `retiarii resume {name}`) or pick another name") from None
+                                  f"(Experiment.resume() or `retiarii resume CONFIG.py`) or pick another name") from None
         self.storage.set_study_user_attr(study_id, CONFIG_ATTR, config)
         return study_id
+
+    def update_config(self, study_id: int, config: dict) -> None:
+        """A resumed experiment's settings (a budget may grow), in the one attribute readers check."""
+        self.storage.set_study_user_attr(study_id, CONFIG_ATTR, config)
 
     def study_id(self, name: str) -> int:
         import optuna
@@ -170,6 +174,10 @@ class Store:
             raise ExperimentError(f"cannot read {self.url}: {first_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - a file that is not an Optuna store
             raise StoreError(f"cannot read {self.url}: {type(e).__name__}: {first_line(e)}") from None
+
+    def name_of(self, study_id: int) -> str:
+        with self._reading("the experiment's name"):
+            return self.storage.get_study_name_from_id(study_id)
 
     def config(self, study_id: int) -> dict:
         """The experiment's recorded settings, checked against the schema."""

@@ -67,7 +67,7 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
 
 
-def _register_loader(dataset: str, trust: Trust | None = None) -> None:
+def register_loader(dataset: str, trust: Trust | None = None) -> None:
     """A data set named by its loader (``module:callable``) is registered under that name here."""
     from .data import _LOADERS, register_dataset
     from .references import resolve
@@ -192,7 +192,7 @@ def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dic
     specs = []
     for t in trials:
         data, train = evaluator.train_spec(t["sample"])
-        _register_loader(data.dataset, context.trust)
+        register_loader(data.dataset, context.trust)
         trial = Trial(f"trial{t['number']}", graphs[t["number"]], data, train)
         if kept := frozen[t["number"]]:  # trials that hold the same frozen weights compute them once when merged
             trial = Trial(trial.name, trial.graph, data, train, frozen=tuple(kept),

@@ -97,6 +97,9 @@ def test_a_second_resume_is_refused_while_the_first_runs_and_no_sample_trains_tw
     _wait_for(lambda: sum(s == "COMPLETE" for s, _ in _states(folder)) >= 1, 120, "a finished trial", first)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    status = subprocess.run([sys.executable, "-m", "runtime.cli", "status", "ops"], cwd=folder, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert f"running (its driver (process {first.pid} on " in status.stdout and "is gone" in status.stdout
     resumed = _start(folder, "resume", "search.py", "--no-progress")
 
     def holds_the_lock():

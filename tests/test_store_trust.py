@@ -179,14 +179,17 @@ def test_resume_runs_the_users_config_and_names_the_field_the_store_changed(stor
     _one_line_error(code, err, "recorded with another space.factory", '"evilpkg:make" recorded')
 
 
-def test_resume_of_an_untouched_store_runs_the_rest_of_the_budget(store, capsys):
-    (store / "search.py").write_text(CONFIG)
+def test_resume_with_a_larger_budget_runs_the_rest_of_the_space_and_records_the_budget(store, capsys):
+    (store / "search.py").write_text(CONFIG.replace("max_trials = 4", "max_trials = 6"))
     code, out, err = _cli(capsys, store, "resume", "search.py", "--no-progress")
     assert code == 0, err
+    assert "the space has no untried architecture left: 4 trials in all" in out  # TinySpace holds 4
     with sqlite3.connect(store / "runs.db") as db:
         assert db.execute("select count(*) from trials where state='COMPLETE'").fetchone() == (4,)
     for number in range(4):  # the new trials' files went to the experiment's folder here
         assert (store / "runs-artifacts" / "exp" / f"trial-{number:05d}" / "graph.json").is_file()
+    code, out, _ = _cli(capsys, store, "status", "exp")
+    assert code == 0 and "exp: 4/6 trials finished" in out
 
 
 def test_resume_with_an_evaluator_that_changed_names_it(store, capsys):
