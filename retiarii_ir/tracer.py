@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import IRError, SchemaError, TraceError, UnsafeTargetError, first_line
 from .graph import AttributeSpec, Graph
-from .interpreter import fetch_attribute
+from .interpreter import bind_inputs, fetch_attribute
 from .module_spec import spec_of
 from .node import TRAINING_FLAG, Node
 from .serialize import encode_value
@@ -143,6 +143,10 @@ def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | Non
             f"{first_line(fx_error)}; traced with torch.export instead (aten-level ops, module "
             f"structure flattened). Mark that module as a leaf to keep the structure.",
             stacklevel=2)
+    try:
+        bind_inputs(graph, args, kwargs)
+    except TypeError as e:  # the example inputs do not fit forward's signature
+        raise TraceError(f"cannot trace {graph_name}: {e}") from None
     record_types(graph, model, args, kwargs, batch_dim)
     return graph
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 import warnings
@@ -66,9 +67,15 @@ def _check_writable_under(folder: str, shown: str, argument: str) -> None:
         raise UsageError(argument, f"cannot write {shown}: permission denied in {existing}")
 
 
+def _refuse_dangling_link(target: str, shown: str, argument: str) -> None:
+    if os.path.islink(target) and not os.path.exists(target):
+        raise UsageError(argument, f"{shown} is a link to {os.readlink(target)}, which does not exist")
+
+
 def check_output_file(path: str, argument: str) -> str:
     """Absolute path of a file the command may create or overwrite (its folders are made)."""
     target = os.path.abspath(path)
+    _refuse_dangling_link(target, path, argument)
     if os.path.isdir(target):
         raise UsageError(argument, f"{path} is a folder; give a file path")
     _check_writable_under(os.path.dirname(target), path, argument)
@@ -80,6 +87,7 @@ def check_output_file(path: str, argument: str) -> str:
 def check_output_folder(path: str, argument: str) -> str:
     """Absolute path of a folder the command may create or write into."""
     target = os.path.abspath(path)
+    _refuse_dangling_link(target, path, argument)
     if os.path.exists(target) and not os.path.isdir(target):
         raise UsageError(argument, f"{path} is a file; give a folder")
     _check_writable_under(target, path, argument)
@@ -128,9 +136,14 @@ def check_codegen_source(source: str) -> None:
 
 
 def example_input(shape: tuple[int, ...]) -> torch.Tensor:
+    from retiarii_ir import limits
+
+    if math.prod(shape) * 4 > limits.MAX_BUILD_BYTES:
+        raise UsageError("--input-shape", f"an input of shape {list(shape)} would take {math.prod(shape) * 4 / 2**20:,.0f} "
+                                          f"MiB, over the limit of {limits.MAX_BUILD_BYTES / 2**20:,.0f} MiB")
     try:
         return torch.randn(shape)
-    except (RuntimeError, MemoryError) as e:
+    except (RuntimeError, MemoryError, TypeError, ValueError, OverflowError) as e:
         raise UsageError("--input-shape", f"cannot allocate an input of shape {list(shape)}: {first_line(e)}") from None
 
 

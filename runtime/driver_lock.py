@@ -7,13 +7,18 @@ operating-system lock on a file beside it instead, which dies with its process."
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+
+from retiarii_ir.errors import first_line
 
 from .experiment_errors import ExperimentError
+from .store_schema import printable
 
 INTERVAL = 2.0  # seconds between heartbeats
 EXPIRY = 15.0  # a heartbeat this old belongs to a driver that is gone
@@ -78,34 +83,37 @@ class DriverLock:
         import sqlalchemy as sa
 
         table = self._table()
-        try:
-            table.create(self._engine(), checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            pass  # another driver created it at the same moment
         row = {"owner": self.owner, "host": socket.gethostname()[:255], "pid": os.getpid(), "heartbeat": time.time()}
         try:
-            with self._engine().begin() as conn:
-                conn.execute(table.insert().values(experiment=self.experiment, **row))
-            return
-        except sa.exc.IntegrityError:
-            pass
-        with self._engine().begin() as conn:  # held: take it over only if its heartbeat stopped
-            stale = (table.c.experiment == self.experiment) & (table.c.heartbeat < time.time() - EXPIRY)
-            if conn.execute(table.update().where(stale).values(**row)).rowcount == 1:
-                return
-            holder = conn.execute(sa.select(table).where(table.c.experiment == self.experiment)).first()
-        if holder is None:  # released between the two statements: try once more
-            return self._acquire_row()
-        if holder.host == socket.gethostname()[:255] and not _alive(holder.pid):  # killed here: no need to wait
-            with self._engine().begin() as conn:
-                dead = (table.c.experiment == self.experiment) & (table.c.owner == holder.owner)
-                if conn.execute(table.update().where(dead).values(**row)).rowcount == 1:
+            try:
+                table.create(self._engine(), checkfirst=True)
+            except sa.exc.SQLAlchemyError:
+                pass  # another driver created it at the same moment
+            for _ in range(3):
+                try:
+                    with self._engine().begin() as conn:
+                        conn.execute(table.insert().values(experiment=self.experiment, **row))
                     return
-            return self._acquire_row()
-        age = time.time() - float(holder.heartbeat)
-        raise ExperimentBusyError(f"experiment {self.experiment!r} is already running (process {holder.pid} on "
-                                  f"{holder.host}, last heartbeat {age:.0f}s ago); wait for it to end or stop it "
-                                  f"(a driver that was killed is taken over {EXPIRY:.0f}s after its last heartbeat)")
+                except sa.exc.IntegrityError:
+                    pass
+                holder = read_holder(self.store, self.experiment)
+                if holder is None:  # released meanwhile: try again
+                    continue
+                if holder.live():
+                    raise ExperimentBusyError(
+                        f"experiment {self.experiment!r} is already running ({holder.describe()}); wait for it to "
+                        f"end or stop it (a driver killed on another machine is taken over {EXPIRY:.0f}s after "
+                        f"its last heartbeat)")
+                with self._engine().begin() as conn:  # gone: take it over, unless another driver just did
+                    gone = table.c.experiment == self.experiment
+                    if holder.owner is not None:
+                        gone = gone & (table.c.owner == holder.owner)
+                    if conn.execute(table.update().where(gone).values(**row)).rowcount == 1:
+                        return
+        except sa.exc.SQLAlchemyError as e:
+            raise ExperimentError(f"cannot lock experiment {self.experiment!r} in {self.store.url}: its table "
+                                  f"{TABLE} is not one retiarii made ({type(e).__name__}: {first_line(e)})") from None
+        raise ExperimentBusyError(f"experiment {self.experiment!r}: other drivers keep taking it; try again")
 
     def _beat(self) -> None:
         while not self._stop.wait(INTERVAL):
@@ -125,7 +133,12 @@ class DriverLock:
             import fcntl
         except ImportError:  # no advisory locks on this platform: one driver is the user's to ensure
             return
-        self._file = open(f"{journal}.{self.experiment}.lock", "a+")  # noqa: SIM115 - held until __exit__
+        path = f"{journal}.{self.experiment}.lock"
+        try:  # never through a link a stranger left: the file is ours or refused
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as e:
+            raise ExperimentError(f"cannot lock {path}: {e.strerror}") from None
+        self._file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -135,32 +148,73 @@ class DriverLock:
                                       f"{journal}.{self.experiment}.lock); wait for it to end or stop it") from None
 
 
+@dataclass(frozen=True)
+class Holder:
+    """A lock row as read back; any field a stranger made unreadable is None."""
+
+    owner: str | None
+    host: str | None
+    pid: int | None
+    heartbeat: float | None
+
+    def live(self) -> bool:
+        """A fresh heartbeat (not from the future), from a process that still runs if it ran here."""
+        now = time.time()
+        if self.heartbeat is None or not now - EXPIRY <= self.heartbeat <= now + EXPIRY:
+            return False
+        return not (self.host == socket.gethostname()[:255] and not _alive(self.pid))
+
+    def describe(self) -> str:
+        age = f", last heartbeat {time.time() - self.heartbeat:.0f}s ago" if self.heartbeat is not None else ""
+        return f"process {self.pid} on {printable(self.host or '?', 255)}{age}"
+
+
+def read_holder(store, experiment: str) -> Holder | None:
+    """The row that locks ``experiment``, its fields checked; None when there is none."""
+    import sqlalchemy as sa
+
+    table = DriverLock(store, experiment)._table()
+    with store.storage.engine.connect() as conn:
+        result = conn.execute(sa.select(sa.cast(table.c.owner, sa.String), sa.cast(table.c.host, sa.String),
+                                        sa.cast(table.c.pid, sa.String), sa.cast(table.c.heartbeat, sa.String))
+                              .where(table.c.experiment == experiment))
+        raw = result.first()
+    if raw is None:
+        return None
+    owner, host, pid, heartbeat = raw
+    return Holder(owner if isinstance(owner, str) else None, host if isinstance(host, str) else None,
+                  _number(pid, int), _number(heartbeat, float))
+
+
+def _number(text, kind):
+    try:
+        value = kind(float(text)) if kind is int else float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) and abs(value) < 2**53 else None
+
+
 def driver_state(store, experiment: str) -> str | None:
     """Whether a driver runs ``experiment`` now, in words, for ``status``; None where the store
-    cannot tell (a journal file) or no driver ever ran it."""
+    cannot tell (a journal file) or no driver ever locked one of its experiments."""
     import sqlalchemy as sa
 
     if store.url.startswith("journal://"):
         return None
-    table = DriverLock(store, experiment)._table()
     try:
-        with store.storage.engine.connect() as conn:
-            holder = conn.execute(sa.select(table).where(table.c.experiment == experiment)).first()
-    except sa.exc.SQLAlchemyError:  # no driver has locked an experiment of this store yet
+        holder = read_holder(store, experiment)
+    except sa.exc.SQLAlchemyError:  # no lock table: no driver has run here since locks came
         return None
     if holder is None:
         return "no driver running"
-    age = time.time() - float(holder.heartbeat)
-    here = holder.host == socket.gethostname()[:255]
-    if age > EXPIRY or (here and not _alive(holder.pid)):
-        return (f"its driver (process {holder.pid} on {holder.host}) is gone; trials it left running are "
-                f"re-queued by resume")
-    return f"driven by process {holder.pid} on {holder.host} (heartbeat {age:.0f}s ago)"
+    if not holder.live():
+        return f"its driver ({holder.describe()}) is gone; trials it left running are re-queued by resume"
+    return f"driven by {holder.describe()}"
 
 
 def _alive(pid: int | None) -> bool:
     """Whether a process of this machine still runs (one we may not signal counts as running)."""
-    if not pid:
+    if not isinstance(pid, int) or not 0 < pid < 2**31:
         return False
     try:
         os.kill(pid, 0)

@@ -1,8 +1,8 @@
 """Where jobs run, behind one interface: ``submit(job_id, job_text, timeout)`` then ``poll``.
 
 - ``InProcess()``: in this process, one job at a time (the simplest to debug).
-- ``ProcessPool(workers)``: long-lived worker processes started fresh (``python -m
-  runtime.pool_worker``: nothing of the caller's ``__main__`` is re-run or pickled); jobs
+- ``ProcessPool(workers)``: long-lived worker processes started fresh (``runtime.pool_worker``:
+  nothing of the caller's ``__main__`` is re-run or pickled); jobs
   and results travel as JSON lines. A worker that dies (killed, out of memory) fails its
   job with the reason (the last line it wrote to stderr) and is replaced; a job past its
   timeout has its worker killed; workers die with the process that started them.
@@ -119,13 +119,18 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+# ``python -m`` would put the current folder first on the worker's import path, where a file a
+# stranger left (``optimizer.py``) would shadow ours; the worker imports what the driver imports.
+_START_WORKER = "import sys; del sys.path[0]; from runtime.pool_worker import main; main()"
+
+
 class _Worker:
     """One worker process and the job it holds."""
 
     def __init__(self, env: dict, threads: int, context: WorkerContext, outcomes: queue.Queue, index: int) -> None:
         self.index = index
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.pool_worker", str(threads), json.dumps(context.to_json())],
+            [sys.executable, "-c", _START_WORKER, str(threads), json.dumps(context.to_json())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
             errors="replace", start_new_session=True)
         self.job: tuple[int, float | None] | None = None  # (job id, deadline)

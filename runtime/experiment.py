@@ -34,6 +34,7 @@ from .experiment_errors import ConfigError, ExperimentError
 from .references import Trust
 from .space_spec import SpaceSpec
 from .store import DEFAULT_STORAGE, Store, TrialRecord
+from .store_schema import StoreError
 from .worker import WorkerContext
 
 EXACT_PASSES = ("dedup", "cse")
@@ -199,7 +200,7 @@ class Experiment:
         return [self.space.factory, *self.evaluator.references()]
 
     def trust(self) -> Trust:
-        """What its workers may import: the packages and files its own references name."""
+        """What its workers may import: exactly the references it names, nothing else of their packages."""
         return Trust.of(self.references())
 
     def _context(self, store: Store) -> WorkerContext:
@@ -269,7 +270,7 @@ class Experiment:
 
         store = Store(self.storage, create=False)
         return export(store, self.name, rank, out_dir, stem=stem, onnx=onnx, artifacts=self._artifacts(store),
-                      trust=self.trust())
+                      trust=Trust.of(self.references(), packages=self.space.trust))
 
     # ------------------------------------------------------------------ the loop
     def _job_size(self) -> int:
@@ -461,6 +462,9 @@ def recover(store: Store, study_id: int, search: ir.SearchSpace) -> int:
         if r.state != "RUNNING":
             continue
         if r.number not in copied:
+            if any(label not in choices or value not in choices[label] for label, value in r.sample.items()):
+                raise StoreError(f"trial {r.number} in {store.url} holds a sample this space cannot give "
+                                 f"({str(r.sample)[:200]}); this store was not written by this experiment")
             store.add_trial(study_id, r.sample, choices, state="WAITING", attrs={"requeued_from": r.number})
         store.fail(r.trial_id, INTERRUPTED, {"interrupted": True})
         count += 1

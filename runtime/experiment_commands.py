@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from .cli import UsageError, command
@@ -224,5 +225,9 @@ def dashboard_command(args: argparse.Namespace) -> int:
     store, study_id = _open(args)
     print(f"dashboard of {store.url}: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)",
           flush=True)
-    optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
+    try:
+        optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
+    except OSError as e:  # an address that does not resolve, a port in use
+        raise UsageError("--host" if isinstance(e, socket.gaierror) else "--port",
+                         f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
     return 0

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -101,7 +102,9 @@ def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise ExperimentError(f"the trial's weights {path} are missing")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about files it then reads or refuses: the error says all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a crafted or damaged file: weights_only refuses it
         raise ExperimentError(f"{path} is not a weights file torch.load(weights_only=True) reads: "
                               f"{type(e).__name__}: {first_line(e)}") from None
@@ -166,7 +169,12 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
         raise ExperimentError(f"experiment {name!r} has {len(ranked)} finished trial(s); no rank {rank}")
     record = ranked[rank - 1]
     evaluator = Evaluator.from_dict(store.config(study_id)["evaluator"])
-    artifacts = artifacts or default_artifacts(store.url, name)
+    if artifacts is None:
+        artifacts = default_artifacts(store.url, name)
+        for part in (artifacts, os.path.dirname(artifacts)):  # the two folders named after the store
+            if os.path.islink(part):
+                raise ExperimentError(f"{part} is a link; an experiment's artifacts folder is a folder beside "
+                                      f"its store (name another with --artifacts)")
     folder = trial_folder(artifacts, record.number)
     graph = _read_graph(_inside(os.path.join(folder, "graph.json"), artifacts), trust)
     state = _read_weights(_inside(os.path.join(folder, "weights.pt"), artifacts), graph)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from .store import Store, TrialRecord
+from .store_schema import printable
 
 
 def top(store: Store, study_id: int, k: int = 5) -> list[TrialRecord]:
@@ -45,9 +46,11 @@ def format_top(records: list[TrialRecord]) -> str:
 
 
 def format_status(name: str, s: dict) -> str:
+    name = printable(name)
     budget = f"/{s['max_trials']}" if s["max_trials"] else ""
     best = (f"best {s['best'].metric:.4f} (trial {s['best'].number})" if s["best"] else "no finished trial yet")
     driver = f" ({s['driver']})" if s.get("driver") else ""
     return (f"{name}: {s['complete'] + s['failed']}{budget} trials finished ({s['complete']} complete, "
             f"{s['failed']} failed), {s['running']} running{driver}, {s['waiting']} queued, "
-            f"{s['interrupted']} interrupted and re-queued; {best}; strategy {s['strategy']}, space {s['space']}")
+            f"{s['interrupted']} interrupted and re-queued; {best}; strategy {printable(s['strategy'])}, "
+            f"space {printable(s['space'])}")

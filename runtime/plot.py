@@ -7,8 +7,11 @@ from __future__ import annotations
 import math
 import os
 
+from retiarii_ir.errors import first_line
+
 from .experiment_errors import ConfigError
 from .store import Store
+from .store_schema import printable
 
 
 def best_so_far(values: list[float], maximize: bool) -> list[float]:
@@ -53,6 +56,22 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
     labels = list(dict.fromkeys(label for r in done for label in r.sample))
     shown = labels[:MAX_PLOTTED_CHOICES]
     candidates = {c["label"]: c["values"] for c in store.config(study_id).get("search_space", [])}
+    try:
+        _draw(plt, path, name, records, done, failed, maximize, labels, shown, candidates)
+    except (ValueError, OverflowError, RuntimeError, ArithmeticError) as e:  # values no axis can hold
+        plt.close("all")
+        raise ConfigError(f"cannot plot experiment {printable(name)!r}: {type(e).__name__}: {first_line(e)}") from None
+    metrics = [r.metric for r in done]
+    return {"numbers": [r.number for r in done], "metrics": metrics, "best": best_so_far(metrics, maximize),
+            "labels": shown, "choices": len(labels)}
+
+
+def _text(value) -> str:
+    """A stored string as figure text: printable, short, and never read as matplotlib's math."""
+    return printable(value, 40).replace("$", r"\$")
+
+
+def _draw(plt, path: str, name: str, records, done, failed, maximize: bool, labels, shown, candidates) -> None:
     columns = 2
     rows = 1 + math.ceil(len(shown) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(11, 3.6 * rows), squeeze=False)
@@ -66,7 +85,7 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
     if failed:
         ax.scatter([r.number for r in failed], [min(metrics)] * len(failed), marker="x", color="gray",
                    label=f"failed ({len(failed)})")
-    ax.set(xlabel="trial", ylabel="metric", title=f"{name}: metric per trial")
+    ax.set(xlabel="trial", ylabel="metric", title=f"{_text(name)}: metric per trial")
     ax.legend(fontsize=8)
 
     by_time = sorted((r for r in done if r.finished is not None), key=lambda r: r.finished)
@@ -81,15 +100,15 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
 
     for i, label in enumerate(shown):
         ax = axes[1 + i // columns][i % columns]
-        seen = {str(r.sample[label])[:40] for r in done if label in r.sample}
-        values = ([str(v)[:40] for v in candidates.get(label, ()) if str(v)[:40] in seen] or sorted(seen))
+        seen = {_text(r.sample[label]) for r in done if label in r.sample}
+        values = ([_text(v) for v in candidates.get(label, ()) if _text(v) in seen] or sorted(seen))
         values = values[:MAX_PLOTTED_VALUES]
         for x, value in enumerate(values):
-            ys = [r.metric for r in done if str(r.sample.get(label))[:40] == value]
+            ys = [r.metric for r in done if _text(r.sample.get(label)) == value]
             ax.scatter([x] * len(ys), ys, s=14, alpha=0.6, color="C0")
             ax.scatter([x], [sum(ys) / len(ys)], marker="_", s=400, color="C3")
         ax.set_xticks(range(len(values)), values, fontsize=8)
-        ax.set(title=f"choice {label[:60]!r} (red: mean)", ylabel="metric")
+        ax.set(title=f"choice {_text(label)} (red: mean)", ylabel="metric")
     for j in range(len(shown), (rows - 1) * columns):
         axes[1 + j // columns][j % columns].axis("off")
     if len(labels) > len(shown):
@@ -99,4 +118,3 @@ def plot_experiment(store: Store, name: str, path: str) -> dict:
     os.makedirs(folder, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return {"numbers": numbers, "metrics": metrics, "best": best, "labels": shown, "choices": len(labels)}

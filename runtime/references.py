@@ -4,9 +4,9 @@ This is what lets trials travel as JSON instead of pickled live objects.
 
 A name is data until it is checked. ``resolve`` checks in two steps. Before anything is imported:
 the spelling (no dunder parts, no standard-library module) and, for names read from data (a
-store, a job line), that the package or file is one the user trusts (``Trust``). After the
-import: the object itself (a function or class defined at module level, outside the standard
-library, in a trusted place), so ``mypkg:system`` re-exporting ``os.system`` is refused. Only
+store, a job line), that the experiment named exactly this reference or the user trusts its
+package (``Trust``). After the import: the object itself (a function or class defined at module
+level, outside the standard library), so ``mypkg:run`` re-exporting ``subprocess.run`` is refused. Only
 then may a caller call it, and the caller checks what it returns. Nothing here ever adds the
 current folder to ``sys.path``."""
 
@@ -34,49 +34,50 @@ _LOADED_FILES: dict[str, str] = {}
 
 @dataclass(frozen=True)
 class Trust:
-    """What names read from data may import: top-level packages by name, Python files by real path."""
+    """What names read from data may name: the exact references an experiment made itself
+    (``mypkg.spaces:Net``, ``/abs/search.py:score``), and whole packages the user trusts by name
+    (``--trust mypkg``: that package and the modules under it)."""
 
+    references: frozenset[str] = field(default_factory=frozenset)
     packages: frozenset[str] = field(default_factory=frozenset)
-    files: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def of(cls, references: Iterable[str] = (), packages: Iterable[str] = ()) -> "Trust":
-        """The packages and files ``references`` name (checked), plus ``packages`` by name."""
-        names, files = set(), set()
-        for reference in references:
-            location = check_reference(reference).rpartition(":")[0]
-            if location.endswith(".py"):
-                files.add(os.path.realpath(location))
-            else:
-                names.add(location.partition(".")[0])
+        """``references`` exactly (checked), plus ``packages`` by name."""
+        names = set()
         for package in packages:
             if not isinstance(package, str) or not all(p.isidentifier() for p in package.split(".")):
-                raise ConfigError(f"trust names packages like 'mypkg', got {package!r}")
-            names.add(package.partition(".")[0])
-        return cls(frozenset(names), frozenset(files))
-
-    def __or__(self, other: "Trust") -> "Trust":
-        return Trust(self.packages | other.packages, self.files | other.files)
+                raise ConfigError(f"trust names packages like 'mypkg', got {str(package)[:80]!r}")
+            names.add(package)
+        return cls(frozenset(_normal(check_reference(r)) for r in references), frozenset(names))
 
     def to_json(self) -> dict:
-        return {"packages": sorted(self.packages), "files": sorted(self.files)}
+        return {"references": sorted(self.references), "packages": sorted(self.packages)}
 
     @classmethod
     def from_json(cls, raw: Any) -> "Trust":
-        if (not isinstance(raw, dict) or set(raw) != {"packages", "files"}
+        if (not isinstance(raw, dict) or set(raw) != {"references", "packages"}
                 or not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in raw.values())):
-            raise ConfigError(f"malformed trust {raw!r}: expected {{'packages': [...], 'files': [...]}}")
-        return cls(frozenset(raw["packages"]), frozenset(os.path.realpath(f) for f in raw["files"]))
+            raise ConfigError(f"malformed trust {str(raw)[:200]}: expected {{'references': [...], 'packages': [...]}}")
+        return cls.of(raw["references"], raw["packages"])
 
-    def allows(self, location: str) -> bool:
-        """Whether a module (``pkg.mod``) or a file (``/x/y.py``) may be imported."""
-        if location.endswith(".py"):
-            return os.path.realpath(location) in self.files
-        return location.partition(".")[0] in self.packages
+    def names(self, reference: str) -> bool:
+        """Whether the experiment named exactly this reference."""
+        return _normal(reference) in self.references
+
+    def covers(self, module_name: str) -> bool:
+        """Whether a module lies in a package trusted by name (files never do)."""
+        return any(module_name == p or module_name.startswith(p + ".") for p in self.packages)
 
     def describe(self) -> str:
-        shown = sorted(self.packages) + sorted(self.files)
+        shown = sorted(self.references) + [f"package {p}" for p in sorted(self.packages)]
         return ", ".join(shown) if shown else "nothing"
+
+
+def _normal(reference: str) -> str:
+    """One spelling per reference: a file by its real path."""
+    location, _, qualname = reference.rpartition(":")
+    return f"{os.path.realpath(location)}:{qualname}" if location.endswith(".py") else reference
 
 
 def _is_dunder(part: str) -> bool:
@@ -121,6 +122,8 @@ def load_file_module(path: str):
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"no such file: {path}")
+    if not path.endswith(".py"):
+        raise ConfigError(f"{path} is not a Python file (.py)")
     name = "retiarii_file_" + hashlib.sha1(path.encode()).hexdigest()[:12]
     if name in sys.modules:
         return sys.modules[name]
@@ -169,9 +172,10 @@ def resolve(reference: str, trust: Trust | None = None) -> Any:
     With ``trust`` (a name read from data), only trusted packages and files are imported."""
     reference = check_reference(reference)
     location, _, qualname = reference.rpartition(":")
-    if trust is not None and not trust.allows(location):
+    named = trust is not None and trust.names(reference)
+    if trust is not None and not named and (location.endswith(".py") or not trust.covers(location)):
         if location.endswith(".py"):
-            raise ConfigError(f"{reference!r} is not a file of this experiment (trusted: {trust.describe()}); "
+            raise ConfigError(f"{reference!r} is not a reference of this experiment (trusted: {trust.describe()}); "
                               f"nothing was run")
         raise ConfigError(f"{reference!r} is not trusted (trusted: {trust.describe()}); nothing was imported. "
                           f"Trust its package if you know it: --trust {location.partition('.')[0]}")
@@ -190,10 +194,12 @@ def resolve(reference: str, trust: Trust | None = None) -> Any:
         obj = getattr(obj, part, None)
         if obj is None:
             raise ConfigError(f"cannot find {reference!r}: {location} has no {qualname!r}")
-    return _checked_object(obj, reference, trust)
+    return _checked_object(obj, reference, None if named else trust)
 
 
 def _checked_object(obj: Any, reference: str, trust: Trust | None) -> Any:
+    """The object itself: a module-level function or class outside the standard library; with
+    ``trust`` (a name trusted by its package), defined in a trusted package too."""
     if not (inspect.isfunction(obj) or inspect.isclass(obj)):
         raise ConfigError(f"{reference!r} holds a {type(obj).__name__} value, not a function or class defined in a module")
     if "<locals>" in obj.__qualname__:
@@ -202,7 +208,7 @@ def _checked_object(obj: Any, reference: str, trust: Trust | None) -> Any:
     if _stdlib(real):
         raise ConfigError(f"{reference!r} is {real}.{obj.__qualname__}, from the standard library; "
                           f"a reference names a function or class of your own code")
-    if trust is not None and not trust.allows(real):
+    if trust is not None and not trust.covers(real):
         raise ConfigError(f"{reference!r} is {real}.{obj.__qualname__}, defined outside what is trusted "
                           f"({trust.describe()})")
     return obj

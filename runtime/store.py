@@ -47,6 +47,8 @@ def _check_store_file(path: str, create: bool) -> None:
     """A store file's folder exists or can be made; a reading command needs the file itself."""
     if os.path.isdir(path):
         raise ExperimentError(f"cannot use {path} as a store: it is a folder")
+    if os.path.exists(path) and not os.path.isfile(path):  # a pipe or a device would hang the reader
+        raise ExperimentError(f"cannot use {path} as a store: it is not a regular file")
     if not create and not os.path.exists(path):
         raise UnknownExperimentError(f"no experiment store at {path}")
     folder = os.path.dirname(path) or "."

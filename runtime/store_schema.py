@@ -93,6 +93,13 @@ def check(value: Any, schema: dict, where: str) -> Any:
                      f"written by retiarii, or was changed since")
 
 
+def printable(text: Any, limit: int = 200) -> str:
+    """A stored string as a terminal may show it: control characters (escape sequences a stranger
+    planted) as ``?``, and at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_metric(value: Any, where: str) -> float | None:
     """A trial's objective value as Optuna stores it: a finite number, or none."""
     if value is None:

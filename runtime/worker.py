@@ -12,9 +12,11 @@ its command line), never from the line itself; the line's specs are checked agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -82,17 +84,30 @@ def trial_folder(artifacts: str, number: int) -> str:
 
 
 def _save(context: WorkerContext, number: int, state: dict[str, torch.Tensor], graph) -> str:
-    """The trial's weights and graph, each written whole (never half a file)."""
+    """The trial's weights and graph, each written whole (never half a file), inside the
+    artifacts folder: a link planted there cannot send a write elsewhere."""
     folder = trial_folder(context.artifacts, number)
     os.makedirs(folder, exist_ok=True)
-    graph_path = os.path.join(folder, "graph.json")
-    with open(graph_path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(graph.to_json())
-    os.replace(graph_path + ".tmp", graph_path)
+    root = os.path.realpath(context.artifacts)
+    if os.path.commonpath([os.path.realpath(folder), root]) != root:
+        raise ConfigError(f"{folder} leads outside the experiment's artifacts folder; nothing written")
+    _write_whole(os.path.join(folder, "graph.json"), lambda f: f.write(graph.to_json().encode()))
     path = os.path.join(folder, "weights.pt")
-    torch.save({key: value.cpu() for key, value in state.items()}, path + ".tmp")  # loads on any machine
-    os.replace(path + ".tmp", path)
+    _write_whole(path, lambda f: torch.save({key: value.cpu() for key, value in state.items()}, f))
     return path
+
+
+def _write_whole(path: str, write) -> None:
+    """A new file beside ``path`` (created, never opened through a link), then renamed onto it."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".writing-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def _parse_job(job_text: str) -> dict:

@@ -85,7 +85,7 @@ def test_bad_input_shape(command, shape, words, tmp_path, capsys):
 
 def test_input_shape_too_large_to_allocate(capsys):
     assert_usage_error(run_cli(capsys, "trace", FACTORY, "--input-shape", "100000,100000,100000"),
-                       "--input-shape", "cannot allocate")
+                       "--input-shape", "over the limit of 8,192 MiB")
 
 
 def test_input_shape_that_does_not_fit_the_model_prints_no_traceback(tmp_path):

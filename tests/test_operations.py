@@ -219,6 +219,33 @@ def test_a_lock_from_another_machine_waits_for_its_heartbeat_to_expire(store):
         assert taken.lost
 
 
+@pytest.mark.parametrize("values", [dict(heartbeat="abc", host="elsewhere"), dict(heartbeat=1e300, host="elsewhere"),
+                                    dict(pid=99999999999999999), dict(pid="abc"), dict(owner=5, heartbeat=0)])
+def test_a_lock_row_a_stranger_garbled_is_taken_over(store, values):
+    import sqlalchemy as sa
+
+    first = DriverLock(store, "x").__enter__()
+    first._stop.set()
+    table = first._table()
+    with store.storage.engine.begin() as conn:  # as raw SQL writes it, past the column types
+        for column, value in values.items():
+            conn.execute(sa.text(f"update {table.name} set {column} = :v"), {"v": value})
+    with DriverLock(store, "x"):
+        pass
+
+
+def test_a_lock_table_of_another_shape_is_one_error(tmp_path):
+    import sqlalchemy as sa
+
+    from runtime.experiment_errors import ExperimentError
+
+    store = Store(str(tmp_path / "odd.db"))
+    with store.storage.engine.begin() as conn:
+        conn.execute(sa.text("create table retiarii_driver_lock (something int)"))
+    with pytest.raises(ExperimentError, match="retiarii_driver_lock is not one retiarii made"):
+        DriverLock(store, "x").__enter__()
+
+
 def test_a_journal_store_is_locked_by_the_operating_system(tmp_path):
     store = Store(str(tmp_path / "runs.log"))
     with DriverLock(store, "x"):
@@ -227,3 +254,28 @@ def test_a_journal_store_is_locked_by_the_operating_system(tmp_path):
     with DriverLock(store, "x"):
         pass
 
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["status", "--storage", "pipe.log"], "is not a regular file"),
+    (["run", "config.txt"], "config.txt is not a Python file (.py)"),
+    (["trace", "runtime.models:resnet18", "--input-shape", "99999999999999999999"], "over the limit"),
+    (["trace", "runtime.models:resnet18", "--input-shape", "1,3,8,8", "--out", "dangling.json"],
+     "is a link to"),
+    (["codegen", "tests.experiment_fixtures:TinySpace", "--input-shape", "2,1,8,8", "--input-shape", "2,1,8,8",
+      "--out", "m.py"], "TinySpace takes 1 inputs (x) but 2 were given"),
+])
+def test_hostile_arguments_are_one_line_and_exit_code_2(tmp_path, capsys, argv, words):
+    from runtime.cli import main
+
+    os.mkfifo(tmp_path / "pipe.log")
+    (tmp_path / "config.txt").write_text("x = 1\n")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere" / "x.json")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = main(argv)
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err

@@ -72,13 +72,23 @@ def test_a_file_reference_is_not_run_when_the_spec_is_made(planted):
 
 def test_names_read_from_data_import_only_trusted_packages_and_files(planted):
     folder, canary = planted
-    with pytest.raises(ConfigError, match="not trusted .trusted: tests.; nothing was imported.*--trust plantpkg"):
+    with pytest.raises(ConfigError, match="not trusted .trusted: package tests.; nothing was imported.*--trust plantpkg"):
         resolve("plantpkg:make", Trust.of(packages=["tests"]))
-    with pytest.raises(ConfigError, match="not a file of this experiment"):
+    with pytest.raises(ConfigError, match="not a reference of this experiment"):
         resolve(f"{folder / 'script.py'}:make", Trust.of(packages=["plantpkg"]))
     assert not canary.exists()
     assert resolve("plantpkg:make", Trust.of(packages=["plantpkg"]))() == 1
     assert canary.exists()
+    assert resolve(f"{folder / 'script.py'}:make", Trust.of([f"{folder / 'script.py'}:make"]))() == 1
+
+
+def test_an_experiments_own_references_trust_nothing_else_of_their_package():
+    """Workers trust the space factory ``runtime.demo:DigitsSpace``, not the rest of ``runtime``."""
+    trust = Trust.of(["runtime.demo:DigitsSpace", "tests.experiment_fixtures:parameter_count"])
+    assert resolve("runtime.demo:DigitsSpace", trust).__name__ == "DigitsSpace"
+    for other in ("runtime.demo:run_demo", "runtime.references:load_file_module", "runtime.cli:main"):
+        with pytest.raises(ConfigError, match="is not trusted"):
+            resolve(other, trust)
 
 
 def test_example_inputs_over_the_build_limit_are_refused_before_allocating(monkeypatch):
@@ -120,7 +130,7 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
     folder, canary = planted
     artifacts = tmp_path / "artifacts"
     context = {"store": f"sqlite:///{tmp_path / 'jobs.db'}", "artifacts": str(artifacts),
-               "trust": Trust.of(packages=["tests"]).to_json()}
+               "trust": Trust.of([TINY, "tests.experiment_fixtures:parameter_count"]).to_json()}
     system = {"factory": "os:system", "inputs": [], "kwargs": {"command": f"touch {canary}"}}
     lines = [
         _job(space=system),
@@ -128,6 +138,8 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
         _job(space={"factory": f"{folder / 'script.py'}:make", "inputs": []}),
         _job(evaluator={"kind": "function", "params": {}, "fn": "plantpkg:make"}),
         _job(evaluator=Classification("plantpkg:make").to_dict()),
+        _job(space={"factory": "runtime.references:load_file_module", "inputs": [],
+                    "kwargs": {"path": str(folder / "script.py")}}),
         _job(artifacts="/etc", store="sqlite:////tmp/elsewhere.db"),
         '{"trials": "all"}',
         "[" * 100_000,
@@ -142,8 +154,9 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
     reasons = [r.get("error") or r["trials"][0].get("error", "") for r in results]
     assert "standard library" in reasons[0]
     assert "not trusted" in reasons[1] and "not trusted" in reasons[3] and "not trusted" in reasons[4]
-    assert "not a file of this experiment" in reasons[2]
-    assert "malformed job" in reasons[5] and "malformed job" in reasons[6] and "JSON" in reasons[7]
+    assert "not a reference of this experiment" in reasons[2]
+    assert "not trusted" in reasons[5]
+    assert "malformed job" in reasons[6] and "malformed job" in reasons[7] and "JSON" in reasons[8]
     assert results[-1]["trials"][0]["status"] == "succeeded", results[-1]
     assert results[-1]["trials"][0]["checkpoint"].startswith(str(artifacts))
     assert not canary.exists()

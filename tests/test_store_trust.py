@@ -192,6 +192,35 @@ def test_resume_with_a_larger_budget_runs_the_rest_of_the_space_and_records_the_
     assert code == 0 and "exp: 4/6 trials finished" in out
 
 
+def test_links_planted_in_the_artifacts_folder_cannot_send_a_write_elsewhere(store, capsys, tmp_path):
+    (store / "search.py").write_text(CONFIG)
+    victim_folder, victim = tmp_path / "victim-folder", tmp_path / "victim.txt"
+    victim_folder.mkdir()
+    victim.write_text("precious")
+    artifacts = store / "runs-artifacts" / "exp"
+    (artifacts / "trial-00002").symlink_to(victim_folder)
+    (artifacts / "trial-00003").mkdir()
+    for name in ("graph.json", "weights.pt", "graph.json.tmp", "weights.pt.tmp"):
+        (artifacts / "trial-00003" / name).symlink_to(victim)
+    code, _, err = _cli(capsys, store, "resume", "search.py", "--no-progress")
+    assert code == 0, err
+    assert list(victim_folder.iterdir()) == [] and victim.read_text() == "precious"
+    assert not (artifacts / "trial-00003" / "graph.json").is_symlink()
+    with sqlite3.connect(store / "runs.db") as db:
+        failure = db.execute("select value_json from trial_user_attributes a join trials t on "
+                             "a.trial_id = t.trial_id where t.number = 2 and a.key = 'failure'").fetchone()
+    assert "leads outside the experiment's artifacts folder" in json.loads(failure[0])
+
+
+@pytest.mark.parametrize("sample", [{"width": [9], "op": "conv"}, {"width": 4, "nope": 1}])
+def test_resume_refuses_a_running_trial_whose_sample_the_space_cannot_give(store, capsys, sample):
+    (store / "search.py").write_text(CONFIG)
+    _sql(store, "update trials set state='RUNNING' where number=1")
+    _set_attr(store, "sample", sample, number=1)
+    code, _, err = _cli(capsys, store, "resume", "search.py", "--no-progress")
+    _one_line_error(code, err, "trial 1", "holds a sample this space cannot give")
+
+
 def test_resume_with_an_evaluator_that_changed_names_it(store, capsys):
     (store / "search.py").write_text(CONFIG.replace("parameter_count\")", "parameter_count\", offset=1.0)"))
     code, _, err = _cli(capsys, store, "resume", "search.py", "--no-progress")
@@ -233,6 +262,27 @@ def test_plot_draws_at_most_twelve_choices_of_a_store_with_hundreds(store, capsy
     _set_attr(store, "sample", {f"label{i:03d}": i % 3 for i in range(500)})
     series = plot_experiment(Store(str(store / "runs.db"), create=False), "exp", str(store / "p.png"))
     assert series["choices"] == 500 + 2 and len(series["labels"]) == 12  # trial 1 keeps its width and op
+
+
+def test_plot_draws_labels_as_text_and_refuses_metrics_no_axis_holds(store, capsys):
+    pytest.importorskip("matplotlib")
+    _set_attr(store, "sample", {"$\\frac{$": "$x", "width": 4})
+    code, out, err = _cli(capsys, store, "plot", "exp", "--out", "p.png")
+    assert code == 0, err
+    _sql(store, "update trial_values set value = 1.7e308 where trial_id = (select min(trial_id) from trials)")
+    _sql(store, "update trial_values set value = -1.7e308 where trial_id = (select max(trial_id) from trials)")
+    code, _, err = _cli(capsys, store, "plot", "exp", "--out", "p.png")
+    _one_line_error(code, err, "cannot plot experiment 'exp'")
+
+
+def test_status_shows_no_escape_sequence_a_store_holds(store, capsys):
+    _sql(store, "update studies set study_name = ?", "exp\x1b]0;PWNED\x07\x1b[2J")
+    config = _config(store)
+    config["space"]["factory"] = "a\x1b[31mred:b"
+    _set_config(store, config)
+    code, out, err = _cli(capsys, store, "status")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "exp?]0;PWNED??[2J" in out and "a?[31mred:b" in out
 
 
 def test_a_file_that_is_not_a_store_is_one_line(tmp_path, capsys):
