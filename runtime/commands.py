@@ -7,7 +7,6 @@ import argparse
 import functools
 import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,22 +19,24 @@ from .cli import UsageError, command
 
 
 def load_model(spec: str, argument: str = "model") -> torch.nn.Module:
-    """``package.module:factory`` → the nn.Module that factory (or class) returns. The name is
-    one the user typed, so the current folder is searched as ``python -m`` does; it is still
-    checked before the call (a function or class of the user's code, not the standard library)."""
+    """``package.module:factory`` or ``path/file.py:factory`` → the nn.Module that factory (or
+    class) returns, checked before the call (a function or class of the user's code, not the
+    standard library). The current folder is not searched: a module there is named by its file."""
     from .experiment_errors import ConfigError
     from .references import resolve
 
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(argument, f"model spec {spec!r} must look like 'package.module:ClassOrFactory'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         factory = resolve(spec)
     except ConfigError as e:
         message = str(e).replace(f"cannot import {spec!r}", f"cannot import factory {spec!r}")
-        raise UsageError(argument, message.replace(f"cannot find {spec!r}", f"cannot import factory {spec!r}")) from None
+        message = message.replace(f"cannot find {spec!r}", f"cannot import factory {spec!r}")
+        local = module_name.replace(".", os.sep) + ".py"
+        if "No module named" in message and os.path.isfile(local):
+            message += f" (the current folder is not searched; name the file: {local}:{attr})"
+        raise UsageError(argument, message) from None
     try:
         model = factory()
     except Exception as e:  # noqa: BLE001 - the user's factory: report, don't dump a traceback
@@ -148,7 +149,7 @@ def example_input(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _trace_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model factory as package.module:ClassOrFactory")
+    p.add_argument("model", help="model factory as package.module:ClassOrFactory or path/file.py:ClassOrFactory")
     p.add_argument("--input-shape", required=True, type=parse_shape, help="example input shape, e.g. 2,3,32,32")
     p.add_argument("--out", help="write the IR as JSON here (default: print the graph)")
 
