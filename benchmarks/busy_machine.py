@@ -21,7 +21,7 @@ import time
 def _demo(env: dict) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", "--quick", "--out", folder],
+        run = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", "demo", "--quick", "--out", folder],
                              env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
     if run.returncode != 0:

@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
-from codegen.source import _black as _black_cache
-from runtime.models import resnet50
+from retiarii_ir.codegen.source import _black as _black_cache
+from retiarii_ir.runtime.models import resnet50
 from benchmarks.model_zoo import models as zoo_models  # small transformers models, random weights
 
 # models of other people's code, one per kind (these also match their originals in train mode)

@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch.nn.functional as F  # noqa: E402
 
-import optimizer  # noqa: E402
-from optimizer.autotune import synchronize  # noqa: E402
-import runtime.trainer as trainer  # noqa: E402
+from retiarii_ir import optimizer  # noqa: E402
+from retiarii_ir.runtime.training.autotune import synchronize  # noqa: E402
+import retiarii_ir.runtime.training.trainer as trainer  # noqa: E402
 from benchmarks import cross_model_models as models  # noqa: E402
-from runtime import data as rdata  # noqa: E402
+from retiarii_ir.runtime.training import data as rdata  # noqa: E402
 
 # Fused kernels add in another order: the first step's losses agree to float rounding, and the
 # difference grows from there as training amplifies it (a few 1e-3 after 16 steps is normal).

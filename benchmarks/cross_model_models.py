@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import retiarii_ir as ir
-from optimizer import DataSpec, TrainConfig, Trial
+from retiarii_ir.optimizer import DataSpec, TrainConfig, Trial
 from retiarii_ir import nn as rnn
-from runtime import data as rdata
-from runtime.demo import searched_layers
+from retiarii_ir.runtime.training import data as rdata
+from retiarii_ir.space.hub.digits import searched_layers
 
 BATCH = 64
 NUM_FILTERS = 12
@@ -157,7 +157,7 @@ def filtered_shared(state: dict[str, torch.Tensor]) -> nn.Module:
 # ---------------------------------------------------------------------- (b) heads on a frozen backbone
 def make_backbone() -> nn.Module:
     """ResNet-18's layout ([2, 2, 2, 2] basic blocks) at half its width, 256 features."""
-    from runtime.models import BasicBlock, ResNet
+    from retiarii_ir.runtime.models import BasicBlock, ResNet
 
     backbone = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=10, width=32)
     backbone.fc = nn.Identity()

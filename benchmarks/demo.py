@@ -43,7 +43,7 @@ def run_once(mode: str, folder: str, extra: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": THREADS}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", *MODES[mode], *extra, "--out", out],
+    done = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", "demo", *MODES[mode], *extra, "--out", out],
                           cwd=folder, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:

@@ -39,18 +39,18 @@ MODES = {
 def run_one(mode: str, folder: str, trials: int, epochs: int, concurrency: int) -> dict:
     import torch
 
-    from runtime import Classification, Experiment, InProcess, ProcessPool, SpaceSpec
+    from retiarii_ir.runtime import Classification, Experiment, InProcess, ProcessPool, SpaceSpec
 
     torch.set_num_threads(2)
     if mode == "pool":
         executor = ProcessPool(2, threads=1)
     elif mode == "ray":
-        from runtime import Ray
+        from retiarii_ir.runtime import Ray
 
         executor = Ray(workers=2)
     else:
         executor = InProcess()
-    experiment = Experiment(SpaceSpec("runtime.demo:DigitsSpace", inputs=[(4, 1, 8, 8)]),
+    experiment = Experiment(SpaceSpec("retiarii_ir.space.hub.digits:DigitsSpace", inputs=[(4, 1, 8, 8)]),
                             Classification("digits", epochs=epochs, optimizer="adam", lr=1e-2, batch_size=64),
                             "random", max_trials=trials, concurrency=concurrency, executor=executor,
                             cross_model=mode != "independent", storage=os.path.join(folder, f"{mode}.db"),

@@ -24,7 +24,7 @@ import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import codegen  # noqa: E402
+from retiarii_ir import codegen  # noqa: E402
 import retiarii_ir as ir  # noqa: E402
 
 TOLERANCE = 1e-4

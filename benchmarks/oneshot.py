@@ -27,9 +27,9 @@ from torch.nn import functional as F
 
 import retiarii_ir
 from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space
-from runtime.data import dataset
-from strategies import Budget, Random, RegularizedEvolution, run_strategy
-from strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, ProxylessNAS, Supernet
+from retiarii_ir.runtime.training.data import dataset
+from retiarii_ir.strategies import Budget, Random, RegularizedEvolution, run_strategy
+from retiarii_ir.strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, ProxylessNAS, Supernet
 
 
 def digits_rgb():

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from strategies import (
+from retiarii_ir.strategies import (
     TPE,
     Budget,
     GridSearch,
@@ -36,7 +36,7 @@ from strategies import (
     RegularizedEvolution,
     run_strategy,
 )
-from strategies.landscapes import TabularBenchmark, interaction_landscape
+from retiarii_ir.strategies.landscapes import TabularBenchmark, interaction_landscape
 
 DIGITS_TABLE = Path(__file__).with_name("tabular") / "digits_cell.json"
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import retiarii_ir as ir  # noqa: E402
 from retiarii_ir import tracer as tracer_module  # noqa: E402
 from retiarii_ir.shape_inference import record_types  # noqa: E402
-from runtime.models import resnet50  # noqa: E402
+from retiarii_ir.runtime.models import resnet50  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:

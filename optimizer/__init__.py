@@ -9,9 +9,11 @@ every trial back to its output and its own state_dict entries.
 
 from .batching import BatchedGroup
 from .cse import SharedNode
+from .matching import ConvFusion, FuseDecision
+from .merge import initial_state
 from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .state import StateRef
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
-__all__ = ["PASSES", "BatchedGroup", "DataSpec", "Plan", "PlanError", "SharedNode", "StateRef", "TrainConfig", "TrialTensor",
-           "Trial", "TrialSlot", "TrialSpecError", "plan"]
+__all__ = ["PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
+           "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]

@@ -29,7 +29,7 @@ from retiarii_ir import AttributeSpec, Graph, TensorType
 from retiarii_ir.node import TRAINING_FLAG, Node, map_args
 from retiarii_ir.types import ValueType
 
-from .matching import CHANNEL, LEADING, Group, schedule, find_anchor_groups, grow_lane_groups
+from .matching import CHANNEL, LEADING, FuseDecision, Group, find_anchor_groups, grow_lane_groups, schedule
 from .state import KeyIndex, StateRef
 
 
@@ -285,13 +285,14 @@ def _widened(t: ValueType, layout: str, width: int) -> ValueType:
 
 def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
                     state_maps: list[dict[str, StateRef]],
-                    batch_of: dict[int, int] | None = None, device: str = "cpu",
+                    batch_of: dict[int, int] | None = None, fuse: FuseDecision | None = None,
                     optimizer_of: dict[int, str] | None = None) -> tuple[Graph, list[BatchedGroup]]:
     """The graph with matched layers of different trials fused; ``state_maps`` updated.
-    ``batch_of`` turns on timing of convolution groups (see ``autotune``); ``optimizer_of``
-    (trial -> optimizer kind) keeps trials of different kinds out of one stacked tensor."""
+    ``fuse`` decides for each convolution group whether fusing pays (``batch_of``: trial ->
+    batch size); ``optimizer_of`` (trial -> optimizer kind) keeps trials of different kinds
+    out of one stacked tensor."""
     built: dict = {}
-    anchors = find_anchor_groups(graph, trial_of, trainable, built, batch_of, device)
+    anchors = find_anchor_groups(graph, trial_of, trainable, built, batch_of, fuse)
     if not anchors:
         return graph, []
     groups = anchors + grow_lane_groups(graph, anchors)

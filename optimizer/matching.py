@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -93,12 +94,32 @@ def _strip(path: str, prefix: str) -> str:
     return path[len(prefix) + 1:] if path.startswith(prefix + ".") else path
 
 
+@dataclass(frozen=True)
+class ConvFusion:
+    """A group of same-shaped convolutions of ``width`` trials that could run as one grouped
+    kernel: what a caller's ``fuse`` decision sees (the shapes a timing needs)."""
+
+    width: int
+    batch: int
+    in_channels: int
+    out_channels: int
+    size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+
+
+FuseDecision = Callable[[ConvFusion], bool]
+
+
 def find_anchor_groups(graph: Graph, trial_of: dict[str, int], trainable: set[str], built: dict,
-                       batch_of: dict[int, int] | None = None, device: str = "cpu") -> list[Group]:
+                       batch_of: dict[int, int] | None = None, fuse: FuseDecision | None = None) -> list[Group]:
     """Layers of different trials at the same module path with the same class, arguments and
-    types. A module called more than once in one trial is left alone. With ``batch_of``
-    (trial -> batch size), a convolution group is kept only where timing shows that the
-    fused kernel is faster."""
+    types. A module called more than once in one trial is left alone. With ``fuse`` (and
+    ``batch_of``, trial -> batch size), a convolution group is kept only where ``fuse`` says
+    fusing it pays; the planner itself never times anything."""
     by_key: dict[tuple, dict[int, list[Node]]] = {}
     for node in graph.nodes:
         k = trial_of.get(node.name)
@@ -114,22 +135,23 @@ def find_anchor_groups(graph: Graph, trial_of: dict[str, int], trainable: set[st
         trials = tuple(sorted(per_trial))
         members = [per_trial[k][0] for k in trials]
         kind = graph.modules[members[0].target].class_name
-        if kind == "Conv2d" and batch_of is not None and not _fusing_pays(members, built, batch_of[trials[0]], device):
-            continue
+        if kind == "Conv2d" and fuse is not None and batch_of is not None:
+            candidate = _conv_fusion(members, built, batch_of[trials[0]])
+            if candidate is not None and not fuse(candidate):
+                continue
         groups.append(Group(members, kind, _ANCHOR_LAYOUT[kind], trials))
     return groups
 
 
-def _fusing_pays(members: list[Node], built: dict, batch: int, device: str) -> bool:
-    from .autotune import grouped_conv_wins
-
+def _conv_fusion(members: list[Node], built: dict, batch: int) -> ConvFusion | None:
+    """The shapes of a convolution group; None where its input size is not known (it fuses)."""
     m = built[members[0].target]
     shape = members[0].args[0].type.shape
     if not all(isinstance(d, int) for d in shape[1:]):
-        return True
-    return grouped_conv_wins(len(members), batch, m.in_channels, m.out_channels, tuple(shape[2:]),
-                             tuple(m.kernel_size), tuple(m.stride), m.padding if isinstance(m.padding, str)
-                             else tuple(m.padding), tuple(m.dilation), m.groups, device, torch.get_num_threads())
+        return None
+    return ConvFusion(len(members), batch, m.in_channels, m.out_channels, tuple(shape[2:]), tuple(m.kernel_size),
+                      tuple(m.stride), m.padding if isinstance(m.padding, str) else tuple(m.padding),
+                      tuple(m.dilation), m.groups)
 
 
 def _lane_descriptor(graph: Graph, node: Node) -> tuple[str, bool] | None:

@@ -21,6 +21,7 @@ from retiarii_ir.errors import IRError
 from .batching import BatchedGroup, batch_operators
 from .cost import node_flops
 from .cse import SharedNode, eliminate_common_subgraphs
+from .matching import ConvFusion, FuseDecision
 from .merge import initial_state, merge_trials
 from .state import KeyIndex, StateRef, extract_trial_state, load_trial_state
 from .trial import Trial
@@ -120,12 +121,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, autotune: bool = True,
-         device: torch.device | str = "cpu") -> Plan:
+def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse: FuseDecision | None = None) -> Plan:
     """Merge ``trials`` into one graph with the given passes (any subset of ``PASSES``).
 
-    With ``autotune``, convolutions are fused only where a quick timing on ``device`` shows
-    the fused kernel is faster (grouped convolutions are slow on some CPUs)."""
+    ``fuse(group) -> bool`` decides whether fusing a group of same-shaped convolutions pays
+    (grouped convolutions are slow on some CPUs); without it every group that can fuse does.
+    The trainer passes a decision that times the kernels (``retiarii_ir.runtime.training.fusing_pays``);
+    the planner itself never runs or times anything."""
     passes = tuple(passes)
     unknown = set(passes) - set(PASSES)
     if unknown:
@@ -146,10 +148,9 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, auto
     if "batch" in passes:
         trial_of = _trial_of(graph, trials)
         trainable = _trainable_modules(graph, trials, state_maps)
-        batch_of = {k: t.data.batch_size for k, t in enumerate(trials)} if autotune else None
+        batch_of = {k: t.data.batch_size for k, t in enumerate(trials)}
         optimizer_of = {k: t.train.optimizer for k, t in enumerate(trials)}
-        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, str(torch.device(device)),
-                                         optimizer_of)
+        graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, fuse, optimizer_of)
     slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
     return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged)
 

@@ -1,7 +1,7 @@
 """Reference models that ship with the package: the ResNet family (basic and bottleneck blocks).
 
 Written out in plain PyTorch (no torchvision), so examples, benchmarks and the command line
-(``retiarii codegen runtime.models:resnet50 ...``) have a real network to trace.
+(``retiarii codegen retiarii_ir.runtime.models:resnet50 ...``) have a real network to trace.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import retiarii_ir as ir
 from retiarii_ir import nn
-from runtime import report
+from retiarii_ir.runtime import report
 
 
 @nn.model_wrapper

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from runtime.cli import main
+from retiarii_ir.runtime.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACTORY = "tests.test_cli:tiny_model"
@@ -54,9 +54,9 @@ def assert_usage_error(result, argument: str, *words: str) -> str:
 
 
 def run_subprocess(cwd, *argv) -> subprocess.CompletedProcess:
-    """``python -m runtime.cli ARGV`` in ``cwd``: what a user sees, logging and warnings included."""
+    """``python -m retiarii_ir.runtime.cli ARGV`` in ``cwd``: what a user sees, logging and warnings included."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", *map(str, argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -13,7 +13,7 @@ import black
 import pytest
 import torch
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from tests.corpus import CORPUS
 from tests.helpers import max_abs_diff

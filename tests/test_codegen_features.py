@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
-from codegen.literals import tensor_literal
+from retiarii_ir.codegen.literals import tensor_literal
 from tests.helpers import max_abs_diff
 
 
@@ -173,7 +173,7 @@ def test_inputs_keep_names_and_defaults():
 
 
 def test_write_module_and_cli(tmp_path, capsys):
-    from runtime.cli import main
+    from retiarii_ir.runtime.cli import main
 
     out = tmp_path / "model.py"
     assert main(["codegen", "tests.test_codegen_features:MergedTrials", "--input-shape", "2,4",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from tests.helpers import max_abs_diff
 

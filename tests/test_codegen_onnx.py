@@ -5,7 +5,7 @@ import onnxscript  # noqa: F401
 import pytest
 import torch
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from tests.corpus import CORPUS
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from retiarii_ir.errors import IRError
 from retiarii_ir.module_spec import FunctionRef, ModuleSpec

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import codegen
+from retiarii_ir import codegen
 from tests import spaces
 from tests.helpers import max_abs_diff
 from tests.test_codegen_corpus import run_in_torch_only_interpreter

@@ -19,7 +19,7 @@ def demo_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("fresh")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", "--quick"], cwd=cwd, env=env,
+    result = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", "demo", "--quick"], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=300)
     return result, cwd / "retiarii-demo"
 
@@ -94,8 +94,8 @@ def test_on_a_busy_machine_the_demo_trains_with_the_free_cores_unless_the_user_c
 
     import torch
 
-    from runtime.demo import fit_demo_threads
-    from runtime.lifetime import owned_cores
+    from retiarii_ir.runtime.cli.demo import fit_demo_threads
+    from retiarii_ir.runtime.experiments.lifetime import owned_cores
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     default = torch.get_num_threads()

@@ -13,8 +13,8 @@ import torch
 
 import retiarii_ir as ir
 from retiarii_ir import IRError, nn
-from runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from runtime.experiment_errors import ConfigError, ExperimentError, UnknownExperimentError
+from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError, UnknownExperimentError
 from tests.experiment_fixtures import TinySpace
 
 SPACE = SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)])
@@ -192,7 +192,7 @@ def test_optunas_journal_file_works_as_the_store_too(tmp_path):
 
 
 def test_a_cuda_device_index_the_machine_lacks_is_refused_before_any_work(monkeypatch):
-    from runtime.experiment import check_device
+    from retiarii_ir.runtime.experiments.experiment import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU, simulated

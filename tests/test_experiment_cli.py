@@ -12,13 +12,13 @@ import urllib.request
 
 import pytest
 
-from runtime.cli import main
+from retiarii_ir.runtime.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = """
 from retiarii_ir import nn
-from runtime import FunctionEvaluator, SpaceSpec, report
+from retiarii_ir.runtime import FunctionEvaluator, SpaceSpec, report
 
 
 def score(model, offset=0.0):  # defined in the config file itself: workers load it from this file
@@ -45,7 +45,7 @@ def finished(tmp_path_factory):
     """One experiment run through the real command, in a subprocess, with its progress bar."""
     folder = tmp_path_factory.mktemp("cli")
     (folder / "search.py").write_text(CONFIG.format(strategy="tpe"))
-    run = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "search.py"], cwd=folder, env=_env(),
+    run = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", "run", "search.py"], cwd=folder, env=_env(),
                          capture_output=True, text=True, timeout=300)
     return folder, run
 
@@ -91,8 +91,8 @@ def test_status_top_export_and_plot_read_the_store(finished, capsys):
 def test_plot_draws_the_best_so_far_of_the_stored_metrics(finished):
     import optuna
 
-    from runtime.plot import plot_experiment
-    from runtime.store import Store
+    from retiarii_ir.runtime.experiments.plot import plot_experiment
+    from retiarii_ir.runtime.experiments.store import Store
 
     folder, _ = finished
     series = plot_experiment(Store(str(folder / "retiarii.db"), create=False), "cli", str(folder / "again.png"))
@@ -146,7 +146,7 @@ def test_dashboard_starts_and_answers_on_localhost(finished):
     pytest.importorskip("optuna_dashboard", reason="the dashboard is the optional extra [dashboard]")
     folder, _ = finished
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "runtime.cli", "dashboard", "cli", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "retiarii_ir.runtime.cli", "dashboard", "cli", "--port", str(port)],
                               cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline, answer = time.monotonic() + 90, None

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from runtime.cli import main
+from retiarii_ir.runtime.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_TRIALS = 12
@@ -21,7 +21,7 @@ MAX_TRIALS = 12
 SCRIPT = """
 import sys
 from retiarii_ir import nn
-from runtime import Experiment, FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime import Experiment, FunctionEvaluator, SpaceSpec
 
 def experiment(storage):
     evaluator = FunctionEvaluator("tests.experiment_fixtures:slow_count",

@@ -9,7 +9,7 @@ import pytest
 
 import retiarii_ir as ir
 from retiarii_ir import nn
-from runtime import Classification, Experiment, FunctionEvaluator, InProcess, ProcessPool, SpaceSpec
+from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, InProcess, ProcessPool, SpaceSpec
 from tests.experiment_fixtures import TinySpace
 
 SPACE = SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)])
@@ -89,7 +89,7 @@ def ray_module():
 
 
 def test_ray_executor_on_a_local_cluster_it_starts_and_stops(ray_module, tmp_path):
-    from runtime import Ray
+    from retiarii_ir.runtime import Ray
 
     training = Classification("digits", epochs=1, max_steps=3, lr=nn.ValueChoice([1e-2, 1e-3], label="lr"))
     Experiment(SPACE, training, "grid", max_trials=8, concurrency=4, executor=InProcess(),
@@ -105,7 +105,7 @@ def test_ray_executor_on_a_local_cluster_it_starts_and_stops(ray_module, tmp_pat
 
 
 def test_ray_executor_survives_crashing_hanging_and_dying_trials(ray_module, tmp_path):
-    from runtime import Ray
+    from retiarii_ir.runtime import Ray
 
     path = tmp_path / "ray.db"
     Experiment(SPACE, FunctionEvaluator("tests.experiment_fixtures:behave", behaviour=BEHAVIOURS), "grid",

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from retiarii_ir import SchemaError, TraceError, UnsafeTargetError
 from retiarii_ir.allowlist import PRIVATE_ATEN_REFUSED

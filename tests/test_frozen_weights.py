@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import retiarii_ir as ir
 from retiarii_ir import nn
-from runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from runtime.experiment_errors import ConfigError, ExperimentError
+from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError
 from tests.experiment_fixtures import FrozenStemSpace
 
 
@@ -210,8 +210,8 @@ def test_a_changed_weights_file_is_read_again_and_resume_refuses_it(tmp_path, st
 
 
 def test_a_worker_whose_frozen_weights_differ_from_the_experiments_fails_its_trials(tmp_path, stem_file):
-    from runtime.references import Trust
-    from runtime.worker import WorkerContext, run_job
+    from retiarii_ir.runtime.experiments.references import Trust
+    from retiarii_ir.runtime.experiments.worker import WorkerContext, run_job
 
     spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": stem_file})
     space = spec.build()
@@ -226,8 +226,8 @@ def test_a_worker_whose_frozen_weights_differ_from_the_experiments_fails_its_tri
 def test_export_needs_no_pretrained_file_the_trial_carries_its_frozen_weights(tmp_path, stem_file):
     """Export reads the trial's graph and weights, not the space: deleting the pretrained file
     the space loaded changes nothing, and the exported weights hold the pretrained stem."""
-    from runtime.export import export
-    from runtime.store import Store
+    from retiarii_ir.runtime.experiments.export import export
+    from retiarii_ir.runtime.experiments.store import Store
 
     path = tmp_path / "stem.pt"
     path.write_bytes(open(stem_file, "rb").read())

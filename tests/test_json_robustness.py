@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from retiarii_ir import limits
 from retiarii_ir.errors import IRError, SchemaError

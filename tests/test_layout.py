@@ -68,7 +68,7 @@ def test_the_named_import_cycles_stay_broken(importer, imported):
 def test_every_error_the_project_raises_on_purpose_is_an_ir_error():
     from retiarii_ir import errors
     from retiarii_ir.space import ShapeMismatchError
-    import strategies
+    from retiarii_ir import strategies
 
     named = [errors.StrategyError, errors.SpaceExhausted, errors.NodeExecutionError, errors.InvalidSampleError,
              ShapeMismatchError, strategies.StrategyError, strategies.SpaceExhausted]

@@ -10,12 +10,12 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir
 from retiarii_ir import nn
 from retiarii_ir.space import Mutator
 from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space
-from strategies.oneshot import (
+from retiarii_ir.strategies.oneshot import (
     DARTS,
     ENAS,
     SPOS,
@@ -69,7 +69,7 @@ def _scramble(module: torch.nn.Module) -> None:
 
 @pytest.fixture(scope="module")
 def digits():
-    from runtime.data import dataset
+    from retiarii_ir.runtime.training.data import dataset
 
     data = dataset("digits")
     return data.train_x[:256], data.train_y[:256]
@@ -134,7 +134,7 @@ def test_shared_label_slices_every_layer_that_uses_it_and_the_fixed_arch_model_l
 
 def test_one_hot_gates_run_the_same_network_as_the_sample():
     """Gated mode (largest shapes, masked weights) with all weight on one path is that path."""
-    from strategies.oneshot.mixed import Gate
+    from retiarii_ir.strategies.oneshot.mixed import Gate
 
     space, supernet, _ = _case("mobilenetv3")
     sample = space.random_sample(3)

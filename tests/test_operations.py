@@ -12,15 +12,15 @@ import time
 
 import pytest
 
-from runtime.driver_lock import DriverLock, ExperimentBusyError
-from runtime.lifetime import busy_cores, fit_threads, owned_cores
-from runtime.store import Store
+from retiarii_ir.runtime.experiments.driver_lock import DriverLock, ExperimentBusyError
+from retiarii_ir.runtime.experiments.lifetime import busy_cores, fit_threads, owned_cores
+from retiarii_ir.runtime.experiments.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = """
 from retiarii_ir import nn
-from runtime import FunctionEvaluator, ProcessPool, SpaceSpec
+from retiarii_ir.runtime import FunctionEvaluator, ProcessPool, SpaceSpec
 
 space = SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)])
 evaluator = FunctionEvaluator("tests.experiment_fixtures:slow_count",
@@ -38,7 +38,7 @@ def _env():
 
 
 def _start(folder, *argv, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *argv], cwd=folder, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "retiarii_ir.runtime.cli", *argv], cwd=folder, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -97,7 +97,7 @@ def test_a_second_resume_is_refused_while_the_first_runs_and_no_sample_trains_tw
     _wait_for(lambda: sum(s == "COMPLETE" for s, _ in _states(folder)) >= 1, 120, "a finished trial", first)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    status = subprocess.run([sys.executable, "-m", "runtime.cli", "status", "ops"], cwd=folder, env=_env(),
+    status = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", "status", "ops"], cwd=folder, env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert f"running (its driver (process {first.pid} on " in status.stdout and "is gone" in status.stdout
     resumed = _start(folder, "resume", "search.py", "--no-progress")
@@ -121,7 +121,7 @@ def test_a_second_resume_is_refused_while_the_first_runs_and_no_sample_trains_tw
 
 def test_a_data_loader_that_raises_is_each_trials_reason_and_the_run_exits_1(tmp_path):
     (tmp_path / "search.py").write_text(
-        "from runtime import Classification, ProcessPool, SpaceSpec\n"
+        "from retiarii_ir.runtime import Classification, ProcessPool, SpaceSpec\n"
         "space = SpaceSpec('tests.experiment_fixtures:TinySpace', inputs=[(2, 1, 8, 8)])\n"
         "evaluator = Classification('tests.experiment_fixtures:broken_data', epochs=1, max_steps=1)\n"
         "executor = ProcessPool(1, threads=1)\n"
@@ -139,7 +139,7 @@ def test_a_data_loader_that_raises_is_each_trials_reason_and_the_run_exits_1(tmp
 
 
 def test_a_closed_pipe_ends_the_command_quietly():
-    trace = subprocess.Popen([sys.executable, "-m", "runtime.cli", "trace", "runtime.models:resnet18",
+    trace = subprocess.Popen([sys.executable, "-m", "retiarii_ir.runtime.cli", "trace", "retiarii_ir.runtime.models:resnet18",
                               "--input-shape", "1,3,32,32"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     trace.stdout.close()  # as `| head -1` does once it has its line
@@ -203,7 +203,7 @@ def test_a_lock_of_a_dead_process_here_is_taken_over_at_once(store):
 
 
 def test_a_lock_from_another_machine_waits_for_its_heartbeat_to_expire(store):
-    from runtime import driver_lock
+    from retiarii_ir.runtime.experiments import driver_lock
 
     first = DriverLock(store, "x").__enter__()
     first._stop.set()
@@ -237,7 +237,7 @@ def test_a_lock_row_a_stranger_garbled_is_taken_over(store, values):
 def test_a_lock_table_of_another_shape_is_one_error(tmp_path):
     import sqlalchemy as sa
 
-    from runtime.experiment_errors import ExperimentError
+    from retiarii_ir.runtime.experiments.errors import ExperimentError
 
     store = Store(str(tmp_path / "odd.db"))
     with store.storage.engine.begin() as conn:
@@ -259,14 +259,14 @@ def test_a_journal_store_is_locked_by_the_operating_system(tmp_path):
 @pytest.mark.parametrize("argv, words", [
     (["status", "--storage", "pipe.log"], "is not a regular file"),
     (["run", "config.txt"], "config.txt is not a Python file (.py)"),
-    (["trace", "runtime.models:resnet18", "--input-shape", "99999999999999999999"], "over the limit"),
-    (["trace", "runtime.models:resnet18", "--input-shape", "1,3,8,8", "--out", "dangling.json"],
+    (["trace", "retiarii_ir.runtime.models:resnet18", "--input-shape", "99999999999999999999"], "over the limit"),
+    (["trace", "retiarii_ir.runtime.models:resnet18", "--input-shape", "1,3,8,8", "--out", "dangling.json"],
      "is a link to"),
     (["codegen", "tests.experiment_fixtures:TinySpace", "--input-shape", "2,1,8,8", "--input-shape", "2,1,8,8",
       "--out", "m.py"], "TinySpace takes 1 inputs (x) but 2 were given"),
 ])
 def test_hostile_arguments_are_one_line_and_exit_code_2(tmp_path, capsys, argv, words):
-    from runtime.cli import main
+    from retiarii_ir.runtime.cli import main
 
     os.mkfifo(tmp_path / "pipe.log")
     (tmp_path / "config.txt").write_text("x = 1\n")

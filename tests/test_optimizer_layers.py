@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-import optimizer
+from retiarii_ir import optimizer
 import retiarii_ir as ir
-from optimizer.merge import initial_state
+from retiarii_ir.optimizer.merge import initial_state
 from tests.test_optimizer_plan import ALL, check_plan_matches_trials, describe, make_plan, merged_module
 
 torch.set_num_threads(1)
@@ -150,26 +150,32 @@ class TwoConvs(nn.Module):
 
 @pytest.mark.parametrize("fusing_wins", [True, False])
 def test_convolutions_fuse_only_where_timing_on_their_real_shapes_says_so(monkeypatch, fusing_wins):
-    """The timing is asked about each convolution exactly as it runs in the merged model (how
-    many trials, batch size, channels, spatial size, kernel, stride, padding, dilation,
-    groups), and its answer decides."""
-    import optimizer.autotune
-
+    """The caller's decision is asked about each convolution exactly as it runs in the merged
+    model (how many trials, batch size, channels, spatial size, kernel, stride, padding,
+    dilation, groups), and its answer decides."""
     asked = []
 
-    def timing(*config):
-        asked.append(config)
+    def fuse(group):
+        asked.append(group)
         return fusing_wins
 
-    monkeypatch.setattr(optimizer.autotune, "grouped_conv_wins", timing)
     x = torch.randn(2, 4, 10, 10, generator=torch.Generator().manual_seed(4))
     trials = _trials(TwoConvs(), x, count=3, batch_size=16)
-    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True, device="meta")  # timed where it would run
-    threads = torch.get_num_threads()
+    p = optimizer.plan(trials, ("dedup", "batch"), fuse=fuse)
     assert sorted(asked, key=str) == sorted([
-        (3, 16, 4, 6, (10, 10), (3, 3), (2, 2), (1, 1), (1, 1), 1, "meta", threads),
-        (3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2, "meta", threads)], key=str)
+        optimizer.ConvFusion(3, 16, 4, 6, (10, 10), (3, 3), (2, 2), (1, 1), (1, 1), 1),
+        optimizer.ConvFusion(3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2)], key=str)
     assert _kinds(p).count("Conv2d") == (2 if fusing_wins else 0)
+
+
+def test_the_trainers_decision_times_each_shape_on_its_device_and_thread_count(monkeypatch):
+    import retiarii_ir.runtime.training.autotune as autotune
+
+    asked = []
+    monkeypatch.setattr(autotune, "grouped_conv_wins", lambda *config: asked.append(config) or True)
+    group = optimizer.ConvFusion(3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2)
+    assert autotune.fusing_pays("meta")(group) is True
+    assert asked == [(3, 16, 6, 6, (5, 5), (3, 3), (1, 1), "same", (2, 2), 2, "meta", torch.get_num_threads())]
 
 
 class Lanes(nn.Module):
@@ -376,14 +382,11 @@ class BatchAlongHeight(nn.Module):
 def test_a_convolution_whose_size_follows_the_batch_fuses_without_timing(monkeypatch):
     """No timing can be run ahead for a size that is known only when the batch arrives: such a
     convolution fuses as it would without timing, and the fused model still matches each trial."""
-    import optimizer.autotune
-
     asked = []
-    monkeypatch.setattr(optimizer.autotune, "grouped_conv_wins", lambda *config: asked.append(config) or False)
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(14))
     trials = _trials(BatchAlongHeight(), x, count=2)
     assert str(trials[0].graph.node("conv").args[0].type) == "f32[5,3,B,5]"
-    p = optimizer.plan(trials, ("dedup", "batch"), autotune=True)
+    p = optimizer.plan(trials, ("dedup", "batch"), fuse=lambda group: asked.append(group) or False)
     assert asked == [] and _kinds(p) == ["Conv2d"]
     outs = merged_module(p)(x)
     for k, trial in enumerate(trials):

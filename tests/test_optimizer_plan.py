@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.testing import assert_close
 
-import codegen
-import optimizer
+from retiarii_ir import codegen
+from retiarii_ir import optimizer
 import retiarii_ir as ir
-from optimizer.merge import initial_state
+from retiarii_ir.optimizer.merge import initial_state
 from retiarii_ir.node import map_args
-from runtime.demo import DigitsSpace
+from retiarii_ir.space.hub.digits import DigitsSpace
 from tests import spaces
 from tests.helpers import assert_same_graph
 

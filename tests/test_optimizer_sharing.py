@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import optimizer
+from retiarii_ir import optimizer
 import retiarii_ir as ir
-from optimizer.merge import initial_state
+from retiarii_ir.optimizer.merge import initial_state
 from tests.test_optimizer_plan import check_plan_matches_trials, make_plan
 
 torch.set_num_threads(1)
@@ -188,7 +188,7 @@ def test_merged_inputs_keep_defaults_record_their_trial_and_are_shared_only_betw
 
 
 def merged_module_of(p: optimizer.Plan) -> nn.Module:
-    import codegen
+    from retiarii_ir import codegen
 
     module = codegen.load(p.graph)()
     p.initialise(module)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from retiarii_ir import IRError, limits
-from runtime import Classification, ConfigError, FunctionEvaluator, SpaceSpec
-from runtime.references import Trust, resolve
+from retiarii_ir.runtime import Classification, ConfigError, FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime.experiments.references import Trust, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "tests.experiment_fixtures:TinySpace"
@@ -83,10 +83,11 @@ def test_names_read_from_data_import_only_trusted_packages_and_files(planted):
 
 
 def test_an_experiments_own_references_trust_nothing_else_of_their_package():
-    """Workers trust the space factory ``runtime.demo:DigitsSpace``, not the rest of ``runtime``."""
-    trust = Trust.of(["runtime.demo:DigitsSpace", "tests.experiment_fixtures:parameter_count"])
-    assert resolve("runtime.demo:DigitsSpace", trust).__name__ == "DigitsSpace"
-    for other in ("runtime.demo:run_demo", "runtime.references:load_file_module", "runtime.cli:main"):
+    """Workers trust the space factory ``retiarii_ir.space.hub.digits:DigitsSpace``, not the rest of ``runtime``."""
+    trust = Trust.of(["retiarii_ir.space.hub.digits:DigitsSpace", "tests.experiment_fixtures:parameter_count"])
+    assert resolve("retiarii_ir.space.hub.digits:DigitsSpace", trust).__name__ == "DigitsSpace"
+    for other in ("retiarii_ir.runtime.cli.demo:run_demo", "retiarii_ir.runtime.experiments.references:load_file_module",
+                  "retiarii_ir.runtime.cli:main"):
         with pytest.raises(ConfigError, match="is not trusted"):
             resolve(other, trust)
 
@@ -138,7 +139,7 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
         _job(space={"factory": f"{folder / 'script.py'}:make", "inputs": []}),
         _job(evaluator={"kind": "function", "params": {}, "fn": "plantpkg:make"}),
         _job(evaluator=Classification("plantpkg:make").to_dict()),
-        _job(space={"factory": "runtime.references:load_file_module", "inputs": [],
+        _job(space={"factory": "retiarii_ir.runtime.experiments.references:load_file_module", "inputs": [],
                     "kwargs": {"path": str(folder / "script.py")}}),
         _job(artifacts="/etc", store="sqlite:////tmp/elsewhere.db"),
         '{"trials": "all"}',
@@ -146,7 +147,7 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
         _job(),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, str(folder)]), "OMP_NUM_THREADS": "1"}
-    worker = subprocess.run([sys.executable, "-m", "runtime.pool_worker", "1", json.dumps(context)],
+    worker = subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.experiments.pool_worker", "1", json.dumps(context)],
                             input="\n".join(lines) + "\n", env=env, capture_output=True, text=True, timeout=300)
     assert worker.returncode == 0, worker.stderr[-2000:]
     results = [json.loads(line) for line in worker.stdout.splitlines() if line.startswith("{")]
@@ -174,8 +175,8 @@ class _Boom:
 
 def test_a_one_shot_checkpoint_that_carries_a_pickle_is_refused(tmp_path):
     from retiarii_ir import nn
-    from strategies.oneshot import DARTS
-    from strategies.oneshot.mixed import OneShotError
+    from retiarii_ir.strategies.oneshot import DARTS
+    from retiarii_ir.strategies.oneshot.mixed import OneShotError
 
     class Space(nn.Module):
         def __init__(self):
@@ -204,7 +205,7 @@ def test_a_one_shot_checkpoint_that_carries_a_pickle_is_refused(tmp_path):
 
 
 def test_timing_a_convolution_over_the_build_limit_is_refused_before_allocating(monkeypatch):
-    from optimizer.autotune import grouped_conv_wins
+    from retiarii_ir.runtime.training.autotune import grouped_conv_wins
 
     monkeypatch.setattr(limits, "MAX_BUILD_BYTES", 2**24)
     with pytest.raises(IRError, match=r"would allocate 4,\d{3}\.\d MiB, over the limit of 16.0 MiB"):

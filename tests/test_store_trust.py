@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from runtime.cli import main
+from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANARY = "CANARY"
@@ -87,7 +87,7 @@ def _one_line_error(code, err, *words):
 def _cli_subprocess(folder, *argv):
     """As a user types it: ``python -m`` puts the current folder, and so ``evilpkg``, on sys.path."""
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *argv], cwd=folder, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "retiarii_ir.runtime.cli", *argv], cwd=folder, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -120,7 +120,7 @@ def test_export_trusts_a_data_package_only_when_told(store):
     result = _cli_subprocess(store, "export", "exp", "--out", "best", "--no-onnx", "--storage", "runs.db",
                              "--trust", "evilpkg")
     assert (store / CANARY).exists(), "--trust evilpkg is the user's word: then it is imported"
-    assert "returned NoneType, not a runtime.data.Dataset" in result.stderr
+    assert "returned NoneType, not a retiarii_ir.runtime.training.data.Dataset" in result.stderr
 
 
 def test_a_weights_file_that_leads_outside_the_artifacts_folder_is_not_read(store, capsys, tmp_path):
@@ -158,7 +158,7 @@ def test_a_crafted_graph_file_is_refused_by_the_graph_loader(store, capsys):
 
 # ---------------------------------------------------------------------- resume
 CONFIG = """
-from runtime import FunctionEvaluator, SpaceSpec
+from retiarii_ir.runtime import FunctionEvaluator, SpaceSpec
 
 space = SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)])
 evaluator = FunctionEvaluator("tests.experiment_fixtures:parameter_count")
@@ -256,8 +256,8 @@ def test_a_value_of_the_wrong_type_is_one_line_and_exit_code_2(store, capsys, cr
 
 def test_plot_draws_at_most_twelve_choices_of_a_store_with_hundreds(store, capsys):
     pytest.importorskip("matplotlib")
-    from runtime.plot import plot_experiment
-    from runtime.store import Store
+    from retiarii_ir.runtime.experiments.plot import plot_experiment
+    from retiarii_ir.runtime.experiments.store import Store
 
     _set_attr(store, "sample", {f"label{i:03d}": i % 3 for i in range(500)})
     series = plot_experiment(Store(str(store / "runs.db"), create=False), "exp", str(store / "p.png"))

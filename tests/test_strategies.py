@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from retiarii_ir.space.search_space import Choice, SearchSpace, product_space
-from strategies import (
+from retiarii_ir.strategies import (
     TPE,
     Budget,
     GridSearch,
@@ -20,7 +20,7 @@ from strategies import (
     StrategyError,
     run_strategy,
 )
-from strategies.landscapes import interaction_landscape
+from retiarii_ir.strategies.landscapes import interaction_landscape
 
 ALL = [Random, GridSearch, RegularizedEvolution, TPE, PolicyBasedRL]
 FAST = dict(population_size=8, sample_size=3)
@@ -481,15 +481,15 @@ def test_the_default_filter_limit_is_a_thousand_rejections_in_a_row():
 
 
 def test_a_space_at_the_enumeration_limit_is_enumerated_and_one_over_it_is_not(monkeypatch):
-    import strategies.base
+    import retiarii_ir.strategies.base as base
 
     space = product_space(a=list(range(10)), b=list(range(20)))
-    monkeypatch.setattr(strategies.base, "MAX_GRID_FOR_FALLBACK", space.size)
+    monkeypatch.setattr(base, "MAX_GRID_FOR_FALLBACK", space.size)
     strategy = Stuck(space, seed=0)
     strategy._suggest = lambda: {"a": 0, "b": 0}
     assert len({space.sample_key(strategy.propose()) for _ in range(space.size)}) == space.size
 
-    monkeypatch.setattr(strategies.base, "MAX_GRID_FOR_FALLBACK", space.size - 1)
+    monkeypatch.setattr(base, "MAX_GRID_FOR_FALLBACK", space.size - 1)
     strategy = Stuck(space, seed=0)
     strategy._suggest = lambda: {"a": 0, "b": 0}
     with pytest.raises(StrategyError, match="could not find an unseen sample in 200 after 100 random draws"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strategies import (
+from retiarii_ir.strategies import (
     TPE,
     Budget,
     GridSearch,
@@ -16,7 +16,7 @@ from strategies import (
     RegularizedEvolution,
     run_strategy,
 )
-from strategies.landscapes import TabularBenchmark, interaction_landscape
+from retiarii_ir.strategies.landscapes import TabularBenchmark, interaction_landscape
 
 DIGITS_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular" / "digits_cell.json"
 BUDGET = 60

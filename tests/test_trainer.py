@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
-from optimizer import DataSpec, TrainConfig, Trial
-from optimizer.merge import initial_state
-from runtime import data, trainer
-from runtime.demo import DigitsSpace
-from runtime.trainer import train_trials
+from retiarii_ir.optimizer import DataSpec, TrainConfig, Trial
+from retiarii_ir.optimizer.merge import initial_state
+from retiarii_ir.runtime.training import data, trainer
+from retiarii_ir.space.hub.digits import DigitsSpace
+from retiarii_ir.runtime.training.trainer import train_trials
 
 ALL = ("dedup", "cse", "batch")
 _SPACE: list = []

@@ -12,13 +12,14 @@ import torch
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before it starts
 
-import codegen  # noqa: E402
-import optimizer  # noqa: E402
+from retiarii_ir import codegen  # noqa: E402
+from retiarii_ir import optimizer  # noqa: E402
 import retiarii_ir as ir  # noqa: E402
-from optimizer import DataSpec, TrainConfig, Trial  # noqa: E402
-from runtime import data  # noqa: E402
-from runtime.demo import DigitsSpace  # noqa: E402
-from runtime.trainer import train_trials  # noqa: E402
+from retiarii_ir.optimizer import DataSpec, TrainConfig, Trial  # noqa: E402
+from retiarii_ir.runtime.training import data  # noqa: E402
+from retiarii_ir.runtime.training import fusing_pays  # noqa: E402
+from retiarii_ir.space.hub.digits import DigitsSpace  # noqa: E402
+from retiarii_ir.runtime.training.trainer import train_trials  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -59,7 +60,7 @@ def runs(trials):
 
 
 def test_the_plan_fuses_layers_on_cuda_and_the_merged_module_runs_there(trials):
-    plan = optimizer.plan(trials, ALL, device="cuda")
+    plan = optimizer.plan(trials, ALL, fuse=fusing_pays("cuda"))
     assert plan.batched, "nothing was batched"
     module = codegen.load(plan.graph, formatted=False)().cuda()
     outputs = module(*[torch.randn(5, 1, 8, 8, device="cuda") for _ in plan.graph.inputs])
@@ -95,10 +96,10 @@ def test_checkpoints_from_cuda_load_strictly_into_the_standalone_module_on_the_c
 
 
 def test_an_experiment_on_cuda_records_checkpoints_that_load_on_the_cpu(tmp_path):
-    from runtime import Classification, Experiment, SpaceSpec
+    from retiarii_ir.runtime import Classification, Experiment, SpaceSpec
 
     storage = str(tmp_path / "e.db")
-    experiment = Experiment(SpaceSpec("runtime.demo:DigitsSpace", inputs=[(2, 1, 8, 8)]),
+    experiment = Experiment(SpaceSpec("retiarii_ir.space.hub.digits:DigitsSpace", inputs=[(2, 1, 8, 8)]),
                             Classification("digits", epochs=1, max_steps=3, optimizer="sgd", lr=0.05),
                             "random", max_trials=4, concurrency=4, passes=ALL, storage=storage, name="gpu",
                             device="cuda", progress=False)

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from optimizer import TrainConfig, TrialTensor
-from runtime.optimizers import GroupOptimizer, scheduled_lr
+from retiarii_ir.optimizer import TrainConfig, TrialTensor
+from retiarii_ir.runtime.training.optimizers import GroupOptimizer, scheduled_lr
 
 RECIPES = {
     "sgd": TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3),

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-import codegen
+from retiarii_ir import codegen
 import retiarii_ir as ir
 from retiarii_ir.errors import IRError, SchemaError, UnsafeTargetError
 from retiarii_ir.module_spec import FunctionRef, ModuleSpec

@@ -11,7 +11,7 @@ from ._base import Case, images
 
 
 # The ResNet family ships with the package (runtime/models.py); the corpus uses it from there.
-from runtime.models import BasicBlock, Bottleneck, ResNet, conv1x1, conv3x3, resnet50  # noqa: E402,F401
+from retiarii_ir.runtime.models import BasicBlock, Bottleneck, ResNet, conv1x1, conv3x3, resnet50  # noqa: E402,F401
 
 
 # Squeeze-and-excitation ResNet ------------------------------------------------------

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from retiarii_ir.errors import first_line
 
-from .experiment_errors import ExperimentError
-from .store_schema import printable
+from retiarii_ir.runtime.experiments.errors import ExperimentError
+from retiarii_ir.runtime.experiments.store_schema import printable
 
 INTERVAL = 2.0  # seconds between heartbeats
 EXPIRY = 15.0  # a heartbeat this old belongs to a driver that is gone

@@ -26,11 +26,11 @@ import torch
 
 from retiarii_ir.errors import first_line
 
-from .evaluators import _REPORTER, Evaluator, FunctionEvaluator
-from .experiment_errors import ConfigError
-from .references import Trust
-from .space_spec import SpaceSpec
-from .store import Store
+from retiarii_ir.runtime.experiments.evaluators import _REPORTER, Evaluator, FunctionEvaluator
+from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
+from retiarii_ir.runtime.experiments.store import Store
 
 _STORES: dict[str, Store] = {}
 MAX_JOB_TRIALS = 4096
@@ -71,8 +71,8 @@ def _reason(error: BaseException) -> str:
 
 def register_loader(dataset: str, trust: Trust | None = None) -> None:
     """A data set named by its loader (``module:callable``) is registered under that name here."""
-    from .data import _LOADERS, register_dataset
-    from .references import resolve
+    from retiarii_ir.runtime.training.data import _LOADERS, register_dataset
+    from retiarii_ir.runtime.experiments.references import resolve
 
     if ":" in dataset and dataset not in _LOADERS:
         register_dataset(dataset, resolve(dataset, trust))
@@ -184,23 +184,23 @@ def run_job(job_text: str, context: WorkerContext, on_start=None) -> str:
 
 
 def _source(graph) -> str:
-    import codegen
+    from retiarii_ir import codegen
 
     return codegen.to_source(graph, class_name="Model")
 
 
 def _starting_state(trial, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Fresh weights from the trial's seed, with the space's frozen (pretrained) ones put in."""
-    from optimizer.merge import initial_state
+    from retiarii_ir.optimizer.merge import initial_state
 
     return {**initial_state(trial), **frozen}
 
 
 def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dict], graphs: dict,
                   frozen: dict) -> dict[int, dict]:
-    from optimizer import Trial
+    from retiarii_ir.optimizer import Trial
 
-    from .trainer import train_trials
+    from retiarii_ir.runtime.training.trainer import train_trials
 
     store = _store(context.store)
     ids = {f"trial{t['number']}": t for t in trials}
@@ -244,7 +244,7 @@ def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dic
 
 
 def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict, graph, frozen: dict) -> dict:
-    import codegen
+    from retiarii_ir import codegen
 
     store = _store(context.store)
     steps = [0]

@@ -17,67 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from retiarii_ir import nn
+from retiarii_ir.space.hub.digits import digits_features
 
-from .cli import UsageError
-
-
-def searched_layers(width, num_classes: int) -> tuple[nn.LayerChoice, nn.Repeat, nn.Linear]:
-    """The searched part of the digits spaces, after their stem: one block's op, 0-2 extra
-    conv blocks, and the linear head."""
-    op = nn.LayerChoice({
-        "conv3x3": nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()),
-        "conv5x5": nn.Sequential(nn.Conv2d(width, width, 5, padding=2), nn.ReLU()),
-        "sepconv": nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width),
-                                 nn.Conv2d(width, width, 1), nn.ReLU()),
-        "maxpool": nn.MaxPool2d(3, stride=1, padding=1),
-    }, label="op")
-    blocks = nn.Repeat(
-        lambda i: nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                nn.ReLU()), depth=(0, 2), label="depth")
-    return op, blocks, nn.Linear(width, num_classes)
-
-
-@nn.model_wrapper
-class DigitsSpace(nn.Module):
-    """A small CNN space for 8x8 digits: width, one block's op, depth of extra blocks."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        width = nn.ValueChoice([16, 32], label="width")
-        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.op, self.blocks, self.head = searched_layers(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.op(self.stem(x)))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def digits_features() -> nn.Sequential:
-    """Three convolutions and a pooling: 8x8 digits to 128 channels of 4x4 features."""
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-
-
-@nn.model_wrapper
-class PretrainedDigitsSpace(nn.Module):
-    """The search on top of a pretrained feature extractor, the common transfer-learning set-up:
-    the extractor is loaded from ``features`` (a state_dict file) and frozen; width, one
-    block's op and the number of extra blocks are searched."""
-
-    def __init__(self, features: str | None = None, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = digits_features()
-        if features is not None:
-            self.features.load_state_dict(torch.load(features, weights_only=True))
-        self.features.requires_grad_(False)  # every trial starts from these weights and never trains them
-        width = nn.ValueChoice([16, 32], label="width")
-        self.stem = nn.Sequential(nn.Conv2d(128, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.op, self.blocks, self.head = searched_layers(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.op(self.stem(self.features(x))))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+from .registry import UsageError
 
 
 def pretrain_features(data, path: str, epochs: int = 2, seed: int = 0) -> float:
@@ -141,7 +83,7 @@ def fit_demo_threads() -> str | None:
     """Torch threads for the cores other work leaves free (unless the user chose with
     OMP_NUM_THREADS); a line saying so when fewer than torch's default. On a busy machine the
     intra-op threads would wait on each other at every small operation of these small models."""
-    from .lifetime import busy_cores, fit_threads, owned_cores
+    from retiarii_ir.runtime.experiments.lifetime import busy_cores, fit_threads, owned_cores
 
     if "OMP_NUM_THREADS" in os.environ:
         return None
@@ -157,13 +99,13 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
              passes: tuple[str, ...] = EXACT_PASSES, device: str = "cpu") -> int:
     """The experiment flow end to end: a recorded search, the leaderboard, the winner exported
     as standalone code + ONNX and re-checked in a fresh interpreter, and the plot."""
-    from .evaluators import Classification
-    from .experiment import Experiment, check_device
-    from .export import export
-    from .leaderboard import format_top, top
-    from .plot import MISSING_MATPLOTLIB, matplotlib_installed, plot_experiment
-    from .space_spec import SpaceSpec
-    from .store import Store
+    from retiarii_ir.runtime.experiments.evaluators import Classification
+    from retiarii_ir.runtime.experiments.experiment import Experiment, check_device
+    from retiarii_ir.runtime.experiments.export import export
+    from retiarii_ir.runtime.experiments.leaderboard import format_top, top
+    from retiarii_ir.runtime.experiments.plot import MISSING_MATPLOTLIB, matplotlib_installed, plot_experiment
+    from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
+    from retiarii_ir.runtime.experiments.store import Store
 
     device = check_device(device)  # before any work
     if note := fit_demo_threads():
@@ -185,7 +127,8 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     print(f"\n0. pretrained a feature extractor (3 convolutions) in {time.perf_counter() - start:.1f}s: "
           f"{accuracy:.3f} validation accuracy under a linear classifier; saved to {features}")
     start = time.perf_counter()
-    spec = SpaceSpec("runtime.demo:PretrainedDigitsSpace", inputs=[(4, 1, 8, 8)], kwargs={"features": features})
+    spec = SpaceSpec("retiarii_ir.space.hub.digits:PretrainedDigitsSpace", inputs=[(4, 1, 8, 8)],
+                     kwargs={"features": features})
     space = spec.build()
     print(f"\n1. traced the model space in {time.perf_counter() - start:.2f}s: {space.size} architectures "
           f"on top of the frozen extractor")

@@ -1,6 +1,6 @@
 """A process-pool worker: one job (a JSON line) in on stdin, one result line out.
 
-``python -m runtime.pool_worker THREADS CONTEXT``: CONTEXT is the experiment's ``WorkerContext``
+``python -m retiarii_ir.runtime.experiments.pool_worker THREADS CONTEXT``: CONTEXT is the experiment's ``WorkerContext``
 as JSON (the store, the artifacts folder, the code it may import), fixed when the worker starts;
 job lines cannot widen it. The worker dies with the process that started it. Its own stdout is
 kept for results: anything the user's code prints goes to stderr."""
@@ -11,7 +11,7 @@ import sys
 
 
 def main() -> None:
-    from runtime.lifetime import die_with_parent
+    from retiarii_ir.runtime.experiments.lifetime import die_with_parent
 
     die_with_parent()
     channel = os.fdopen(os.dup(1), "w")
@@ -20,10 +20,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-    import codegen  # noqa: F401  (imported before "ready", so job timeouts do not pay for it)
-    import optimizer  # noqa: F401
+    from retiarii_ir import codegen  # noqa: F401  (imported before "ready", so job timeouts do not pay for it)
+    from retiarii_ir import optimizer  # noqa: F401
     from retiarii_ir.errors import first_line
-    from runtime.worker import WorkerContext, run_job
+    from retiarii_ir.runtime.experiments.worker import WorkerContext, run_job
 
     context = WorkerContext.from_json(json.loads(sys.argv[2]))
     channel.write("ready\n")

@@ -15,15 +15,15 @@ import torch
 
 from retiarii_ir.errors import first_line
 
-from .cli import UsageError, command
+from .registry import UsageError, command
 
 
 def load_model(spec: str, argument: str = "model") -> torch.nn.Module:
     """``package.module:factory`` or ``path/file.py:factory`` → the nn.Module that factory (or
     class) returns, checked before the call (a function or class of the user's code, not the
     standard library). The current folder is not searched: a module there is named by its file."""
-    from .experiment_errors import ConfigError
-    from .references import resolve
+    from retiarii_ir.runtime.experiments.errors import ConfigError
+    from retiarii_ir.runtime.experiments.references import resolve
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
@@ -193,7 +193,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 @command("demo", "Search a model space on real data end to end: pretrain, trace, search merged, export the "
                  "winner as standalone PyTorch and ONNX, re-check it, plot.", _demo_args)
 def demo_command(args: argparse.Namespace) -> int:
-    from optimizer import PASSES
+    from retiarii_ir.optimizer import PASSES
 
     from .demo import EXACT_PASSES, run_demo
 
@@ -218,7 +218,7 @@ def _codegen_args(p: argparse.ArgumentParser) -> None:
 @command("codegen", "Generate a standalone PyTorch module (and optionally ONNX) from a model or IR JSON.",
          _codegen_args)
 def codegen_command(args: argparse.Namespace) -> int:
-    from codegen.command import run
+    from .codegen_command import run
 
     check_codegen_source(args.source)
     outputs = {"--out": check_output_file(args.out, "--out")}

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import retiarii_ir as ir
 from retiarii_ir import nn
 
-from .experiment_errors import ConfigError
-from .references import Trust, check_reference, reference_of, resolve
+from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.experiments.references import Trust, check_reference, reference_of, resolve
 
 _TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
                  "grad_clip", "shuffle_seed", "schedule")
@@ -102,7 +102,7 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
 
 
 class Classification(Evaluator):
-    """Train on a registered data set (``runtime.data.register_dataset``) or one a loader
+    """Train on a registered data set (``retiarii_ir.runtime.training.data.register_dataset``) or one a loader
     returns (``"mypkg.data:load"``, called in each worker); metric: validation accuracy."""
 
     kind = "classification"
@@ -125,7 +125,7 @@ class Classification(Evaluator):
 
     def train_spec(self, sample: dict[str, Any]):
         """(DataSpec, TrainConfig) of one trial."""
-        from optimizer import DataSpec, TrainConfig
+        from retiarii_ir.optimizer import DataSpec, TrainConfig
 
         p = self.resolve(sample)
         data = DataSpec(p["dataset"], batch_size=p["batch_size"], shuffle_seed=p["shuffle_seed"])

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from optimizer import TrialTensor
+from retiarii_ir.optimizer import TrialTensor
 
 
 def scheduled_lr(config, step: int, total_steps: int) -> float:

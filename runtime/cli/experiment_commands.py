@@ -8,8 +8,8 @@ import os
 import socket
 import sys
 
-from .cli import UsageError, command
-from .store import DEFAULT_STORAGE
+from .registry import UsageError, command
+from retiarii_ir.runtime.experiments.store import DEFAULT_STORAGE
 
 _SETTINGS = ("strategy", "strategy_options", "max_trials", "max_duration", "concurrency", "cross_model",
              "name", "storage", "executor", "seed", "optimize_mode", "retries", "trial_timeout", "passes",
@@ -19,9 +19,9 @@ _SETTINGS = ("strategy", "strategy_options", "max_trials", "max_duration", "conc
 def load_config(path: str, storage: str | None = None, name: str | None = None):
     """The Experiment a config file defines: ``experiment = Experiment(...)``, or ``space``,
     ``evaluator`` and optionally ``strategy``, ``max_trials``, ... as top-level names."""
-    from .experiment import Experiment, check_name
-    from .experiment_errors import ConfigError
-    from .references import load_file_module
+    from retiarii_ir.runtime.experiments.experiment import Experiment, check_name
+    from retiarii_ir.runtime.experiments.errors import ConfigError
+    from retiarii_ir.runtime.experiments.references import load_file_module
 
     if not os.path.isfile(path):
         raise ConfigError(f"no such config file: {path}")
@@ -55,15 +55,15 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open(args):
-    from .experiment import check_name
-    from .store import Store
+    from retiarii_ir.runtime.experiments.experiment import check_name
+    from retiarii_ir.runtime.experiments.store import Store
 
     store = Store(args.storage or DEFAULT_STORAGE, create=False)
     return store, store.study_id(check_name(args.experiment))
 
 
 def _print_top(store, study_id, k: int) -> None:
-    from .leaderboard import format_top, top
+    from retiarii_ir.runtime.experiments.leaderboard import format_top, top
 
     records = top(store, study_id, k)
     print(format_top(records) if records else "no finished trial yet")
@@ -86,7 +86,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _run(experiment, how: str) -> int:
     """Run or resume; exit code 1 when every trial failed, with the reason most of them gave."""
-    from .store import Store
+    from retiarii_ir.runtime.experiments.store import Store
 
     print(f"experiment {experiment.name!r} in {Store(experiment.storage).url} ({experiment.executor.describe()})")
     state = getattr(experiment, how)()
@@ -135,8 +135,8 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 @command("status", "Where an experiment stands: trials finished, running, failed, the best so far.", _status_args)
 def status_command(args: argparse.Namespace) -> int:
-    from .leaderboard import format_status, status
-    from .store import Store
+    from retiarii_ir.runtime.experiments.leaderboard import format_status, status
+    from retiarii_ir.runtime.experiments.store import Store
 
     store = Store(args.storage or DEFAULT_STORAGE, create=False)
     names = [args.experiment] if args.experiment else store.experiments()
@@ -176,8 +176,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @command("export", "Export a finished trial as standalone model.py + weights + model.onnx.", _export_args)
 def export_command(args: argparse.Namespace) -> int:
     from .commands import check_output_folder
-    from .export import export
-    from .references import Trust
+    from retiarii_ir.runtime.experiments.export import export
+    from retiarii_ir.runtime.experiments.references import Trust
 
     out = check_output_folder(args.out, "--out")
     trust = Trust.of(packages=args.trust)
@@ -199,7 +199,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 @command("plot", "Plot metric vs trial and vs time (best so far), and which choices win, as a PNG.", _plot_args)
 def plot_command(args: argparse.Namespace) -> int:
     from .commands import check_output_file
-    from .plot import plot_experiment
+    from retiarii_ir.runtime.experiments.plot import plot_experiment
 
     out = check_output_file(args.out or f"{args.experiment}.png", "--out")
     store, _ = _open(args)

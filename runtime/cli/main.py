@@ -1,4 +1,5 @@
-"""The ``retiarii`` command line. Each subcommand registers itself in ``COMMANDS``.
+"""The ``retiarii`` command line's entry point. Each subcommand registers itself in
+``registry.COMMANDS``.
 
 Exit codes, the same for every subcommand:
   0    success
@@ -17,31 +18,10 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
 
-# name -> (help, add_arguments(parser), run(args) -> exit code)
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+from retiarii_ir.errors import IRError
 
-USAGE_ERROR = 2
-OUTPUT_CLOSED = 141  # as a shell reports a command ended by SIGPIPE
-EXIT_CODES = ("exit codes: 0 success; 1 the result failed a check, or every trial failed; 2 usage or input error "
-              "(bad argument, unreadable or unwritable path, model that cannot be loaded); 130 interrupted")
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line naming the argument, exit code 2."""
-
-    def __init__(self, argument: str | None, message: str) -> None:
-        super().__init__(f"argument {argument}: {message}" if argument else message)
-        self.argument = argument
-
-
-def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Register ``run(args) -> int`` as ``retiarii NAME``."""
-    def register(run: Callable[[argparse.Namespace], int]):
-        COMMANDS[name] = (help, add_arguments, run)
-        return run
-    return register
+from .registry import COMMANDS, EXIT_CODES, OUTPUT_CLOSED, USAGE_ERROR
 
 
 def _load_commands() -> None:
@@ -62,12 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help_text, add_arguments, _) in sorted(COMMANDS.items()):
         add_arguments(sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES))
     args = parser.parse_args(argv)
-    from retiarii_ir import IRError
-
     _quiet_torch_internals()
     try:
         return COMMANDS[args.command][2](args)
-    except (UsageError, IRError) as e:  # a clear message already: no traceback
+    except IRError as e:  # a clear message already (UsageError among them): no traceback
         print(f"retiarii {args.command}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
@@ -83,9 +61,3 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-if __name__ == "__main__":  # `python -m runtime.cli`: the subcommands register in runtime.cli, not __main__
-    from runtime.cli import main as _main
-
-    sys.exit(_main())

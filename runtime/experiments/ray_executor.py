@@ -16,9 +16,9 @@ import time
 
 from retiarii_ir.errors import first_line
 
-from .executors import Executor, JobOutcome, importable_paths
-from .experiment_errors import ConfigError
-from .worker import WorkerContext
+from retiarii_ir.runtime.experiments.executors import Executor, JobOutcome, importable_paths
+from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.experiments.worker import WorkerContext
 
 
 class Ray(Executor):
@@ -119,8 +119,8 @@ def _run_reporting_start(job_text: str, context: str, job_id: int, started_queue
     the driver when its trials begin."""
     import torch
 
-    from .lifetime import fit_threads
-    from .worker import WorkerContext, run_job
+    from retiarii_ir.runtime.experiments.lifetime import fit_threads
+    from retiarii_ir.runtime.experiments.worker import WorkerContext, run_job
 
     torch.set_num_threads(fit_threads(max(1, int(cpus))))
     return run_job(job_text, WorkerContext.from_json(json.loads(context)), on_start=lambda: started_queue.put(job_id))

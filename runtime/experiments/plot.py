@@ -9,9 +9,9 @@ import os
 
 from retiarii_ir.errors import first_line
 
-from .experiment_errors import ConfigError
-from .store import Store
-from .store_schema import printable
+from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.experiments.store import Store
+from retiarii_ir.runtime.experiments.store_schema import printable
 
 
 def best_so_far(values: list[float], maximize: bool) -> list[float]:

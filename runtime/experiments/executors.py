@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from retiarii_ir.errors import first_line
 
-from .experiment_errors import ConfigError
-from .worker import WorkerContext
+from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.experiments.worker import WorkerContext
 
 
 @dataclass
@@ -80,7 +80,7 @@ class InProcess(Executor):
         self._queue.append((job_id, job_text, timeout))
 
     def poll(self, wait_s: float) -> list[JobOutcome]:
-        from .worker import run_job
+        from retiarii_ir.runtime.experiments.worker import run_job
 
         if not self._queue:
             time.sleep(min(wait_s, 0.05))
@@ -121,7 +121,7 @@ def describe_exit(code: int | None) -> str:
 
 # ``python -m`` would put the current folder first on the worker's import path, where a file a
 # stranger left (``optimizer.py``) would shadow ours; the worker imports what the driver imports.
-_START_WORKER = "import sys; del sys.path[0]; from runtime.pool_worker import main; main()"
+_START_WORKER = "import sys; del sys.path[0]; from retiarii_ir.runtime.experiments.pool_worker import main; main()"
 
 
 class _Worker:
@@ -198,7 +198,7 @@ class ProcessPool(Executor):
         self._count = 0
 
     def start(self, context: WorkerContext) -> None:
-        from .lifetime import fit_threads
+        from retiarii_ir.runtime.experiments.lifetime import fit_threads
 
         self._context = context
         self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(importable_paths())}
@@ -313,7 +313,7 @@ def executor_named(name: str, workers: int | None = None, address: str | None = 
     if name in ("pool", "process-pool", "processes"):
         return ProcessPool(workers or 2)
     if name == "ray":
-        from .ray_executor import Ray
+        from retiarii_ir.runtime.experiments.ray_executor import Ray
 
         return Ray(address=address, workers=workers)
     raise ConfigError(f"unknown executor {name!r}; use in-process, pool or ray")

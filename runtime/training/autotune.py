@@ -2,8 +2,8 @@
 
 A grouped convolution is one kernel launch instead of K, but on some backends (CPU in
 particular, for wider layers) it runs slower than the K dense convolutions it replaces.
-Rather than guess, the optimizer times both, forward and backward, on the real shapes,
-once per distinct layer shape, and fuses only where fusing wins.
+Rather than guess, the trainer times both, forward and backward, on the real shapes, once
+per distinct layer shape, and hands the planner ``fusing_pays(device)`` as its decision.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from retiarii_ir import limits
 from retiarii_ir.errors import IRError, first_line
+from retiarii_ir.optimizer import ConvFusion
 
 _REPEATS = 3
 
@@ -49,6 +50,20 @@ def timing_bytes(width: int, batch: int, in_channels: int, out_channels: int, si
     return 2 * width * (x.numel() + w.numel() + y.numel()) * x.element_size()
 
 
+def fusing_pays(device: torch.device | str = "cpu"):
+    """The planner's ``fuse`` decision for ``device``: fuse a convolution group only where
+    timing both ways on this machine (cached per shape and thread count) shows the fused
+    kernel is faster."""
+    device = str(torch.device(device))
+
+    def decide(group: ConvFusion) -> bool:
+        return grouped_conv_wins(group.width, group.batch, group.in_channels, group.out_channels, group.size,
+                                 group.kernel, group.stride, group.padding, group.dilation, group.groups, device,
+                                 torch.get_num_threads())
+
+    return decide
+
+
 @lru_cache(maxsize=512)
 def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
@@ -64,7 +79,7 @@ def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: in
     if needed > limits.MAX_BUILD_BYTES:
         raise IRError(f"timing a convolution of {width} trials (batch {batch}, {in_channels}->{out_channels} "
                       f"channels, input {list(size)}) would allocate {needed / 2**20:,.1f} MiB, over the limit of "
-                      f"{limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB; plan with autotune=False to fuse without timing")
+                      f"{limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB; train with autotune=False to fuse without timing")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         xs = [torch.randn(batch, in_channels, *size, device=device, requires_grad=True) for _ in range(width)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from .store import Store, TrialRecord
-from .store_schema import printable
+from retiarii_ir.runtime.experiments.store import Store, TrialRecord
+from retiarii_ir.runtime.experiments.store_schema import printable
 
 
 def top(store: Store, study_id: int, k: int = 5) -> list[TrialRecord]:
@@ -27,7 +27,7 @@ def status(store: Store, study_id: int) -> dict:
         counts[r.state] = counts.get(r.state, 0) + 1
         interrupted += r.interrupted
     best = top(store, study_id, 1)
-    from .driver_lock import driver_state
+    from retiarii_ir.runtime.experiments.driver_lock import driver_state
 
     return {"driver": driver_state(store, store.name_of(study_id)) if counts["RUNNING"] else None,"trials": len(records), "complete": counts["COMPLETE"], "running": counts["RUNNING"],
             "waiting": counts["WAITING"], "failed": counts["FAIL"] - interrupted, "interrupted": interrupted,

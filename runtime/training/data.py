@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optimizer import DataSpec
+from retiarii_ir.optimizer import DataSpec
 from retiarii_ir.errors import IRError
 
 
@@ -48,7 +48,7 @@ def dataset(name: str) -> Dataset:
         made = _LOADERS[name]()
         if not isinstance(made, Dataset):
             raise DataError(f"the loader of data set {name!r} returned {type(made).__name__}, not a "
-                            f"runtime.data.Dataset")
+                            f"retiarii_ir.runtime.training.data.Dataset")
         _CACHE[name] = made
     return _CACHE[name]
 

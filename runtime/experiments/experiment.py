@@ -1,7 +1,7 @@
 """An experiment: a model space searched by a strategy, trials trained by an executor, every
 step recorded in the store so a crash loses nothing.
 
-    exp = Experiment(SpaceSpec("runtime.demo:DigitsSpace", inputs=[(2, 1, 8, 8)]),
+    exp = Experiment(SpaceSpec("retiarii_ir.space.hub.digits:DigitsSpace", inputs=[(2, 1, 8, 8)]),
                      Classification("digits", epochs=2, lr=nn.ValueChoice([1e-3, 1e-2], label="lr")),
                      "evolution", max_trials=16, concurrency=4, storage="runs.db", name="digits")
     exp.run()          # or exp.resume() after a crash: finished trials stay, running ones run again
@@ -27,22 +27,22 @@ from typing import Any
 
 import retiarii_ir as ir
 
-from .driver_lock import DriverLock
-from .evaluators import Evaluator
-from .executors import Executor, InProcess
-from .experiment_errors import ConfigError, ExperimentError
-from .references import Trust
-from .space_spec import SpaceSpec
-from .store import DEFAULT_STORAGE, Store, TrialRecord
-from .store_schema import StoreError
-from .worker import WorkerContext
+from retiarii_ir.runtime.experiments.driver_lock import DriverLock
+from retiarii_ir.runtime.experiments.evaluators import Evaluator
+from retiarii_ir.runtime.experiments.executors import Executor, InProcess
+from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError
+from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
+from retiarii_ir.runtime.experiments.store import DEFAULT_STORAGE, Store, TrialRecord
+from retiarii_ir.runtime.experiments.store_schema import StoreError
+from retiarii_ir.runtime.experiments.worker import WorkerContext
 
 EXACT_PASSES = ("dedup", "cse")
 INTERRUPTED = "interrupted: the experiment stopped while it ran; re-queued as a new trial"
 
 
 def _strategies() -> dict[str, type]:
-    import strategies
+    from retiarii_ir import strategies
 
     return {"random": strategies.Random, "grid": strategies.GridSearch, "gridsearch": strategies.GridSearch,
             "evolution": strategies.RegularizedEvolution, "regularizedevolution": strategies.RegularizedEvolution,
@@ -165,7 +165,7 @@ class Experiment:
         self.name = name or f"{factory}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         self.named = name is not None  # resume needs a name the user gave, not today's date
         if isinstance(executor, str):
-            from .executors import executor_named
+            from retiarii_ir.runtime.experiments.executors import executor_named
 
             executor = executor_named(executor)
         if executor is not None and not isinstance(executor, Executor):
@@ -181,7 +181,7 @@ class Experiment:
         return Store(self.storage)
 
     def _artifacts(self, store: Store) -> str:
-        from .export import default_artifacts
+        from retiarii_ir.runtime.experiments.export import default_artifacts
 
         return os.path.abspath(self.artifacts) if self.artifacts else default_artifacts(store.url, self.name)
 
@@ -260,13 +260,13 @@ class Experiment:
             return self._loop(store, study_id, config, strategy, search, lock)
 
     def top(self, k: int = 5) -> list[TrialRecord]:
-        from .leaderboard import top
+        from retiarii_ir.runtime.experiments.leaderboard import top
 
         store = Store(self.storage, create=False)
         return top(store, store.study_id(self.name), k)
 
     def export(self, rank: int, out_dir: str, stem: str = "model", onnx: bool = True) -> dict[str, str]:
-        from .export import export
+        from retiarii_ir.runtime.experiments.export import export
 
         store = Store(self.storage, create=False)
         return export(store, self.name, rank, out_dir, stem=stem, onnx=onnx, artifacts=self._artifacts(store),
@@ -283,7 +283,7 @@ class Experiment:
 
     def _loop(self, store: Store, study_id: int, config: dict, strategy, search: ir.SearchSpace,
               lock: DriverLock) -> Progress:
-        from strategies import SpaceExhausted
+        from retiarii_ir.strategies import SpaceExhausted
 
         choices = {c.label: list(c.values) for c in search}
         records = store.trials(study_id)

@@ -18,8 +18,8 @@ from typing import Any
 
 from retiarii_ir.errors import first_line
 
-from .experiment_errors import ExperimentError, UnknownExperimentError
-from .store_schema import CONFIG, TRIAL_ATTRS, StoreError, check, check_metric
+from retiarii_ir.runtime.experiments.errors import ExperimentError, UnknownExperimentError
+from retiarii_ir.runtime.experiments.store_schema import CONFIG, TRIAL_ATTRS, StoreError, check, check_metric
 
 DEFAULT_STORAGE = "retiarii.db"
 CONFIG_ATTR = "retiarii"

@@ -25,15 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import codegen
-from optimizer import PASSES, Plan, Trial, plan
-from optimizer.autotune import fastest_seconds
-from optimizer.merge import initial_state
+from retiarii_ir import codegen
+from retiarii_ir.optimizer import PASSES, Plan, Trial, plan
+from .autotune import fastest_seconds, fusing_pays
+from retiarii_ir.optimizer.merge import initial_state
 from retiarii_ir import build_module
 from retiarii_ir.errors import IRError, first_line
 
-from .data import batches, dataset, steps_per_epoch
-from .optimizers import GroupOptimizer
+from retiarii_ir.runtime.training.data import batches, dataset, steps_per_epoch
+from retiarii_ir.runtime.training.optimizers import GroupOptimizer
 
 StopRule = Callable[[str, int, dict[str, float]], bool]
 
@@ -149,11 +149,11 @@ class _GroupRun:
         timed training step of the batched module is clearly faster (``BATCHING_MARGIN``) than
         the unbatched one on this device: fused kernels save launches, but where a step is
         bound by arithmetic (a small CPU), the joins and splits around them can cost more."""
-        chosen = plan(self.trials, self.passes, autotune=self.autotune, device=self.device)
+        chosen = plan(self.trials, self.passes, fuse=fusing_pays(self.device) if self.autotune else None)
         module = build_merged_module(chosen.graph, self.device)
         if not (self.autotune and chosen.batched and len(self.trials) > 1):
             return chosen, module
-        plain = plan(self.trials, tuple(p for p in self.passes if p != "batch"), device=self.device)
+        plain = plan(self.trials, tuple(p for p in self.passes if p != "batch"))
         plain_module = build_merged_module(plain.graph, self.device)
         plain_s = self._step_seconds(plain, plain_module)
         try:

@@ -17,11 +17,11 @@ import torch
 
 from retiarii_ir.errors import IRError, first_line
 
-from .evaluators import Evaluator
-from .experiment_errors import ExperimentError
-from .leaderboard import top
-from .references import Trust
-from .store import Store
+from retiarii_ir.runtime.experiments.evaluators import Evaluator
+from retiarii_ir.runtime.experiments.errors import ExperimentError
+from retiarii_ir.runtime.experiments.leaderboard import top
+from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.experiments.store import Store
 
 MAX_GRAPH_BYTES = 512 * 2**20
 
@@ -97,7 +97,7 @@ def _read_graph(path: str, trust: Trust):
 
 def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
     """The trial's state_dict, read without unpickling code and loaded strictly into its model."""
-    import codegen
+    from retiarii_ir import codegen
 
     if not os.path.isfile(path):
         raise ExperimentError(f"the trial's weights {path} are missing")
@@ -120,8 +120,8 @@ def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
 
 def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> Any:
     """The data set the metric came from, when it can be had without running untrusted code."""
-    from .data import dataset, is_registered
-    from .worker import register_loader
+    from retiarii_ir.runtime.training.data import dataset, is_registered
+    from retiarii_ir.runtime.experiments.worker import register_loader
 
     try:
         name = evaluator.resolve(sample).get("dataset")
@@ -154,11 +154,11 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
     The store is data: the code comes from the trial's graph through codegen, its files are
     read only from the experiment's artifacts folder (default: beside the store), and a data
     set is loaded only from a trusted package (``trust``)."""
-    import codegen
+    from retiarii_ir import codegen
     from retiarii_ir.shape_inference import example_inputs
 
-    from .experiment import check_name
-    from .worker import trial_folder
+    from retiarii_ir.runtime.experiments.experiment import check_name
+    from retiarii_ir.runtime.experiments.worker import trial_folder
 
     check_name(name)
     study_id = store.study_id(name)

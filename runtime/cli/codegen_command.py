@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-from retiarii_ir.errors import IRError
+from retiarii_ir.codegen import to_onnx, write_module
+from retiarii_ir.errors import IRError, first_line
 from retiarii_ir.graph import Graph
 from retiarii_ir.types import TensorType, dtype_from_name
-
-from .onnx_export import to_onnx
-from .source import write_module
 
 
 def example_inputs(graph: Graph, batch_size: int = 2) -> tuple:
@@ -48,7 +45,7 @@ def _load(source: str, input_shapes: list[tuple[int, ...]], load_model) -> tuple
 def run(source: str, out: str, onnx: str | None, input_shapes: list[tuple[int, ...]],
         weights: str | None, class_name: str | None, load_model, dynamic_batch: bool = False,
         check_onnx: bool = False) -> int:
-    """Write the module source (and ONNX); errors are one line on stderr and exit code 2."""
+    """Write the module source (and ONNX); a failure is one project error (one line, exit code 2)."""
     try:
         graph, state_dict, inputs = _load(source, input_shapes, load_model)
         if weights:
@@ -59,7 +56,8 @@ def run(source: str, out: str, onnx: str | None, input_shapes: list[tuple[int, .
             onnx_path = to_onnx(graph, onnx, inputs if inputs is not None else example_inputs(graph),
                                 state_dict=state_dict, dynamic_batch=dynamic_batch, check_outputs=check_onnx)
             print(f"wrote ONNX to {onnx_path}" + ("" if state_dict is not None else " (fresh weights: pass --weights)"))
-    except (IRError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise IRError(f"cannot write {e.filename or out}: {e.strerror or first_line(e)}") from None
+    except RuntimeError as e:  # torch refused the weights or the export
+        raise IRError(first_line(e)) from None
     return 0
