@@ -21,7 +21,7 @@ from retiarii_ir.errors import IRError
 from .batching import BatchedGroup, batch_operators
 from .cost import node_flops
 from .cse import SharedNode, eliminate_common_subgraphs
-from .matching import ConvFusion, FuseDecision
+from .matching import FuseDecision
 from .merge import initial_state, merge_trials
 from .state import KeyIndex, StateRef, extract_trial_state, load_trial_state
 from .trial import Trial

@@ -97,7 +97,7 @@ def _batch_size(args: tuple, kwargs: dict, batch_dim: int) -> int | None:
     return None
 
 
-def _merge(graph: Graph, small: dict, large: dict | None, b_small: int | None, b_large: int | None) -> None:
+def merge_observations(graph: Graph, small: dict, large: dict | None, b_small: int | None, b_large: int | None) -> None:
     for node in graph.nodes:
         observed = small.get(node.name)
         if observed is None:
@@ -134,7 +134,7 @@ def record_types(graph: Graph, model: nn.Module, args: tuple, kwargs: dict, batc
                 large = None  # the model fixes its batch size: keep concrete shapes
                 _log.info("%s works only at batch size %s; its types keep concrete shapes", graph.name, b_small)
         graph.meta["symbolic_batch"] = large is not None
-        _merge(graph, small, large, b_small, b_large)
+        merge_observations(graph, small, large, b_small, b_large)
 
 
 def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "cpu") -> tuple:
@@ -191,5 +191,5 @@ def infer_types(graph: Graph, trust: Iterable[str] = ()) -> Graph:
     """Recompute every node's type from the input types (after a mutation, say)."""
     small, large = observe_types(graph, trust=trust)
     symbolic = graph.meta.get("symbolic_batch", True)
-    _merge(graph, small, large if symbolic else None, *PROBE_BATCH_SIZES)
+    merge_observations(graph, small, large if symbolic else None, *PROBE_BATCH_SIZES)
     return graph

@@ -114,7 +114,7 @@ def _compatible(recorded: ValueType, observed: ValueType) -> bool:
 
 
 def _check_types(graph: Graph, trust: tuple[str, ...]) -> None:
-    from .shape_inference import PROBE_BATCH_SIZES, _merge, observe_types
+    from .shape_inference import PROBE_BATCH_SIZES, merge_observations, observe_types
 
     scratch = graph.copy()
     try:
@@ -125,7 +125,7 @@ def _check_types(graph: Graph, trust: tuple[str, ...]) -> None:
         raise TypeMismatchError(
             f"type mismatch at node {node.describe() if node else e.node_name}: it cannot take what "
             f"its producers give ({producers}): {e.reason}") from None
-    _merge(scratch, small, large, *PROBE_BATCH_SIZES)
+    merge_observations(scratch, small, large, *PROBE_BATCH_SIZES)
     for node in graph.nodes:
         observed = scratch.node(node.name).type
         if not _compatible(node.type, observed):

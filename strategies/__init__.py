@@ -11,7 +11,8 @@ or by hand: ``sample = strategy.propose()`` (as many as you train at once), then
 """
 
 from .base import SpaceExhausted, Strategy, StrategyError, Trial, resolve_space
-from .driver import Budget, run_strategy
+from .driver import run_strategy
+from .loop import Budget, Evaluation, Failure, LoopResult, Pending, search_loop
 from .evolution import RegularizedEvolution
 from .random_search import GridSearch, Random
 from .rl import PolicyBasedRL
@@ -20,7 +21,11 @@ from .tpe import TPE
 __all__ = [
            "TPE",
            "Budget",
+           "Evaluation",
+           "Failure",
            "GridSearch",
+           "LoopResult",
+           "Pending",
            "PolicyBasedRL",
            "Random",
            "RegularizedEvolution",
@@ -30,4 +35,5 @@ __all__ = [
            "Trial",
            "resolve_space",
            "run_strategy",
+           "search_loop",
 ]

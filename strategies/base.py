@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retiarii_ir.errors import InvalidSampleError, SpaceExhausted, StrategyError
-from retiarii_ir.space.search_space import Sample, SearchSpace
+from retiarii_ir.space import Sample, SearchSpace
 
 OPTIMIZE_MODES = ("maximize", "minimize")
 FAILURE_POLICIES = ("ignore", "worst")

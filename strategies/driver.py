@@ -1,34 +1,18 @@
-"""Drive a strategy: keep K trials in flight, evaluate, tell, stop on budget, lose nothing."""
+"""Drive a strategy in this process: ``run_strategy`` plugs a callable (run here, in a thread
+pool, or on K samples at once) into the one search loop (``loop.py``)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass
 from typing import Any
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
-from .base import SpaceExhausted, Strategy, StrategyError, Trial
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Stop proposing after ``max_trials`` trained trials or ``max_seconds`` of wall time."""
-
-    max_trials: int | None = None
-    max_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_trials is None and self.max_seconds is None:
-            raise StrategyError("a Budget needs max_trials, max_seconds, or both")
-        if self.max_trials is not None and self.max_trials < 1:
-            raise StrategyError(f"max_trials must be >= 1, got {self.max_trials}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise StrategyError(f"max_seconds must be > 0, got {self.max_seconds}")
+from .base import Strategy, StrategyError, Trial
+from .loop import Budget, Failure, Pending, search_loop
 
 
 def _print_progress(strategy: Strategy, trial: Trial, budget: Budget) -> None:
@@ -47,104 +31,92 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[Sample], Any] | None, b
 
     ``evaluate(sample)`` returns the metric; an exception, None or NaN is a failed trial
     told to the strategy. Without an ``executor`` trials run one after another in proposal
-    order (deterministic, still K proposals outstanding); with one, K run at once. When the
-    budget is spent no new trial starts, and every started trial is still observed.
-    Returns the strategy's history.
+    order (deterministic, still K proposals outstanding); with one, K run at once. With
+    ``evaluate_many(samples)`` the K samples are evaluated together (one merged training
+    group) and each entry of its list is one result. When the budget is spent no new trial
+    starts, and every started trial is still observed. Returns the strategy's history.
     """
     if concurrency < 1:
         raise StrategyError(f"concurrency must be >= 1, got {concurrency}")
     if evaluate_many is not None:
         if executor is not None or evaluate is not None:
             raise StrategyError("pass either evaluate (with an optional executor) or evaluate_many, not both")
-        return _run_in_groups(strategy, evaluate_many, budget, concurrency, progress)
-    if not callable(evaluate):
+        evaluation, group_size = _Groups(evaluate_many), concurrency
+    elif not callable(evaluate):
         raise StrategyError("evaluate must be a callable sample -> metric")
-    start, started = time.monotonic(), 0
+    else:
+        evaluation = _Inline(evaluate) if executor is None else _Threads(evaluate, executor, strategy)
+        group_size = 1
     report = progress if callable(progress) else (
         (lambda trial: _print_progress(strategy, trial, budget)) if progress else None)
-
-    def may_start() -> bool:
-        if budget.max_trials is not None and started >= budget.max_trials:
-            return False
-        return budget.max_seconds is None or time.monotonic() - start < budget.max_seconds
-
-    def tell(sample: Sample, outcome: Future | Any) -> None:
-        try:
-            metric = outcome.result() if isinstance(outcome, Future) else outcome
-        except Exception as exc:  # noqa: BLE001 - any crash of a trial is data for the strategy
-            trial = strategy.observe_failure(sample, exc)
-        else:
-            trial = strategy.observe(sample, metric)
-        if report:
-            report(trial)
-
-    def evaluate_here(sample: Sample) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(evaluate(dict(sample)))
-        except Exception as exc:  # noqa: BLE001
-            future.set_exception(exc)
-        return future
-
-    queue: deque[Sample] = deque()
-    running: dict[Future, Sample] = {}
-    exhausted = False
-    while True:
-        while not exhausted and len(queue) + len(running) < concurrency and may_start():
-            try:
-                sample = strategy.propose()
-            except SpaceExhausted:
-                exhausted = True
-                break
-            started += 1
-            if executor is None:
-                queue.append(sample)
-            else:
-                running[executor.submit(evaluate, dict(sample))] = sample
-        if executor is None:
-            if not queue:
-                break
-            sample = queue.popleft()
-            tell(sample, evaluate_here(sample))
-        else:
-            if not running:
-                break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: strategy_order(running[f], strategy)):
-                tell(running.pop(future), future)
+    search_loop(strategy, evaluation, budget, concurrency=concurrency, group_size=group_size,
+                on_observed=(lambda pending, trial: report(trial)) if report else None)
     return strategy.history
 
 
-def _run_in_groups(strategy: Strategy, evaluate_many: Callable[[list[Sample]], list[Any]], budget: Budget,
-                   concurrency: int, progress: bool | Callable[[Trial], None]) -> list[Trial]:
-    """Ask ``concurrency`` samples, evaluate them together (one merged training group), tell
-    each result; repeat. An entry of ``evaluate_many``'s list that is an exception, None or
-    NaN is a failed trial; if the call itself raises, every sample of the group failed."""
-    start, started = time.monotonic(), 0
-    report = progress if callable(progress) else (
-        (lambda trial: _print_progress(strategy, trial, budget)) if progress else None)
-    while True:
-        group: list[Sample] = []
-        while len(group) < concurrency and (budget.max_trials is None or started < budget.max_trials) and (
-                budget.max_seconds is None or time.monotonic() - start < budget.max_seconds):
+def _outcome(evaluate: Callable[[Sample], Any], sample: Sample) -> Any:
+    try:
+        return evaluate(dict(sample))
+    except Exception as exc:  # noqa: BLE001 - any crash of a trial is data for the strategy
+        return Failure(exc)
+
+
+class _Inline:
+    """Trials evaluated here, one per ``collect``, in the order they were proposed."""
+
+    def __init__(self, evaluate: Callable[[Sample], Any]) -> None:
+        self.evaluate, self.queue = evaluate, deque()
+
+    def submit(self, group: list[Pending]) -> None:
+        self.queue.extend(group)
+
+    def collect(self, wait_s: float) -> list[tuple[Pending, Any]]:
+        pending = self.queue.popleft()
+        return [(pending, _outcome(self.evaluate, pending.sample))]
+
+
+class _Threads:
+    """Trials evaluated by a ``concurrent.futures`` executor, K at once."""
+
+    def __init__(self, evaluate: Callable[[Sample], Any], executor: Executor, strategy: Strategy) -> None:
+        self.evaluate, self.executor, self.strategy = evaluate, executor, strategy
+        self.running: dict[Future, Pending] = {}
+
+    def submit(self, group: list[Pending]) -> None:
+        for pending in group:
+            self.running[self.executor.submit(self.evaluate, dict(pending.sample))] = pending
+
+    def collect(self, wait_s: float) -> list[tuple[Pending, Any]]:
+        done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        ended = []
+        for future in sorted(done, key=lambda f: strategy_order(self.running[f].sample, self.strategy)):
+            pending = self.running.pop(future)
             try:
-                group.append(strategy.propose())
-            except SpaceExhausted:
-                break
-            started += 1
-        if not group:
-            return strategy.history
+                ended.append((pending, future.result()))
+            except Exception as exc:  # noqa: BLE001
+                ended.append((pending, Failure(exc)))
+        return ended
+
+
+class _Groups:
+    """Each group evaluated together by ``evaluate_many``; if the call raises, or returns another
+    number of results, every trial of the group failed."""
+
+    def __init__(self, evaluate_many: Callable[[list[Sample]], list[Any]]) -> None:
+        self.evaluate_many, self.groups = evaluate_many, deque()
+
+    def submit(self, group: list[Pending]) -> None:
+        self.groups.append(group)
+
+    def collect(self, wait_s: float) -> list[tuple[Pending, Any]]:
+        group = self.groups.popleft()
         try:
-            outcomes = list(evaluate_many([dict(s) for s in group]))
+            outcomes = list(self.evaluate_many([dict(p.sample) for p in group]))
             if len(outcomes) != len(group):
                 raise StrategyError(f"evaluate_many returned {len(outcomes)} results for {len(group)} samples")
         except Exception as exc:  # noqa: BLE001 - the whole group failed: each trial is told so
             outcomes = [exc] * len(group)
-        for sample, outcome in zip(group, outcomes):
-            trial = (strategy.observe_failure(sample, outcome) if isinstance(outcome, BaseException)
-                     else strategy.observe(sample, outcome))
-            if report:
-                report(trial)
+        return [(p, Failure(o) if isinstance(o, BaseException) else o) for p, o in zip(group, outcomes)]
 
 
 def strategy_order(sample: Sample, strategy: Strategy) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from retiarii_ir.space.search_space import Choice, Sample, SearchSpace
+from retiarii_ir.space import Choice, Sample, SearchSpace
 
 
 class TabularBenchmark:

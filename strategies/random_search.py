@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .base import SpaceExhausted, Strategy, StrategyError
 

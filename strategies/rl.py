@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from retiarii_ir.space.search_space import Sample, SearchSpace
+from retiarii_ir.space import Sample, SearchSpace
 
 from .base import Strategy, StrategyError
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .base import Strategy
 

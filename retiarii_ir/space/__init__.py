@@ -7,12 +7,19 @@ its generated code need nothing from here. ``retiarii_ir.nn`` is this package's 
 import sys
 
 from . import nn
+from .choice_mutators import SiteMutator
 from .fixed import fixed_arch
 from .model_space import ModelSpace, trace_space
 from .mutator import Mutator, ShapeMismatchError
+from .nn.choices import chosen_indices, reduce_inputs
+from .nn.value_choice import evaluate, leaves_of
+from .nn.wrapped import searched_arguments
 from .search_space import AnyOf, Choice, InvalidSampleError, Sample, SearchSpace
 
 sys.modules.setdefault("retiarii_ir.nn", nn)  # the public spelling: ``from retiarii_ir import nn``
 
 __all__ = ["AnyOf", "Choice", "InvalidSampleError", "ModelSpace", "Mutator", "Sample", "SearchSpace",
-           "ShapeMismatchError", "fixed_arch", "nn", "trace_space"]
+           "ShapeMismatchError", "fixed_arch", "nn", "trace_space",
+           # what supernets (one-shot search) build on: the mutator kind that marks a choice site,
+           # how an InputChoice's chosen inputs combine, and the values inside searched layers
+           "SiteMutator", "chosen_indices", "evaluate", "leaves_of", "reduce_inputs", "searched_arguments"]

@@ -26,7 +26,7 @@ from ..errors import GraphValidationError, IRError
 from ..graph import Graph
 from .mutator import Mutator, apply_mutators, infer_after_mutation
 from ..rewrite import eliminate_dead_code_keeping_state
-from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, _key
+from .search_space import Choice, InvalidSampleError, Sample, SearchSpace, value_key
 
 
 class ModelSpace:
@@ -196,7 +196,7 @@ def _merge_choice(declared: dict[str, Choice], choice: Choice, mutator: Mutator)
     if known is None:
         declared[choice.label] = choice
         return
-    if [_key(v) for v in known.values] != [_key(v) for v in choice.values]:
+    if [value_key(v) for v in known.values] != [value_key(v) for v in choice.values]:
         raise IRError(f"label {choice.label!r} is shared by choices with different candidates: "
                       f"{list(known.values)} and {list(choice.values)} (at {getattr(mutator, 'site', mutator)!r}); "
                       f"give them different labels or the same candidates")

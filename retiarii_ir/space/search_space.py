@@ -27,7 +27,7 @@ class AnyOf:
     values: tuple[Any, ...]
 
     def keys(self) -> set[str]:
-        return {_key(v) for v in self.values}
+        return {value_key(v) for v in self.values}
 
 
 def parent_allows(parent: tuple[str, Any] | None, sample: Mapping[str, Any]) -> bool:
@@ -38,8 +38,8 @@ def parent_allows(parent: tuple[str, Any] | None, sample: Mapping[str, Any]) -> 
     if label not in sample:
         return False
     if isinstance(wanted, AnyOf):
-        return _key(sample[label]) in wanted.keys()
-    return _key(sample[label]) == _key(wanted)
+        return value_key(sample[label]) in wanted.keys()
+    return value_key(sample[label]) == value_key(wanted)
 
 
 def _parent_values(parent: tuple[str, Any]) -> tuple[Any, ...]:
@@ -62,21 +62,21 @@ class Choice:
     def __post_init__(self) -> None:
         if not self.values:
             raise ValueError(f"choice {self.label!r} has no candidates")
-        keys = [_key(v) for v in self.values]
+        keys = [value_key(v) for v in self.values]
         if len(set(keys)) != len(keys):
             raise ValueError(f"choice {self.label!r} has duplicate candidates: {list(self.values)}")
 
     def index(self, value: Any) -> int:
         """Position of ``value`` among the candidates, or InvalidSampleError listing them."""
-        key = _key(value)
+        key = value_key(value)
         for i, candidate in enumerate(self.values):
-            if _key(candidate) == key:
+            if value_key(candidate) == key:
                 return i
         raise InvalidSampleError(f"value {value!r} is not a candidate of {self.label!r}; "
                                  f"valid values: {list(self.values)}")
 
 
-def _key(value: Any) -> str:
+def value_key(value: Any) -> str:
     """Canonical form: tuples and lists compare alike, as they do after a JSON trip."""
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -158,7 +158,7 @@ class SearchSpace:
                 children.setdefault(None, []).append(choice)
                 continue
             for value in _parent_values(choice.parent):
-                children.setdefault((choice.parent[0], _key(value)), []).append(choice)
+                children.setdefault((choice.parent[0], value_key(value)), []).append(choice)
         return children
 
     @property
@@ -167,7 +167,7 @@ class SearchSpace:
         children = self._children()
 
         def count(choices: list[Choice]) -> int:
-            return math.prod(sum(count(children.get((c.label, _key(v)), [])) for v in c.values)
+            return math.prod(sum(count(children.get((c.label, value_key(v)), [])) for v in c.values)
                              for c in choices)
 
         return count(children.get(None, []))
@@ -202,7 +202,7 @@ class SearchSpace:
 
     def sample_key(self, sample: Mapping[str, Any]) -> str:
         """A canonical string for a sample, to detect duplicates."""
-        return _key({k: sample[k] for k in sorted(sample)})
+        return value_key({k: sample[k] for k in sorted(sample)})
 
     def to_json(self) -> list[dict]:
         return [{"label": c.label, "values": list(c.values), "kind": c.kind,

@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from retiarii_ir.space.hub.digits import digits_features
+from retiarii_ir.space.hub import digits_features
 
 from .registry import UsageError
 

@@ -10,6 +10,8 @@ A hyperparameter given as ``nn.ValueChoice([...], label=...)`` joins the search 
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Callable
 
 import retiarii_ir as ir
@@ -189,3 +191,13 @@ def report(value: float) -> None:
     outside an experiment it does nothing."""
     if _REPORTER:
         _REPORTER[-1](float(value))
+
+
+@contextlib.contextmanager
+def reporting(record: Callable[[float], None]):
+    """Within the block, ``report(value)`` calls ``record(value)`` (the worker's store writer)."""
+    _REPORTER.append(record)
+    try:
+        yield
+    finally:
+        _REPORTER.pop()

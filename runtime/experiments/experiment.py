@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import collections
 import datetime
-import itertools
 import json
 import math
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +28,7 @@ import retiarii_ir as ir
 from retiarii_ir.runtime.experiments.driver_lock import DriverLock
 from retiarii_ir.runtime.experiments.evaluators import Evaluator
 from retiarii_ir.runtime.experiments.executors import Executor, InProcess
+from retiarii_ir.runtime.experiments.jobs import JobEvaluation, StoredTrial
 from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError
 from retiarii_ir.runtime.experiments.references import Trust
 from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
@@ -62,20 +61,6 @@ def strategy_name(strategy: Any) -> str:
             return name
     raise ConfigError(f"strategy must be a name (random, grid, evolution, tpe, rl) or one of the strategy "
                       f"classes, got {strategy!r}")
-
-
-@dataclass
-class _Running:
-    """A trial the loop has handed out."""
-
-    number: int
-    trial_id: int
-    sample: dict
-    attempts: int = 1
-    note: str = ""
-
-    def as_job_entry(self) -> dict:
-        return {"number": self.number, "trial_id": self.trial_id, "sample": self.sample}
 
 
 @dataclass
@@ -283,11 +268,13 @@ class Experiment:
 
     def _loop(self, store: Store, study_id: int, config: dict, strategy, search: ir.SearchSpace,
               lock: DriverLock) -> Progress:
-        from retiarii_ir.strategies import SpaceExhausted
+        """The one search loop (``strategies.search_loop``) with this experiment's jobs, store and
+        progress bar plugged in."""
+        from retiarii_ir.strategies import Budget, Pending, search_loop
 
         choices = {c.label: list(c.values) for c in search}
         records = store.trials(study_id)
-        waiting = replay(strategy, records)
+        backlog = [Pending(r.sample, StoredTrial(r.number, r.trial_id, queued=True)) for r in replay(strategy, records)]
         state = Progress()
         for r in records:
             if r.state == "COMPLETE":
@@ -299,113 +286,39 @@ class Experiment:
         job_base = {"space": config["space"], "evaluator": config["evaluator"], "cross_model": self.cross_model,
                     "passes": list(self.passes), "model_space": config["model_space"], "device": self.device,
                     "frozen_weights": config.get("frozen_weights")}
+        evaluation = JobEvaluation(self.executor, store, job_base, self.retries, self.trial_timeout)
         bar = _ProgressBar(self.max_trials, state, self.progress, self.name)
-        in_flight: dict[int, list[_Running]] = {}
-        job_ids = itertools.count()
-        start, exhausted = time.monotonic(), False
 
-        def submit(group: list[_Running]) -> None:
-            job_id = next(job_ids)
-            in_flight[job_id] = group
-            timeout = self.trial_timeout * len(group) if self.trial_timeout else None
-            self.executor.submit(job_id, json.dumps({**job_base, "trials": [g.as_job_entry() for g in group]}),
-                                 timeout)
+        def start(sample: dict) -> Pending:
+            return Pending(sample, StoredTrial(*store.add_trial(study_id, sample, choices)))
 
-        def fail_or_retry(trial: _Running, reason: str, attrs: dict) -> None:
-            if trial.attempts <= self.retries:
-                trial.attempts += 1
-                trial.note = f"attempt {trial.attempts} after: {reason}"
-                store.set_attrs(trial.trial_id, {"attempts": trial.attempts, f"failure_{trial.attempts - 1}": reason})
-                submit([trial])
-                return
-            store.fail(trial.trial_id, reason, {**attrs, "attempts": trial.attempts})
-            strategy.observe_failure(trial.sample, reason)
-            state.failed += 1
-            state.reasons.append(reason)
-            state.events.append(f"trial {trial.number} failed: {reason}")
+        def observed(pending: Pending, trial) -> None:
+            if trial.status == "succeeded":
+                state.done += 1
+                _better(state, trial.metric, pending.ticket.number, self.optimize_mode)
+            else:
+                state.failed += 1
+                state.reasons.append(trial.error)
+                state.events.append(f"trial {pending.ticket.number} failed: {trial.error}")
+
+        def tick(in_flight: int) -> None:
+            if lock.lost:
+                raise ExperimentError(f"experiment {self.name!r} was taken over by another driver while this "
+                                      f"one stalled; stopping here (its trials are in the store)")
+            state.running = in_flight
+            bar.update()
 
         self.executor.start(self._context(store))
         try:
-            while True:
-                if lock.lost:
-                    raise ExperimentError(f"experiment {self.name!r} was taken over by another driver while this "
-                                          f"one stalled; stopping here (its trials are in the store)")
-                fresh: list[_Running] = []
-                while sum(len(g) for g in in_flight.values()) + len(fresh) < self.concurrency:
-                    if waiting:
-                        record = waiting.pop(0)
-                        store.start(record.trial_id)
-                        fresh.append(_Running(record.number, record.trial_id, record.sample))
-                        continue
-                    in_flight_now = sum(len(g) for g in in_flight.values()) + len(fresh)
-                    used = state.done + state.failed + in_flight_now
-                    if exhausted or (self.max_trials is not None and used >= self.max_trials) or (
-                            self.max_duration is not None and time.monotonic() - start >= self.max_duration):
-                        break
-                    try:
-                        sample = strategy.propose()
-                    except SpaceExhausted:
-                        exhausted = state.exhausted = True
-                        break
-                    number, trial_id = store.add_trial(study_id, sample, choices)
-                    fresh.append(_Running(number, trial_id, sample))
-                size = self._job_size()
-                for i in range(0, len(fresh), size):
-                    submit(fresh[i:i + size])
-                state.running = sum(len(g) for g in in_flight.values())
-                bar.update()
-                if not in_flight:
-                    break
-                for outcome in self.executor.poll(0.5):
-                    group = in_flight.pop(outcome.job_id)
-                    result = _job_result(outcome)
-                    if isinstance(result, str):
-                        if len(group) > 1:  # one member may have brought the job down: each again, alone
-                            for trial in group:
-                                trial.note = f"re-run alone after its group failed: {result}"
-                                submit([trial])
-                        else:
-                            fail_or_retry(group[0], result, {})
-                        continue
-                    self._record(store, strategy, state, group, result, fail_or_retry)
-                state.running = sum(len(g) for g in in_flight.values())
-                bar.update()
+            ended = search_loop(strategy, evaluation, Budget(self.max_trials, self.max_duration),
+                                concurrency=self.concurrency, group_size=self._job_size(), backlog=backlog,
+                                finished=state.done + state.failed, start=start, on_observed=observed, on_tick=tick)
+            state.exhausted, state.running = ended.exhausted, 0
         finally:
             self.executor.close()
             bar.close()
         self.last_run = state
         return state
-
-    def _record(self, store: Store, strategy, state: Progress, group: list[_Running], result: dict,
-                fail_or_retry) -> None:
-        by_number = {entry.get("number"): entry for entry in result.get("trials", []) if isinstance(entry, dict)}
-        for trial in group:
-            entry = by_number.get(trial.number, {"status": "failed", "error": "the worker returned no result"})
-            attrs = {key: entry[key] for key in ("train_seconds", "trained_as", "traceback") if key in entry}
-            if trial.note:
-                attrs["note"] = trial.note
-            if entry["status"] == "succeeded":
-                store.complete(trial.trial_id, entry["metric"],
-                               {**attrs, "source": entry["source"], "checkpoint": entry["checkpoint"],
-                                "attempts": trial.attempts})
-                strategy.observe(trial.sample, entry["metric"])
-                state.done += 1
-                _better(state, entry["metric"], trial.number, self.optimize_mode)
-            else:
-                fail_or_retry(trial, entry.get("error") or "failed", attrs)
-
-
-def _job_result(outcome) -> dict | str:
-    """A job's result, or why it has none (the executor's reason, or the worker's)."""
-    if outcome.error is not None:
-        return outcome.error
-    try:
-        result = json.loads(outcome.result)
-    except (TypeError, ValueError):
-        return "the worker returned no readable result"
-    if not isinstance(result, dict) or not isinstance(result.get("trials", []), list):
-        return "the worker returned no readable result"
-    return result["error"] if "error" in result else result
 
 
 RECORDED_FIELDS = ("space", "evaluator", "search_space", "model_space", "frozen_weights", "optimize_mode")

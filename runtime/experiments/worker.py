@@ -26,7 +26,7 @@ import torch
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.evaluators import _REPORTER, Evaluator, FunctionEvaluator
+from retiarii_ir.runtime.experiments.evaluators import Evaluator, FunctionEvaluator, reporting
 from retiarii_ir.runtime.experiments.errors import ConfigError
 from retiarii_ir.runtime.experiments.references import Trust
 from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
@@ -71,10 +71,10 @@ def _reason(error: BaseException) -> str:
 
 def register_loader(dataset: str, trust: Trust | None = None) -> None:
     """A data set named by its loader (``module:callable``) is registered under that name here."""
-    from retiarii_ir.runtime.training.data import _LOADERS, register_dataset
+    from retiarii_ir.runtime.training.data import is_registered, register_dataset
     from retiarii_ir.runtime.experiments.references import resolve
 
-    if ":" in dataset and dataset not in _LOADERS:
+    if ":" in dataset and not is_registered(dataset):
         register_dataset(dataset, resolve(dataset, trust))
 
 
@@ -191,7 +191,7 @@ def _source(graph) -> str:
 
 def _starting_state(trial, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Fresh weights from the trial's seed, with the space's frozen (pretrained) ones put in."""
-    from retiarii_ir.optimizer.merge import initial_state
+    from retiarii_ir.optimizer import initial_state
 
     return {**initial_state(trial), **frozen}
 
@@ -258,7 +258,6 @@ def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict,
 
     entry: dict[str, Any] = {"number": t["number"], "status": "failed", "trained_as": "alone"}
     start = time.perf_counter()
-    _REPORTER.append(report)
     try:
         fn = evaluator.function(context.trust)
         torch.manual_seed(0)
@@ -269,7 +268,8 @@ def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict,
             for key in frozen:
                 if key in parameters:  # a tied weight is listed under its first name only
                     parameters[key].requires_grad_(False)
-        metric = fn(model, **evaluator.resolve(t["sample"]))
+        with reporting(report):
+            metric = fn(model, **evaluator.resolve(t["sample"]))
         metric = float(metric) if metric is not None else float("nan")
         if not math.isfinite(metric):
             entry["error"] = f"the evaluator returned {metric}"
@@ -279,7 +279,5 @@ def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict,
     except Exception as e:  # noqa: BLE001 - the user's function failed: that trial fails, with the reason
         entry["error"] = _reason(e)
         entry["traceback"] = traceback.format_exc(limit=-3)
-    finally:
-        _REPORTER.pop()
     entry["train_seconds"] = time.perf_counter() - start
     return entry

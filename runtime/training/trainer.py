@@ -25,15 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retiarii_ir import codegen
-from retiarii_ir.optimizer import PASSES, Plan, Trial, plan
-from .autotune import fastest_seconds, fusing_pays
-from retiarii_ir.optimizer.merge import initial_state
-from retiarii_ir import build_module
+from retiarii_ir import build_module, codegen
 from retiarii_ir.errors import IRError, first_line
+from retiarii_ir.optimizer import PASSES, Plan, Trial, initial_state, plan
 
-from retiarii_ir.runtime.training.data import batches, dataset, steps_per_epoch
-from retiarii_ir.runtime.training.optimizers import GroupOptimizer
+from .autotune import fastest_seconds, fusing_pays
+from .data import batches, dataset, steps_per_epoch
+from .optimizers import GroupOptimizer
 
 StopRule = Callable[[str, int, dict[str, float]], bool]
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from retiarii_ir.errors import first_line
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .mixed import OneShotError
 from .supernet import Supernet

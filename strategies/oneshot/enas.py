@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, probabilities_by_value
 

@@ -21,8 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from retiarii_ir.errors import IRError
-from retiarii_ir.space.nn.choices import chosen_indices, reduce_inputs
-from retiarii_ir.space.nn.value_choice import evaluate, leaves_of
+from retiarii_ir.space import chosen_indices, evaluate, leaves_of, nn as space_nn, reduce_inputs, searched_arguments
 
 
 class OneShotError(IRError):
@@ -88,8 +87,36 @@ def weighted_sum(state: ArchState, label: str, outputs: list[tuple[int, torch.Te
     return total
 
 
+# ---------------------------------------------------------------------- conversions
+# Each mixed module says which choice it stands for and how it is made from one (as NNI 3.0's
+# ``mutate`` class methods do); the supernet walks the model and asks them in this order.
+MIXED_MODULES: list[type[nn.Module]] = []
+
+
+def mixes(choice_type: type):
+    """Class decorator: the mixed module stands for modules of ``choice_type``."""
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        cls.choice_type = choice_type
+        MIXED_MODULES.append(cls)
+        return cls
+    return register
+
+
+def mixed_for(module: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module | None:
+    """The mixed module that stands for ``module`` (a child of ``parent`` at ``path``), or None."""
+    for cls in MIXED_MODULES:
+        if isinstance(module, cls.choice_type):
+            return cls.convert(module, parent, state, path)
+    return None
+
+
+@mixes(space_nn.LayerChoice)
 class MixedLayerChoice(nn.Module):
     """A LayerChoice: the chosen candidate, or the gated sum of the candidates to run."""
+
+    @classmethod
+    def convert(cls, choice: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module:
+        return cls(choice, state)
 
     def __init__(self, choice: nn.Module, state: ArchState) -> None:
         super().__init__()
@@ -111,8 +138,13 @@ class MixedLayerChoice(nn.Module):
         return weighted_sum(state, self.label, [(i, self.candidate(self.values[i])(*args)) for i in gate.active])
 
 
+@mixes(space_nn.InputChoice)
 class MixedInputChoice(nn.Module):
     """An InputChoice: the chosen inputs reduced, or the gated sum over candidate selections."""
+
+    @classmethod
+    def convert(cls, choice: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module:
+        return cls(choice, state)
 
     def __init__(self, choice: nn.Module, state: ArchState) -> None:
         super().__init__()
@@ -133,8 +165,13 @@ class MixedInputChoice(nn.Module):
         return weighted_sum(state, self.label, outputs)
 
 
+@mixes(space_nn.Repeat)
 class MixedRepeat(nn.Module):
     """A Repeat: the first ``depth`` blocks, or the gated sum of the outputs at each depth."""
+
+    @classmethod
+    def convert(cls, repeat: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module:
+        return cls(repeat, state)
 
     def __init__(self, repeat: nn.Module, state: ArchState) -> None:
         super().__init__()
@@ -162,8 +199,15 @@ class MixedRepeat(nn.Module):
         return weighted_sum(state, self.label, outputs)
 
 
+@mixes(space_nn.LooseEndMerge)
 class MixedLooseEnd(nn.Module):
     """A cell's loose-end merge: concatenates the nodes no chosen input reads (sample mode only)."""
+
+    @classmethod
+    def convert(cls, merge: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module:
+        if not isinstance(parent, space_nn.Cell):
+            raise UnsupportedSpaceError(f"loose-end merge {path!r} ({merge.label!r}) is not inside a Cell")
+        return cls(merge, parent, state)
 
     def __init__(self, merge: nn.Module, cell: nn.Module, state: ArchState) -> None:
         super().__init__()
@@ -199,6 +243,7 @@ def _slice(tensor: torch.Tensor, shape: torch.Size, centred_from: int) -> torch.
     return tensor[tuple(index)]
 
 
+@mixes(space_nn.ValueChoiceLayer)
 class MixedValueLayer(nn.Module):
     """A torch layer built with ValueChoice arguments, holding the weights of its largest form.
 
@@ -207,10 +252,14 @@ class MixedValueLayer(nn.Module):
     (channels from the start, kernels from the centre).
     """
 
+    @classmethod
+    def convert(cls, layer: nn.Module, parent: nn.Module, state: "ArchState", path: str) -> nn.Module | None:
+        return cls(layer, state, path) if searched_arguments(layer) else None  # no choice inside: left as it is
+
     def __init__(self, layer: nn.Module, state: ArchState, where: str) -> None:
         super().__init__()
         self.where, self.base_class = where, layer.base_class
-        self.value_args = dict(layer.value_args)
+        self.value_args = searched_arguments(layer)
         self.args, self.kwargs = _args_with_choices(layer)
         self.labels = {leaf.label: list(leaf.candidates) for leaf in leaves_of(list(self.value_args.values()))}
         self._state = [state]
@@ -343,7 +392,7 @@ def _args_with_choices(layer: nn.Module) -> tuple[list, dict]:
     """The layer's constructor arguments as written, choices included (positional stay positional)."""
     args, kwargs = list(layer.plain_args[0]), dict(layer.plain_args[1])
     names = [n for n in inspect.signature(layer.base_class.__init__).parameters][1:]
-    for name, expr in layer.value_args.items():
+    for name, expr in searched_arguments(layer).items():
         if name in kwargs or names.index(name) >= len(args):
             kwargs[name] = expr
         else:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, probabilities_by_value
 from .latency import LatencyTable

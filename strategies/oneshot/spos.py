@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from retiarii_ir.space.search_space import Sample
+from retiarii_ir.space import Sample
 
 from .base import OneShotSearch
 from .mixed import OneShotError

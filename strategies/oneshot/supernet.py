@@ -18,21 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from retiarii_ir.space.nn import InputChoice, LayerChoice, Repeat, ValueChoiceLayer
-from retiarii_ir.space.nn.cell import Cell, LooseEndMerge
+from retiarii_ir.space import SiteMutator, nn as space_nn
 
 from .mixed import (
     ArchState,
     Gate,
     MixedInputChoice,
     MixedLayerChoice,
-    MixedLooseEnd,
     MixedRepeat,
     MixedValueLayer,
     UnsupportedSpaceError,
+    mixed_for,
 )
-
-MIXED = (MixedLayerChoice, MixedInputChoice, MixedRepeat, MixedValueLayer, MixedLooseEnd)
 
 
 class Supernet(nn.Module):
@@ -125,8 +122,6 @@ class Supernet(nn.Module):
 
 
 def _refuse_custom_mutators(space: Any, method: str) -> None:
-    from retiarii_ir.space.choice_mutators import SiteMutator
-
     for mutator in space.mutators:
         if not isinstance(mutator, SiteMutator):
             labels = [c.label for c in space.search_space if c.kind == "mutator"] or [mutator.label]
@@ -137,28 +132,15 @@ def _refuse_custom_mutators(space: Any, method: str) -> None:
 
 
 def _convert(module: nn.Module, state: ArchState, prefix: str, memo: dict[int, nn.Module]) -> nn.Module:
-    """Replace, bottom-up, every choice under ``module`` by its mixed module."""
+    """Replace, bottom-up, every choice under ``module`` by the mixed module registered for it."""
     for name, child in list(module.named_children()):
         path = f"{prefix}.{name}" if prefix else name
         if id(child) in memo:
             module._modules[name] = memo[id(child)]
             continue
-        if isinstance(child, LooseEndMerge):
-            if not isinstance(module, Cell):
-                raise UnsupportedSpaceError(f"loose-end merge {path!r} ({child.label!r}) is not inside a Cell")
-            new: nn.Module = MixedLooseEnd(child, module, state)
-        else:
+        if not isinstance(child, space_nn.LooseEndMerge):  # a merge's inputs are its cell's, not its own
             _convert(child, state, path, memo)
-            if isinstance(child, LayerChoice):
-                new = MixedLayerChoice(child, state)
-            elif isinstance(child, InputChoice):
-                new = MixedInputChoice(child, state)
-            elif isinstance(child, Repeat):
-                new = MixedRepeat(child, state)
-            elif isinstance(child, ValueChoiceLayer) and child.__dict__.get("value_args"):
-                new = MixedValueLayer(child, state, path)
-            else:
-                new = child
+        new = mixed_for(child, module, state, path) or child
         memo[id(child)] = new
         module._modules[name] = new
     return module

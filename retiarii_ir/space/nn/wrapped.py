@@ -95,3 +95,9 @@ def plain_spec(layer: ValueChoiceLayer) -> ModuleSpec:
 
 
 __all__ = ["ValueChoiceLayer", "ValueExpr", "plain_spec", "wrap_layer"]
+
+
+def searched_arguments(layer: Any) -> dict[str, Any]:
+    """The constructor arguments a layer was given as choices (argument -> expression); empty for
+    any other module. A supernet turns a layer with some into a weight-sharing one."""
+    return dict(layer.__dict__.get("value_args") or {}) if isinstance(layer, ValueChoiceLayer) else {}
