@@ -12,8 +12,8 @@ from .cse import SharedNode
 from .matching import ConvFusion, FuseDecision
 from .merge import initial_state
 from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
-from .state import StateRef
+from .state import StateError, StateRef
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
 __all__ = ["PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
-           "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]
+           "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]

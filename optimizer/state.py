@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from retiarii_ir.errors import IRError
+
+
+class StateError(IRError):
+    """A trial's state does not fit its places in the merged module (a missing entry)."""
+
 
 @dataclass(frozen=True)
 class StateRef:
@@ -58,6 +64,6 @@ def load_trial_state(module: nn.Module, state_map: dict[str, StateRef], state: d
     merged = module.state_dict(keep_vars=True)
     missing = set(state_map) - set(state)
     if missing:
-        raise KeyError(f"trial state lacks {sorted(missing)[:5]}")
+        raise StateError(f"trial state lacks {sorted(missing)[:5]}")
     for key, ref in state_map.items():
         ref.read(merged).copy_(state[key])

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from retiarii_ir.errors import IRError
 from retiarii_ir.optimizer import TrialTensor
 
 
@@ -133,7 +134,7 @@ class GroupOptimizer:
         """Put back what ``state_of`` took, onto trial k's tensors in this group's layout."""
         missing = {piece.key for piece in self.tensors[k]} - set(states)
         if missing:
-            raise ValueError(f"trial {k}'s saved optimizer state lacks {sorted(missing)[:5]}")
+            raise IRError(f"trial {k}'s saved optimizer state lacks {sorted(missing)[:5]}")
         for piece in self.tensors[k]:
             entry = states[piece.key]
             if not entry:
