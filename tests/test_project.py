@@ -24,17 +24,6 @@ def test_setup_commands_pin_the_cpu_torch_first():
     assert len(setup) == 2 and all(b.startswith("pip install torch==2.13.0 && ") for b in setup)
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch):
-    """The IR, model-space and codegen examples in the README work as printed."""
-    blocks = re.findall(r"```python\n(.*?)\n```", _read("README.md"), re.S)
-    runnable = [b for b in blocks if "train_and_validate" not in b]
-    assert len(runnable) >= 3
-    monkeypatch.chdir(tmp_path)  # the codegen example writes files
-    for block in runnable:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
-    assert (tmp_path / "model.py").exists() and (tmp_path / "model.onnx").exists()
-
-
 def test_hypothesis_writes_nothing_into_the_working_tree():
     """No example database, and its other files (failure patches) go under the temp dir."""
     from hypothesis import settings
