@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from retiarii_ir.errors import IRError
 from retiarii_ir.optimizer import TrainConfig, TrialTensor
 from retiarii_ir.runtime.training.optimizers import GroupOptimizer, scheduled_lr
 
@@ -181,7 +182,7 @@ def test_state_moves_between_layouts_and_training_continues_exactly(names):
 
 def test_putting_back_state_for_other_tensors_is_refused():
     fused = GroupOptimizer([RECIPES["sgd"]], [whole(parameters(0))])
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(IRError, match="lacks"):
         fused.load_state(0, {"p0": {}})
 
 
