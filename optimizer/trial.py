@@ -21,30 +21,89 @@ class TrialSpecError(IRError):
 
 
 LOSSES = ("cross_entropy", "mse")
+METRICS = ("accuracy", "neg_mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")  # cosine: annealed from lr towards 0 over all steps
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which batches a trial reads: data set, batch size and the seed of the sampling order."""
+    """Which batches a trial reads, as plain data: the data set and the DataLoader settings.
+
+    ``dataset`` is a registered name (in-memory tensors, the fast path) or a reference to the
+    user's factory, ``"mypkg.data:make"`` or ``"path/to/data.py:make"``, called with ``kwargs``
+    and returning map-style ``torch.utils.data.Dataset``s ``(train, validation)``. Sample order
+    and every random draw of an item's transforms derive from (``shuffle_seed``, epoch, index),
+    so equal specs give equal batches, alone or merged, for any ``num_workers``: a merged group
+    reads them once. ``collate_fn`` is a reference too; ``timeout`` bounds the wait for a loader
+    worker's batch (seconds), so a hung worker fails its trials instead of hanging them."""
 
     dataset: str = "digits"
     batch_size: int = 64
     shuffle_seed: int = 0
     drop_last: bool = False
+    num_workers: int = 0
+    prefetch_factor: int | None = None
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    collate_fn: str | None = None
+    timeout: float = 300.0
+    kwargs: Any = "{}"  # a dict of JSON values; kept as canonical JSON text (hashable, exact in JSON)
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.dataset, str) and self.dataset, "dataset must be a name")
+        _check(isinstance(self.dataset, str) and self.dataset and len(self.dataset) <= 1000,
+               f"dataset must be a name or a 'module:factory' reference, got {str(self.dataset)[:80]!r}")
         _check(type(self.batch_size) is int and self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size!r}")
         _check(type(self.shuffle_seed) is int, f"shuffle_seed must be an integer, got {self.shuffle_seed!r}")
+        _check(type(self.drop_last) is bool, f"drop_last must be True or False, got {self.drop_last!r}")
+        _check(type(self.num_workers) is int and 0 <= self.num_workers <= 256,
+               f"num_workers must be an integer from 0 to 256, got {self.num_workers!r}")
+        _check(self.prefetch_factor is None or type(self.prefetch_factor) is int and self.prefetch_factor > 0,
+               f"prefetch_factor must be None or > 0, got {self.prefetch_factor!r}")
+        _check(self.prefetch_factor is None or self.num_workers > 0, "prefetch_factor needs num_workers > 0")
+        _check(not self.persistent_workers or self.num_workers > 0, "persistent_workers needs num_workers > 0")
+        for name in ("pin_memory", "persistent_workers"):
+            _check(type(getattr(self, name)) is bool, f"{name} must be True or False, got {getattr(self, name)!r}")
+        _check(self.collate_fn is None or isinstance(self.collate_fn, str) and ":" in self.collate_fn,
+               f"collate_fn must be a 'module:function' reference, got {self.collate_fn!r}")
+        _check(isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0,
+               f"timeout must be seconds > 0, got {self.timeout!r}")
+        object.__setattr__(self, "kwargs", _canonical_kwargs(self.kwargs))
+
+    @property
+    def is_reference(self) -> bool:
+        """A factory named by reference (``module:factory``), not a registered name."""
+        return ":" in self.dataset
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        return json.loads(self.kwargs)
+
+
+def _canonical_kwargs(kwargs: Any) -> str:
+    """The factory's keyword arguments as canonical JSON text: equal arguments, equal text."""
+    if isinstance(kwargs, str):
+        try:
+            kwargs = json.loads(kwargs)
+        except ValueError:
+            raise TrialSpecError(f"data kwargs text is not JSON: {kwargs[:80]!r}") from None
+    _check(isinstance(kwargs, dict) and all(isinstance(k, str) and k.isidentifier() for k in kwargs),
+           f"data kwargs must be a dict of keyword names to values, got {str(kwargs)[:80]}")
+    try:
+        return json.dumps(kwargs, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TrialSpecError(f"data kwargs must be plain JSON values: {e}") from None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Loss, optimizer and its hyperparameters, learning-rate schedule, epochs, seed and gradient clipping."""
+    """Loss, metric, optimizer and its hyperparameters, learning-rate schedule, epochs, seed and
+    gradient clipping. ``loss`` and ``metric`` are built-in names or references to the user's
+    functions: ``loss(output, target) -> scalar tensor`` (per step) and ``metric(outputs,
+    targets) -> float`` (over the validation split). Without a ``metric``: accuracy for
+    classification, negative MSE for regression (as the data set or the loss says)."""
 
     loss: str = "cross_entropy"
+    metric: str | None = None
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.0
@@ -57,7 +116,10 @@ class TrainConfig:
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(isinstance(self.loss, str) and (self.loss in LOSSES or ":" in self.loss),
+               f"loss must be one of {LOSSES} or a 'module:function' reference, got {self.loss!r}")
+        _check(self.metric is None or isinstance(self.metric, str) and (self.metric in METRICS or ":" in self.metric),
+               f"metric must be one of {METRICS} or a 'module:function' reference, got {self.metric!r}")
         _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("lr", "momentum", "weight_decay"):

@@ -71,13 +71,16 @@ class LoopResult:
 def search_loop(strategy: Strategy, evaluation: Evaluation, budget: Budget, *, concurrency: int = 1,
                 group_size: int = 1, backlog: Iterable[Pending] = (), finished: int = 0,
                 start: Callable[[Sample], Pending] = Pending, on_observed: Callable[[Pending, Trial], None] | None = None,
-                on_tick: Callable[[int], None] | None = None, wait_s: float = 0.5) -> LoopResult:
+                on_tick: Callable[[int], None] | None = None, group_key: Callable[[Pending], Any] | None = None,
+                wait_s: float = 0.5) -> LoopResult:
     """Keep ``concurrency`` trials in flight: hand out the ``backlog`` first (samples the strategy
     already knows, queued before a stop), then new proposals, each made into a ``Pending`` by
     ``start``; submit them in groups of ``group_size``; tell the strategy each outcome, then
     ``on_observed``. The budget counts ``finished`` trials (from before) and those in flight;
     once it is spent, or the space has no sample left, nothing new starts and every trial in
-    flight is still observed. ``on_tick(in_flight)`` runs each turn (it may raise to stop)."""
+    flight is still observed. ``on_tick(in_flight)`` runs each turn (it may raise to stop).
+    ``group_key(pending)`` orders the new trials before they are cut into groups, so trials with
+    equal keys (the same data) share a group where they can."""
     if concurrency < 1:
         raise StrategyError(f"concurrency must be >= 1, got {concurrency}")
     queued, began = deque(backlog), time.monotonic()
@@ -102,6 +105,8 @@ def search_loop(strategy: Strategy, evaluation: Evaluation, budget: Budget, *, c
                 exhausted = True
                 break
             fresh.append(start(sample))
+        if group_key is not None:
+            fresh.sort(key=group_key)  # stable: proposal order within a key
         for i in range(0, len(fresh), max(1, group_size)):
             evaluation.submit(fresh[i:i + group_size])
         in_flight += len(fresh)

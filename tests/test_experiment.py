@@ -14,7 +14,7 @@ import torch
 import retiarii_ir as ir
 from retiarii_ir import IRError, nn
 from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError, UnknownExperimentError
+from retiarii_ir.runtime.errors import ConfigError, ExperimentError, UnknownExperimentError
 from tests.experiment_fixtures import TinySpace
 
 SPACE = SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import retiarii_ir as ir
 from retiarii_ir import nn
 from retiarii_ir.runtime import Classification, Experiment, FunctionEvaluator, SpaceSpec
-from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError
+from retiarii_ir.runtime.errors import ConfigError, ExperimentError
 from tests.experiment_fixtures import FrozenStemSpace
 
 
@@ -210,7 +210,7 @@ def test_a_changed_weights_file_is_read_again_and_resume_refuses_it(tmp_path, st
 
 
 def test_a_worker_whose_frozen_weights_differ_from_the_experiments_fails_its_trials(tmp_path, stem_file):
-    from retiarii_ir.runtime.experiments.references import Trust
+    from retiarii_ir.runtime.references import Trust
     from retiarii_ir.runtime.experiments.worker import WorkerContext, run_job
 
     spec = SpaceSpec("tests.experiment_fixtures:FrozenStemSpace", inputs=[(2, 1, 8, 8)], kwargs={"stem": stem_file})

@@ -129,7 +129,8 @@ def test_a_data_loader_that_raises_is_each_trials_reason_and_the_run_exits_1(tmp
     run = _start(tmp_path, "run", "search.py", "--no-progress")
     out, err = run.communicate(timeout=300)
     assert run.returncode == 1, err
-    reason = "FileNotFoundError: no such folder: /data/images (the loader of this data set)"
+    reason = (f"DataError: tests.experiment_fixtures:broken_data raised FileNotFoundError: no such folder: "
+              f"/data/images (the loader of this data set)")
     assert err.strip().splitlines()[-1] == (f"retiarii run: every trial failed (2); the most common reason "
                                             f"(2 of 2): {reason}")
     with sqlite3.connect(tmp_path / "retiarii.db") as db:
@@ -237,7 +238,7 @@ def test_a_lock_row_a_stranger_garbled_is_taken_over(store, values):
 def test_a_lock_table_of_another_shape_is_one_error(tmp_path):
     import sqlalchemy as sa
 
-    from retiarii_ir.runtime.experiments.errors import ExperimentError
+    from retiarii_ir.runtime.errors import ExperimentError
 
     store = Store(str(tmp_path / "odd.db"))
     with store.storage.engine.begin() as conn:

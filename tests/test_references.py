@@ -13,7 +13,7 @@ import torch
 
 from retiarii_ir import IRError, limits
 from retiarii_ir.runtime import Classification, ConfigError, FunctionEvaluator, SpaceSpec
-from retiarii_ir.runtime.experiments.references import Trust, resolve
+from retiarii_ir.runtime.references import Trust, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "tests.experiment_fixtures:TinySpace"
@@ -86,7 +86,7 @@ def test_an_experiments_own_references_trust_nothing_else_of_their_package():
     """Workers trust the space factory ``retiarii_ir.space.hub.digits:DigitsSpace``, not the rest of ``runtime``."""
     trust = Trust.of(["retiarii_ir.space.hub.digits:DigitsSpace", "tests.experiment_fixtures:parameter_count"])
     assert resolve("retiarii_ir.space.hub.digits:DigitsSpace", trust).__name__ == "DigitsSpace"
-    for other in ("retiarii_ir.runtime.cli.demo:run_demo", "retiarii_ir.runtime.experiments.references:load_file_module",
+    for other in ("retiarii_ir.runtime.cli.demo:run_demo", "retiarii_ir.runtime.references:load_file_module",
                   "retiarii_ir.runtime.cli:main"):
         with pytest.raises(ConfigError, match="is not trusted"):
             resolve(other, trust)
@@ -139,7 +139,7 @@ def test_a_pool_worker_takes_what_it_may_import_from_its_start_not_from_job_line
         _job(space={"factory": f"{folder / 'script.py'}:make", "inputs": []}),
         _job(evaluator={"kind": "function", "params": {}, "fn": "plantpkg:make"}),
         _job(evaluator=Classification("plantpkg:make").to_dict()),
-        _job(space={"factory": "retiarii_ir.runtime.experiments.references:load_file_module", "inputs": [],
+        _job(space={"factory": "retiarii_ir.runtime.references:load_file_module", "inputs": [],
                     "kwargs": {"path": str(folder / "script.py")}}),
         _job(artifacts="/etc", store="sqlite:////tmp/elsewhere.db"),
         '{"trials": "all"}',

@@ -120,7 +120,7 @@ def test_export_trusts_a_data_package_only_when_told(store):
     result = _cli_subprocess(store, "export", "exp", "--out", "best", "--no-onnx", "--storage", "runs.db",
                              "--trust", "evilpkg")
     assert (store / CANARY).exists(), "--trust evilpkg is the user's word: then it is imported"
-    assert "returned NoneType, not a retiarii_ir.runtime.training.data.Dataset" in result.stderr
+    assert "evilpkg:load returned NoneType; a data factory returns (train, validation)" in result.stderr
 
 
 def test_a_weights_file_that_leads_outside_the_artifacts_folder_is_not_read(store, capsys, tmp_path):

@@ -22,8 +22,8 @@ def load_model(spec: str, argument: str = "model") -> torch.nn.Module:
     """``package.module:factory`` or ``path/file.py:factory`` → the nn.Module that factory (or
     class) returns, checked before the call (a function or class of the user's code, not the
     standard library). The current folder is not searched: a module there is named by its file."""
-    from retiarii_ir.runtime.experiments.errors import ConfigError
-    from retiarii_ir.runtime.experiments.references import resolve
+    from retiarii_ir.runtime.errors import ConfigError
+    from retiarii_ir.runtime.references import resolve
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:

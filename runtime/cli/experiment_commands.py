@@ -20,8 +20,8 @@ def load_config(path: str, storage: str | None = None, name: str | None = None):
     """The Experiment a config file defines: ``experiment = Experiment(...)``, or ``space``,
     ``evaluator`` and optionally ``strategy``, ``max_trials``, ... as top-level names."""
     from retiarii_ir.runtime.experiments.experiment import Experiment, check_name
-    from retiarii_ir.runtime.experiments.errors import ConfigError
-    from retiarii_ir.runtime.experiments.references import load_file_module
+    from retiarii_ir.runtime.errors import ConfigError
+    from retiarii_ir.runtime.references import load_file_module
 
     if not os.path.isfile(path):
         raise ConfigError(f"no such config file: {path}")
@@ -177,7 +177,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def export_command(args: argparse.Namespace) -> int:
     from .commands import check_output_folder
     from retiarii_ir.runtime.experiments.export import export
-    from retiarii_ir.runtime.experiments.references import Trust
+    from retiarii_ir.runtime.references import Trust
 
     out = check_output_folder(args.out, "--out")
     trust = Trust.of(packages=args.trust)

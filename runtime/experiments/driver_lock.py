@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.errors import ExperimentError
+from retiarii_ir.runtime.errors import ExperimentError
 from retiarii_ir.runtime.experiments.store_schema import printable
 
 INTERVAL = 2.0  # seconds between heartbeats

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import retiarii_ir as ir
 from retiarii_ir import nn
 
-from retiarii_ir.runtime.experiments.errors import ConfigError
-from retiarii_ir.runtime.experiments.references import Trust, check_reference, reference_of, resolve
+from retiarii_ir.runtime.errors import ConfigError
+from retiarii_ir.runtime.references import Trust, check_reference, reference_of, resolve
 
 _TRAIN_FIELDS = ("epochs", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "seed", "max_steps",
                  "grad_clip", "shuffle_seed", "schedule")
@@ -67,6 +67,9 @@ class Evaluator:
         names = dataset["values"] if _is_choice(dataset) else [dataset]
         return [d for d in names if isinstance(d, str) and ":" in d]
 
+    def group_key(self, sample: dict[str, Any]) -> str:
+        return ""
+
     @staticmethod
     def from_dict(raw: Any) -> "Evaluator":
         """The evaluator a store or job line holds; checked, nothing imported."""
@@ -103,9 +106,26 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     return isinstance(value, (int, float, str, bool, type(None)))
 
 
+def _reference_or_name(value: Any) -> Any:
+    """A function given as an object becomes its reference; a ``module:name`` string is checked."""
+    if value is None or isinstance(value, nn.ValueChoice):
+        return value
+    if not isinstance(value, str):
+        return reference_of(value)
+    return check_reference(value) if ":" in value else value
+
+
 class Classification(Evaluator):
-    """Train on a registered data set (``retiarii_ir.runtime.training.data.register_dataset``) or one a loader
-    returns (``"mypkg.data:load"``, called in each worker); metric: validation accuracy."""
+    """Train with the batching trainer; metric: validation accuracy (or ``metric``).
+
+    ``dataset`` is a registered name (``retiarii_ir.runtime.training.register_dataset``) or the
+    user's factory, by reference or as the function itself (``"mypkg.data:make"``, called in each
+    worker with ``data_kwargs``), returning map-style ``(train, validation)`` Datasets (or a
+    ``Dataset`` of tensors). The DataLoader settings (``num_workers``, ``pin_memory``,
+    ``prefetch_factor``, ``persistent_workers``, ``drop_last``, ``collate_fn``) go into each trial's
+    ``DataSpec``: trials with equal specs are grouped together and read each batch once. ``loss``
+    and ``metric`` may name the user's functions (``loss(output, target)``, ``metric(outputs,
+    targets)``)."""
 
     kind = "classification"
     merges = True
@@ -114,28 +134,55 @@ class Classification(Evaluator):
     def __init__(self, dataset: str | Callable = "digits", *, epochs: Any = 1, optimizer: Any = "adam",
                  lr: Any = 1e-3, batch_size: Any = 64, momentum: Any = 0.0, weight_decay: Any = 0.0, seed: int = 0,
                  max_steps: int | None = None, grad_clip: float | None = None, shuffle_seed: int = 0,
-                 schedule: Any = "constant") -> None:
-        if not isinstance(dataset, (str, nn.ValueChoice)):
-            dataset = reference_of(dataset)
-        elif isinstance(dataset, str) and ":" in dataset:
-            dataset = check_reference(dataset)
+                 schedule: Any = "constant", num_workers: int = 0, pin_memory: bool = False,
+                 prefetch_factor: int | None = None, persistent_workers: bool = False, drop_last: bool = False,
+                 collate_fn: str | Callable | None = None, data_kwargs: dict | None = None,
+                 loss: str | Callable | None = None, metric: str | Callable | None = None,
+                 timeout: float = 300.0) -> None:
+        import json
+
         values = dict(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, seed=seed, max_steps=max_steps, grad_clip=grad_clip,
-                      shuffle_seed=shuffle_seed, schedule=schedule)
-        super().__init__({"dataset": dataset, **values})
-        self.params["loss"] = self.loss
+                      shuffle_seed=shuffle_seed, schedule=schedule, num_workers=num_workers, pin_memory=pin_memory,
+                      prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, drop_last=drop_last,
+                      collate_fn=_reference_or_name(collate_fn), timeout=timeout,
+                      loss=_reference_or_name(loss) or self.loss, metric=_reference_or_name(metric))
+        try:
+            kwargs = json.dumps(data_kwargs or {}, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data_kwargs must be plain JSON values: {e}") from None
+        super().__init__({"dataset": _reference_or_name(dataset), **values, "data_kwargs": kwargs})
+
+    def references(self) -> list[str]:
+        names = super().references()
+        for key in ("collate_fn", "loss", "metric"):
+            value = self.params.get(key)
+            if isinstance(value, str) and ":" in value:
+                names.append(value)
+        return names
 
     def train_spec(self, sample: dict[str, Any]):
         """(DataSpec, TrainConfig) of one trial."""
         from retiarii_ir.optimizer import DataSpec, TrainConfig
 
         p = self.resolve(sample)
-        data = DataSpec(p["dataset"], batch_size=p["batch_size"], shuffle_seed=p["shuffle_seed"])
-        train = TrainConfig(loss=p["loss"], optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
-                            weight_decay=p["weight_decay"], epochs=p["epochs"], seed=p["seed"],
-                            max_steps=p["max_steps"], grad_clip=p["grad_clip"],
+        data = DataSpec(p["dataset"], batch_size=p["batch_size"], shuffle_seed=p["shuffle_seed"],
+                        drop_last=p.get("drop_last", False), num_workers=p.get("num_workers", 0),
+                        prefetch_factor=p.get("prefetch_factor"), pin_memory=p.get("pin_memory", False),
+                        persistent_workers=p.get("persistent_workers", False), collate_fn=p.get("collate_fn"),
+                        timeout=p.get("timeout", 300.0), kwargs=p.get("data_kwargs", "{}"))
+        train = TrainConfig(loss=p["loss"], metric=p.get("metric"), optimizer=p["optimizer"], lr=p["lr"],
+                            momentum=p["momentum"], weight_decay=p["weight_decay"], epochs=p["epochs"],
+                            seed=p["seed"], max_steps=p["max_steps"], grad_clip=p["grad_clip"],
                             schedule=p.get("schedule", "constant"))
         return data, train
+
+    def group_key(self, sample: dict[str, Any]) -> str:
+        """Trials whose keys are equal read the same batches: the experiment puts them in one job."""
+        import dataclasses
+        import json
+
+        return json.dumps(dataclasses.asdict(self.train_spec(sample)[0]), sort_keys=True)
 
     def check(self) -> None:
         """Every fixed and every candidate setting makes a valid recipe (fails here, not in a worker)."""

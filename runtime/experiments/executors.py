@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.errors import ConfigError
 from retiarii_ir.runtime.experiments.worker import WorkerContext
 
 

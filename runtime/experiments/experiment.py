@@ -29,8 +29,8 @@ from retiarii_ir.runtime.experiments.driver_lock import DriverLock
 from retiarii_ir.runtime.experiments.evaluators import Evaluator
 from retiarii_ir.runtime.experiments.executors import Executor, InProcess
 from retiarii_ir.runtime.experiments.jobs import JobEvaluation, StoredTrial
-from retiarii_ir.runtime.experiments.errors import ConfigError, ExperimentError
-from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.errors import ConfigError, ExperimentError
+from retiarii_ir.runtime.references import Trust
 from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
 from retiarii_ir.runtime.experiments.store import DEFAULT_STORAGE, Store, TrialRecord
 from retiarii_ir.runtime.experiments.store_schema import StoreError
@@ -312,7 +312,8 @@ class Experiment:
         try:
             ended = search_loop(strategy, evaluation, Budget(self.max_trials, self.max_duration),
                                 concurrency=self.concurrency, group_size=self._job_size(), backlog=backlog,
-                                finished=state.done + state.failed, start=start, on_observed=observed, on_tick=tick)
+                                finished=state.done + state.failed, start=start, on_observed=observed, on_tick=tick,
+                                group_key=lambda pending: self.evaluator.group_key(pending.sample))
             state.exhausted, state.running = ended.exhausted, 0
         finally:
             self.executor.close()

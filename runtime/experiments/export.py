@@ -18,9 +18,9 @@ import torch
 from retiarii_ir.errors import IRError, first_line
 
 from retiarii_ir.runtime.experiments.evaluators import Evaluator
-from retiarii_ir.runtime.experiments.errors import ExperimentError
+from retiarii_ir.runtime.errors import ExperimentError
 from retiarii_ir.runtime.experiments.leaderboard import top
-from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.references import Trust
 from retiarii_ir.runtime.experiments.store import Store
 
 MAX_GRAPH_BYTES = 512 * 2**20
@@ -118,33 +118,46 @@ def _read_weights(path: str, graph) -> dict[str, torch.Tensor]:
     return state
 
 
-def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> Any:
-    """The data set the metric came from, when it can be had without running untrusted code."""
-    from retiarii_ir.runtime.training.data import dataset, is_registered
-    from retiarii_ir.runtime.experiments.worker import register_loader
+MAX_EXPORTED_VALIDATION = 50_000  # items of a pipeline's validation split written beside the model
 
-    try:
-        name = evaluator.resolve(sample).get("dataset")
-    except ExperimentError as e:
-        print(f"note: no validation split written: {e}", file=sys.stderr)
-        return None
-    if not isinstance(name, str):
-        return None
-    if ":" in name:
-        try:
-            register_loader(name, trust)
-        except ExperimentError as e:
-            print(f"note: no validation split written: {e}", file=sys.stderr)
-            return None
-    elif not is_registered(name):
-        print(f"note: no validation split written: the data set {name!r} is registered by your own code",
-              file=sys.stderr)
+
+def _validation_split(evaluator: Evaluator, sample: dict, trust: Trust) -> dict | None:
+    """The validation split the metric came from, as tensors (``x``, ``y``, ``task``), when it can
+    be had without running untrusted code; None, with a note saying why, otherwise."""
+    from retiarii_ir.runtime.training.data import is_registered, open_source
+
+    def skipped(reason: str) -> None:
+        print(f"note: no validation split written: {reason}", file=sys.stderr)
+
+    if not hasattr(evaluator, "train_spec"):
         return None
     try:
-        return dataset(name)
+        spec, config = evaluator.train_spec(sample)
     except IRError as e:
-        print(f"note: no validation split written: {first_line(e)}", file=sys.stderr)
-        return None
+        return skipped(first_line(e))
+    if not spec.is_reference and not is_registered(spec.dataset):
+        return skipped(f"the data set {spec.dataset!r} is registered by your own code")
+    if config.metric is not None:
+        return skipped(f"the metric is your own function ({config.metric}); model.py re-checks only accuracy "
+                       f"and negative MSE")
+    source = None
+    try:
+        source = open_source(spec, trust)
+        xs, ys, count = [], [], 0
+        for x, y in source.validation():
+            xs.append(x), ys.append(y)
+            count += len(x)
+            if count > MAX_EXPORTED_VALIDATION:
+                return skipped(f"the validation split holds more than {MAX_EXPORTED_VALIDATION} items")
+    except IRError as e:
+        return skipped(first_line(e))
+    finally:
+        if source is not None:
+            source.close()
+    x, y = torch.cat(xs), torch.cat(ys)
+    regression = config.loss == "mse" or (config.loss != "cross_entropy" and y.is_floating_point())
+    task = source.task or ("regression" if regression else "classification")
+    return {"x": x, "y": y, "task": task}
 
 
 def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model", onnx: bool = True,
@@ -185,7 +198,7 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
     data = _validation_split(evaluator, record.sample, trust)
     if data is not None:
         paths["validation"] = os.path.join(out_dir, "validation.pt")
-        torch.save({"x": data.val_x, "y": data.val_y, "task": data.task}, paths["validation"])
+        torch.save(data, paths["validation"])
         source += _CHECK.format(weights=os.path.basename(paths["weights"]), validation="validation.pt")
     with open(paths["model"], "w", encoding="utf-8") as f:
         f.write(source)

@@ -9,7 +9,7 @@ import os
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.errors import ConfigError
 from retiarii_ir.runtime.experiments.store import Store
 from retiarii_ir.runtime.experiments.store_schema import printable
 

@@ -17,7 +17,7 @@ import time
 from retiarii_ir.errors import first_line
 
 from retiarii_ir.runtime.experiments.executors import Executor, JobOutcome, importable_paths
-from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.errors import ConfigError
 from retiarii_ir.runtime.experiments.worker import WorkerContext
 
 

@@ -17,8 +17,8 @@ from retiarii_ir.errors import first_line
 
 from retiarii_ir import limits
 
-from retiarii_ir.runtime.experiments.errors import ConfigError
-from retiarii_ir.runtime.experiments.references import Trust, reference_of, resolve
+from retiarii_ir.runtime.errors import ConfigError
+from retiarii_ir.runtime.references import Trust, reference_of, resolve
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}

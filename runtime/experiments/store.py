@@ -18,7 +18,7 @@ from typing import Any
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.errors import ExperimentError, UnknownExperimentError
+from retiarii_ir.runtime.errors import ExperimentError, UnknownExperimentError
 from retiarii_ir.runtime.experiments.store_schema import CONFIG, TRIAL_ATTRS, StoreError, check, check_metric
 
 DEFAULT_STORAGE = "retiarii.db"

@@ -10,7 +10,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from retiarii_ir.runtime.experiments.errors import ExperimentError
+from retiarii_ir.runtime.errors import ExperimentError
 
 MAX_LABELS = 1000  # choices in one experiment's search space, and labels in one sample
 MAX_VALUES = 10_000  # candidates of one choice

@@ -27,8 +27,8 @@ import torch
 from retiarii_ir.errors import first_line
 
 from retiarii_ir.runtime.experiments.evaluators import Evaluator, FunctionEvaluator, reporting
-from retiarii_ir.runtime.experiments.errors import ConfigError
-from retiarii_ir.runtime.experiments.references import Trust
+from retiarii_ir.runtime.errors import ConfigError
+from retiarii_ir.runtime.references import Trust
 from retiarii_ir.runtime.experiments.space_spec import SpaceSpec
 from retiarii_ir.runtime.experiments.store import Store
 
@@ -67,15 +67,6 @@ def _store(url: str) -> Store:
 
 def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
-
-
-def register_loader(dataset: str, trust: Trust | None = None) -> None:
-    """A data set named by its loader (``module:callable``) is registered under that name here."""
-    from retiarii_ir.runtime.training.data import is_registered, register_dataset
-    from retiarii_ir.runtime.experiments.references import resolve
-
-    if ":" in dataset and not is_registered(dataset):
-        register_dataset(dataset, resolve(dataset, trust))
 
 
 def trial_folder(artifacts: str, number: int) -> str:
@@ -207,7 +198,6 @@ def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dic
     specs = []
     for t in trials:
         data, train = evaluator.train_spec(t["sample"])
-        register_loader(data.dataset, context.trust)
         trial = Trial(f"trial{t['number']}", graphs[t["number"]], data, train)
         if kept := frozen[t["number"]]:  # trials that hold the same frozen weights compute them once when merged
             trial = Trial(trial.name, trial.graph, data, train, frozen=tuple(kept),
@@ -223,7 +213,7 @@ def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dic
 
     merged = job.get("cross_model", False)
     passes = tuple(job.get("passes", ())) if merged else ()
-    trained = train_trials(specs, passes, job.get("device", "cpu"), independent=not merged,
+    trained = train_trials(specs, passes, job.get("device", "cpu"), independent=not merged, trust=context.trust,
                            should_stop=record)
     out = {}
     for t, result in zip(trials, trained):

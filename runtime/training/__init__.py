@@ -4,8 +4,9 @@ whether fusing a group of layers pays on this machine (the planner takes that ch
 argument, it never times anything itself)."""
 
 from .autotune import fusing_pays
-from .data import DataError, Dataset, batches, dataset, register_dataset
+from .data import DataError, Dataset, InMemory, batches, dataset, open_source, register_dataset
+from .pipeline import Pipeline, item_generator, item_seed
 from .trainer import TrialResult, train_trials
 
-__all__ = ["DataError", "Dataset", "TrialResult", "batches", "dataset", "fusing_pays", "register_dataset",
-           "train_trials"]
+__all__ = ["DataError", "Dataset", "InMemory", "Pipeline", "TrialResult", "batches", "dataset", "fusing_pays",
+           "item_generator", "item_seed", "open_source", "register_dataset", "train_trials"]

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,10 @@ from torch import nn
 
 from retiarii_ir import build_module, codegen
 from retiarii_ir.errors import IRError, first_line
-from retiarii_ir.optimizer import PASSES, Plan, Trial, initial_state, plan
+from retiarii_ir.optimizer import PASSES, DataSpec, Plan, Trial, initial_state, plan
 
 from .autotune import fastest_seconds, fusing_pays
-from .data import batches, dataset, steps_per_epoch
+from .data import DataError, open_source, steps_per_epoch
 from .optimizers import GroupOptimizer
 
 StopRule = Callable[[str, int, dict[str, float]], bool]
@@ -69,38 +70,106 @@ def build_merged_module(graph, device: torch.device | str = "cpu") -> nn.Module:
     return module.to(device)
 
 
-def loss_of(config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_of(config, output: torch.Tensor, target: torch.Tensor, user_loss: Callable | None = None) -> torch.Tensor:
+    """The trial's loss on one batch: a built-in one, or the user's ``loss(output, target)``."""
+    if user_loss is not None:
+        value = user_loss(output, target)
+        if not (isinstance(value, torch.Tensor) and value.dim() == 0):
+            raise IRError(f"the loss {config.loss} returned {type(value).__name__}"
+                          f"{list(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
+        return value
     if config.loss == "cross_entropy":
         return F.cross_entropy(output, target)
     return F.mse_loss(output.squeeze(-1) if output.dim() > target.dim() else output, target.to(output.dtype))
 
 
+def metric_of(config, task: str | None, prediction: torch.Tensor, target: torch.Tensor,
+              user_metric: Callable | None = None) -> float:
+    """The validation metric: the user's ``metric(outputs, targets)``, else accuracy for
+    classification and negative MSE for regression (as the data set says, or the loss)."""
+    if user_metric is not None:
+        value = user_metric(prediction, target)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise IRError(f"the metric {config.metric} returned {type(value).__name__}, not a number") from None
+        return value
+    if config.metric:
+        name = config.metric
+    elif task:
+        name = "accuracy" if task == "classification" else "neg_mse"
+    elif config.loss in ("cross_entropy", "mse"):
+        name = "accuracy" if config.loss == "cross_entropy" else "neg_mse"
+    else:
+        name = "neg_mse" if target.is_floating_point() else "accuracy"
+    if name == "accuracy":
+        return (prediction.argmax(1) == target).float().mean().item()
+    return -loss_of(config.__class__(loss="mse"), prediction, target).item()
+
+
 @torch.no_grad()
-def _validate(module: nn.Module, group: Plan, active: list[int], device) -> dict[int, dict[str, float]]:
-    """Each active trial's validation metric: accuracy (classification) or negative MSE. Trials
-    may read different data sets: each gets its own rows, a trial whose set is used up is fed
-    its first rows again and their outputs are dropped."""
+def _validate(module: nn.Module, group: Plan, active: list[int], device, sources: dict,
+              functions: "_UserFunctions") -> dict[int, dict[str, float]]:
+    """Each active trial's validation metric. The validation split of each distinct data spec is
+    read once; trials may read different splits: a trial whose split is used up is fed its first
+    batch again and those outputs are dropped."""
     module.eval()
-    data = {k: dataset(group.slots[k].trial.data.dataset) for k in active}
+    specs = {k: group.slots[k].trial.data for k in active}
+    streams = {spec: sources[spec].validation(device) for spec in set(specs.values())}
+    firsts: dict = {}
     outputs: dict[int, list[torch.Tensor]] = {k: [] for k in active}
-    longest = max(len(d.val_x) for d in data.values())
-    for start in range(0, longest, 512):
-        x_of = {k: (d.val_x[start:start + 512] if start < len(d.val_x) else d.val_x[:1]).to(device)
-                for k, d in data.items()}
-        out = module(*_inputs_per_trial(group, x_of))
-        for k in active:
-            if start < len(data[k].val_x):
-                outputs[k].append(out[k])
+    targets: dict[int, list[torch.Tensor]] = {k: [] for k in active}
+    try:
+        while True:
+            current, live = {}, set()
+            for spec, stream in streams.items():
+                batch = next(stream, None)
+                if batch is not None:
+                    firsts.setdefault(spec, batch)
+                    current[spec] = batch
+                    live.add(spec)
+                else:
+                    current[spec] = firsts[spec]
+            if not live:
+                break
+            out = module(*_inputs_per_trial(group, {k: current[spec][0] for k, spec in specs.items()}))
+            for k, spec in specs.items():
+                if spec in live:
+                    outputs[k].append(out[k])
+                    targets[k].append(current[spec][1])
+    finally:
+        for stream in streams.values():
+            stream.close()
     results = {}
     for k in active:
-        prediction, target = torch.cat(outputs[k]), data[k].val_y.to(device)
-        if data[k].task == "classification":
-            value = (prediction.argmax(1) == target).float().mean().item()
-        else:
-            value = -loss_of(group.slots[k].trial.train, prediction, target).item()
-        results[k] = {"metric": value}
+        config = group.slots[k].trial.train
+        results[k] = {"metric": metric_of(config, sources[specs[k]].task, torch.cat(outputs[k]), torch.cat(targets[k]),
+                                          functions.metric(config))}
     module.train()
     return results
+
+
+class _UserFunctions:
+    """The user's loss and metric functions named by the trials' configs, resolved once."""
+
+    def __init__(self, trust) -> None:
+        self.trust = trust
+        self._resolved: dict[str, Callable] = {}
+
+    def _get(self, reference: str | None) -> Callable | None:
+        if reference is None or ":" not in reference:
+            return None
+        if reference not in self._resolved:
+            from ..references import resolve
+
+            self._resolved[reference] = resolve(reference, self.trust)
+        return self._resolved[reference]
+
+    def loss(self, config) -> Callable | None:
+        return self._get(config.loss)
+
+    def metric(self, config) -> Callable | None:
+        return self._get(config.metric)
 
 
 # Batching is kept only when its timed step is clearly faster: its kernels round differently
@@ -112,14 +181,33 @@ BATCHING_MARGIN = 0.9
 class _GroupRun:
     """Trains the trials of one plan in lock step, re-planning when one leaves."""
 
-    def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results, autotune=True) -> None:
+    def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results, autotune=True,
+                 trust=None) -> None:
         self.passes, self.device, self.autotune = tuple(passes), torch.device(device), autotune
         self.on_step, self.should_stop = on_step, should_stop
         self.results = results
+        self.trust, self.functions = trust, _UserFunctions(trust)
+        self.sources: dict = {}  # a source per distinct data spec (and per trial where batches are not shared)
         self.states = {t.name: initial_state(t) for t in trials}
         self.optimizer_states: dict[str, list[dict]] = {}
         self.trials = list(trials)
-        self._build()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def source(self, key) -> Any:
+        """The batches of ``key``: a data spec, or (trial name, spec) for a trial reading its own."""
+        if key not in self.sources:
+            self.sources[key] = open_source(key if isinstance(key, DataSpec) else key[1], self.trust)
+        return self.sources[key]
+
+    def close(self) -> None:
+        """Shut every loader (and its worker processes) down."""
+        sources, self.sources = self.sources, {}
+        for source in sources.values():
+            source.close()
 
     def _build(self) -> None:
         self.plan, self.module = self._choose()
@@ -171,7 +259,11 @@ class _GroupRun:
         Nothing it changes is kept: ``_load`` puts the weights and buffers back before training,
         the optimizer used here is thrown away, and the global random stream is restored."""
         self._load(group, module)
-        first = {spec: next(batches(spec, 0, self.device)) for spec in {t.data for t in self.trials}}
+        first = {}
+        for spec in {t.data for t in self.trials}:
+            stream = self.source(spec).epoch(0, self.device)
+            first[spec] = next(stream)
+            stream.close()
         inputs = _inputs_per_trial(group, {k: first[t.data][0] for k, t in enumerate(self.trials)})
         optimizers = GroupOptimizer([t.train for t in self.trials],
                                     [group.trial_parameters(module, k) for k in range(len(self.trials))])
@@ -179,7 +271,8 @@ class _GroupRun:
         def step() -> None:
             outputs = module(*inputs)
             optimizers.zero_grad()
-            sum(loss_of(t.train, outputs[k], first[t.data][1]) for k, t in enumerate(self.trials)).backward()
+            sum(loss_of(t.train, outputs[k], first[t.data][1], self.functions.loss(t.train))
+                for k, t in enumerate(self.trials)).backward()
             optimizers.step()
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -204,10 +297,15 @@ class _GroupRun:
             if not self.trials:  # every trial has left (stopped or failed)
                 return
             streams = {}
-            for step in range(self._steps()):
-                if not self.trials:
-                    return
-                self._step(epoch, step, streams)
+            try:
+                for step in range(self._steps()):
+                    if not self.trials:
+                        return
+                    self._step(epoch, step, streams)
+            finally:
+                for stream in streams.values():
+                    if hasattr(stream, "close"):
+                        stream.close()  # an epoch cut short by max_steps stops its loader's workers
             self._end_epoch(epoch)
         for k, trial in enumerate(self.trials):
             result = self.results[trial.name]
@@ -219,7 +317,7 @@ class _GroupRun:
 
     def _steps(self) -> int:
         config = self.trials[0].train
-        per_epoch = steps_per_epoch(self.trials[0].data)
+        per_epoch = self.source(self.trials[0].data).steps_per_epoch()
         return min(per_epoch, config.max_steps) if config.max_steps else per_epoch
 
     def _step(self, epoch: int, step: int, streams: dict) -> None:
@@ -227,12 +325,13 @@ class _GroupRun:
         for k, trial in enumerate(self.trials):
             key = trial.data if "dedup" in self.passes else (trial.name, trial.data)
             if key not in streams:
-                streams[key] = batches(trial.data, epoch, self.device)
+                streams[key] = self.source(key).epoch(epoch, self.device)
             if (key, step) not in streams:  # each distinct data spec read once per step
                 streams[(key, step)] = next(streams[key])
             x_of[k], y_of[k] = streams[(key, step)]
         outputs = self.module(*_inputs_per_trial(self.plan, x_of))
-        every_loss = [loss_of(trial.train, outputs[k], y_of[k]) for k, trial in enumerate(self.trials)]
+        every_loss = [loss_of(trial.train, outputs[k], y_of[k], self.functions.loss(trial.train))
+                      for k, trial in enumerate(self.trials)]
         values = _values_of(every_loss)
         losses, failed = [], {}
         for trial, loss, value in zip(self.trials, every_loss, values):
@@ -261,7 +360,10 @@ class _GroupRun:
     def _end_epoch(self, epoch: int) -> None:
         if not self.trials:
             return
-        metrics = _validate(self.module, self.plan, list(range(len(self.trials))), self.device)
+        for spec in {t.data for t in self.trials}:
+            self.source(spec)  # validation reads each distinct spec once, whether or not training shared it
+        metrics = _validate(self.module, self.plan, list(range(len(self.trials))), self.device, self.sources,
+                            self.functions)
         stopped = set()
         for k, trial in enumerate(self.trials):
             self.results[trial.name].metrics.append(metrics[k])
@@ -288,33 +390,40 @@ def _inputs_per_trial(group: Plan, x_of: dict[int, torch.Tensor]) -> list[torch.
 
 
 # ---------------------------------------------------------------------- entry points
-def lockstep_key(trial: Trial) -> tuple:
+def lockstep_key(trial: Trial, trust=None) -> tuple:
     """Trials with equal keys take the same number of steps and epochs on batches of one size:
     they can share a group. (Trials whose batches differ in size share no batch and no fused
     kernel, so merging them would gain nothing and their fused layers would fail.)"""
     config = trial.train
-    per_epoch = steps_per_epoch(trial.data)
+    per_epoch = steps_per_epoch(trial.data, trust)
     return (min(per_epoch, config.max_steps) if config.max_steps else per_epoch, config.epochs, trial.data.batch_size)
 
 
 def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str = "cpu", *,
                  independent: bool = False, max_group: int | None = None,
                  memory_budget: int | None = None, on_step=None, should_stop: StopRule | None = None,
-                 progress: bool = False, autotune: bool = True) -> list[TrialResult]:
+                 progress: bool = False, autotune: bool = True, trust=None) -> list[TrialResult]:
     """Train every trial; results in the order given.
 
     Trials that can run in lock step are merged (``independent=True`` trains each alone);
-    ``max_group`` and ``memory_budget`` (bytes, estimated) cap a merged group's size."""
+    ``max_group`` and ``memory_budget`` (bytes, estimated) cap a merged group's size. A
+    trial whose data cannot be read fails with the reason; the others go on. ``trust``: what
+    references read from data (a factory, a loss) may import (see ``runtime.references``)."""
     results = {t.name: TrialResult(t.name) for t in trials}
     if len(results) != len(trials):
         raise IRError("trial names must be unique")
     groups: dict[tuple, list[Trial]] = {}
     for trial in trials:
-        groups.setdefault(lockstep_key(trial), []).append(trial)
+        try:
+            key = lockstep_key(trial, trust)
+        except IRError as error:  # its data cannot even be counted: it fails alone
+            results[trial.name].status, results[trial.name].error = "failed", f"{type(error).__name__}: {error}"
+            continue
+        groups.setdefault(key, []).append(trial)
     for members in groups.values():
         for chunk in _chunks(members, 1 if independent else max_group, memory_budget, passes):
             _train_with_fallback(chunk, passes if not independent else (), device, on_step, should_stop,
-                                 results, progress, autotune)
+                                 results, progress, autotune, trust)
     return [results[t.name] for t in trials]
 
 
@@ -340,17 +449,33 @@ def estimate_training_bytes(trial: Trial) -> int:
 
 
 def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress,
-                         autotune: bool = True) -> None:
-    """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials."""
+                         autotune: bool = True, trust=None) -> None:
+    """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials. A
+    data error fails the trials that read that data, and the others train again without them."""
     names = ", ".join(t.name for t in trials)
     if progress:
         print(f"training {len(trials)} trial(s) {'merged' if len(trials) > 1 else 'alone'}: {names}",
               file=sys.stderr, flush=True)
+    run = None
     try:
-        _GroupRun(trials, passes, device, on_step, should_stop, results, autotune).run()
+        run = _GroupRun(trials, passes, device, on_step, should_stop, results, autotune, trust)
+        run.run()
         return
     except Exception as error:  # noqa: BLE001 - any failure of the group: retry smaller, lose nothing
         reason = f"{type(error).__name__}: {first_line(error)}"
+        readers = [t for t in trials if isinstance(error, DataError) and error.source == t.data.dataset]
+    finally:
+        if run is not None:
+            run.close()
+    if readers:
+        for trial in readers:
+            results[trial.name] = TrialResult(trial.name, status="failed", error=reason)
+        rest = [t for t in trials if t not in readers]
+        for trial in rest:
+            results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
+        if rest:
+            _train_with_fallback(rest, passes, device, on_step, should_stop, results, progress, autotune, trust)
+        return
     if len(trials) == 1:
         result = results[trials[0].name]
         result.status, result.error = "failed", reason
@@ -359,6 +484,6 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
         results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
     half = len(trials) // 2
     for part in (trials[:half], trials[half:]):
-        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress, autotune)
+        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress, autotune, trust)
         for trial in part:
             results[trial.name].trained_as += f" (group of {len(trials)} failed: {reason})"

@@ -1,5 +1,5 @@
-"""Errors of the experiment layer: each is an ``IRError``, so the command line prints it as one
-line (exit code 2) and a library user can catch every project error with one class."""
+"""Errors of the runtime: each is an ``IRError``, so the command line prints it as one line (exit
+code 2) and a library user can catch every project error with one class."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from retiarii_ir.errors import first_line
 
-from retiarii_ir.runtime.experiments.errors import ConfigError
+from retiarii_ir.runtime.errors import ConfigError
 
 MAX_REFERENCE_LENGTH = 1000
 
