@@ -95,7 +95,7 @@ def test_on_a_busy_machine_the_demo_trains_with_the_free_cores_unless_the_user_c
     import torch
 
     from retiarii_ir.runtime.cli.demo import fit_demo_threads
-    from retiarii_ir.runtime.experiments.lifetime import owned_cores
+    from retiarii_ir.runtime.lifetime import owned_cores
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     default = torch.get_num_threads()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from retiarii_ir.runtime.experiments.driver_lock import DriverLock, ExperimentBusyError
-from retiarii_ir.runtime.experiments.lifetime import busy_cores, fit_threads, owned_cores
+from retiarii_ir.runtime.lifetime import busy_cores, fit_threads, owned_cores
 from retiarii_ir.runtime.experiments.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

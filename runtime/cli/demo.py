@@ -83,7 +83,7 @@ def fit_demo_threads() -> str | None:
     """Torch threads for the cores other work leaves free (unless the user chose with
     OMP_NUM_THREADS); a line saying so when fewer than torch's default. On a busy machine the
     intra-op threads would wait on each other at every small operation of these small models."""
-    from retiarii_ir.runtime.experiments.lifetime import busy_cores, fit_threads, owned_cores
+    from retiarii_ir.runtime.lifetime import busy_cores, fit_threads, owned_cores
 
     if "OMP_NUM_THREADS" in os.environ:
         return None

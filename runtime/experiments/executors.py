@@ -198,7 +198,7 @@ class ProcessPool(Executor):
         self._count = 0
 
     def start(self, context: WorkerContext) -> None:
-        from retiarii_ir.runtime.experiments.lifetime import fit_threads
+        from retiarii_ir.runtime.lifetime import fit_threads
 
         self._context = context
         self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(importable_paths())}

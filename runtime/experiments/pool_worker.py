@@ -11,7 +11,7 @@ import sys
 
 
 def main() -> None:
-    from retiarii_ir.runtime.experiments.lifetime import die_with_parent
+    from retiarii_ir.runtime.lifetime import die_with_parent
 
     die_with_parent()
     channel = os.fdopen(os.dup(1), "w")

@@ -119,7 +119,7 @@ def _run_reporting_start(job_text: str, context: str, job_id: int, started_queue
     the driver when its trials begin."""
     import torch
 
-    from retiarii_ir.runtime.experiments.lifetime import fit_threads
+    from retiarii_ir.runtime.lifetime import fit_threads
     from retiarii_ir.runtime.experiments.worker import WorkerContext, run_job
 
     torch.set_num_threads(fit_threads(max(1, int(cpus))))

@@ -26,9 +26,9 @@ class DataError(IRError):
     """An unknown data set, or one whose factory, items or loader failed (named in the message);
     ``source`` is the data set's name or factory reference."""
 
-    def __init__(self, message: str, source: str | None = None) -> None:
+    def __init__(self, message: str, source: str | None = None, spec: DataSpec | None = None) -> None:
         super().__init__(message)
-        self.source = source
+        self.source, self.spec = source, spec
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,11 @@ def _made(spec: DataSpec, trust: Trust | None) -> Any:
         try:
             factory = resolve(spec.dataset, trust)
         except IRError as e:
-            raise DataError(f"data set {spec.dataset}: {e}", spec.dataset) from None
+            raise DataError(f"data set {spec.dataset}: {e}", spec.dataset, spec) from None
         try:
             made = factory(**spec.factory_kwargs())
         except Exception as e:  # noqa: BLE001 - the user's factory: one line naming it
-            raise DataError(f"{spec.dataset} raised {type(e).__name__}: {first_line(e)}", spec.dataset) from None
+            raise DataError(f"{spec.dataset} raised {type(e).__name__}: {first_line(e)}", spec.dataset, spec) from None
         _MADE[key] = made
     return _MADE[key]
 

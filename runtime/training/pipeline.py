@@ -4,7 +4,8 @@ to every trial that reads that spec.
 
 Every item is prepared under seeds derived from (shuffle seed, epoch, index), never from which
 process prepares it: torch's, ``random``'s and numpy's global streams are seeded for the item
-(and put back afterwards), and ``item_generator()`` gives the item's own ``torch.Generator``. So
+(torch's is put back afterwards, so training's own draws are undisturbed), and
+``item_generator()`` gives the item's own ``torch.Generator``. So
 an item is the same alone or merged, with any ``num_workers``. A transform that keeps a random
 state of its own (``np.random.default_rng(0)`` made once, a ``random.Random``) would break that;
 ``Pipeline`` checks that an item comes out the same twice and refuses the data set if not.
@@ -35,7 +36,7 @@ from ..references import Trust, resolve
 from .data import DataError
 
 VALIDATION_EPOCH = -1  # items of the validation split are seeded as if from this epoch
-_CURRENT: list[torch.Generator] = []
+_CURRENT: list[list] = []  # [seed, its generator once asked for] of the item being prepared
 
 
 def item_seed(shuffle_seed: int, epoch: int, index: int) -> int:
@@ -49,25 +50,27 @@ def item_generator() -> torch.Generator:
     index), for a transform that takes a generator rather than drawing from torch's global stream."""
     if not _CURRENT:
         raise DataError("item_generator() is only available while a data set's item is being prepared")
-    return _CURRENT[-1]
+    current = _CURRENT[-1]
+    if current[1] is None:  # made on first use: most transforms draw from the global streams
+        current[1] = torch.Generator().manual_seed(current[0])
+    return current[1]
 
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """Torch's, ``random``'s and numpy's global streams seeded with ``seed``, restored afterwards
-    (training's own draws, such as dropout's, are not disturbed)."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        _CURRENT.append(torch.Generator().manual_seed(seed))
-        try:
-            yield
-        finally:
-            _CURRENT.pop()
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+    """Torch's (CPU), ``random``'s and numpy's global streams seeded with ``seed`` for one item;
+    torch's is put back afterwards, so training's own draws (dropout's) are not disturbed. (Only
+    the CPU generator: seeding every device would cost far more than a small item.)"""
+    torch_state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    _CURRENT.append([seed, None])
+    try:
+        yield
+    finally:
+        _CURRENT.pop()
+        torch.set_rng_state(torch_state)
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,13 @@ class _Collate:
         failed = next((item for _, item in batch if isinstance(item, _Failure)), None)
         if failed is not None:
             return failed
+        mismatch = _mismatch(batch, self.source)  # before collating: torch's would cast a dtype silently
+        if mismatch is not None:
+            return _Failure(mismatch)
         try:
             return self.collate([item for _, item in batch])
         except Exception as e:  # noqa: BLE001
-            return _Failure(_mismatch(batch, self.source) or
-                            f"{self.source}: collating items {[i for (_, i), _ in batch][:8]} raised "
+            return _Failure(f"{self.source}: collating items {[i for (_, i), _ in batch][:8]} raised "
                             f"{type(e).__name__}: {first_line(e)}")
 
 
@@ -196,19 +201,28 @@ class Pipeline:
                           collate_fn=_Collate(collate, self.source), drop_last=drop_last,
                           pin_memory=spec.pin_memory and torch.cuda.is_available(),
                           persistent_workers=spec.persistent_workers, timeout=spec.timeout if workers else 0,
-                          **options)
+                          worker_init_fn=_loader_worker_start if workers else None, **options)
 
     def _check_items_repeat(self, train: Any) -> None:
         items = _SeededItems(train, self.spec.shuffle_seed, self.source)
         first, again = items[(0, 0)][1], items[(0, 0)][1]
         for item in (first, again):
             if isinstance(item, _Failure):
-                raise DataError(item.reason, self.source)
+                raise DataError(item.reason, self.source, self.spec)
         if not _same(first, again):
             raise DataError(f"{self.source}: item 0 came out different when prepared twice with the same seeds; a "
                             f"transform keeps a random state of its own (a numpy Generator or random.Random made "
                             f"once). Draw from torch's, random's or numpy's global streams, which are seeded for "
-                            f"each item, or from retiarii_ir.runtime.training.item_generator()", self.source)
+                            f"each item, or from retiarii_ir.runtime.training.item_generator()", self.source,
+                            self.spec)
+
+    def error(self, reason: str) -> DataError:
+        return DataError(f"{self.source}: {reason}", self.source, self.spec)
+
+    def owns_worker(self, pid: int) -> bool:
+        """Whether a loader worker process of this pipeline has this pid."""
+        return any(getattr(w, "pid", None) == pid for loader in (self._train, self._val)
+                   for w in getattr(getattr(loader, "_iterator", None) or _LIVE.get(id(loader)), "_workers", []))
 
     def steps_per_epoch(self) -> int:
         n, b = self.train_size, self.spec.batch_size
@@ -224,6 +238,7 @@ class Pipeline:
     def _batches(self, loader: DataLoader, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.spec.pin_memory and torch.device(device).type == "cuda"
         iterator = iter(loader)
+        _LIVE[id(loader)] = iterator
         try:
             while True:
                 try:
@@ -233,23 +248,43 @@ class Pipeline:
                 except DataError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a crashed or hung loader worker
-                    raise DataError(f"{self.source}: the data loader failed: {type(e).__name__}: "
-                                    f"{first_line(e)}", self.source) from None
+                    reason = _dead_workers(iterator) or f"{type(e).__name__}: {first_line(e)}"
+                    raise self.error(f"the data loader failed: {reason}") from None
                 if isinstance(batch, _Failure):
-                    raise DataError(batch.reason, self.source)
+                    raise DataError(batch.reason, self.source, self.spec)
                 if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                    raise DataError(f"{self.source}: a batch is {type(batch).__name__}; items are (input, target)",
-                                    self.source)
+                    raise self.error(f"a batch is {type(batch).__name__}; items are (input, target)")
                 x, y = batch
                 yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
         finally:
             if not loader.persistent_workers:  # a persistent loader keeps its workers for the next epoch
                 _shut_down(iterator)
+                _LIVE.pop(id(loader), None)
 
     def close(self) -> None:
         for loader in (self._train, self._val):
             _shut_down(getattr(loader, "_iterator", None))
             loader._iterator = None  # noqa: SLF001 - persistent workers live on this attribute
+
+
+_LIVE: dict[int, Any] = {}  # id(loader) -> its iterator in use (whose workers a crash report names)
+
+
+def _dead_workers(iterator: Any) -> str | None:
+    """Which loader workers have died, and how (``exit code 3``, ``killed by SIGKILL``)."""
+    dead = [w for w in getattr(iterator, "_workers", []) if w.exitcode not in (None, 0)]
+    if not dead:
+        return None
+    return "; ".join(f"loader worker (pid {w.pid}) exited unexpectedly with "
+                     f"{'exit code ' + str(w.exitcode) if w.exitcode > 0 else 'signal ' + str(-w.exitcode)}"
+                     for w in dead)
+
+
+def _loader_worker_start(worker_id: int) -> None:
+    """A loader worker dies with the process it prepares batches for, even if that is killed."""
+    from ..lifetime import die_with_parent
+
+    die_with_parent()
 
 
 def _shut_down(iterator: Any) -> None:

@@ -448,6 +448,21 @@ def estimate_training_bytes(trial: Trial) -> int:
     return 4 * weights + 2 * activations
 
 
+def _as_data_error(error: Exception, run: "_GroupRun | None") -> Exception:
+    """A loader worker's death reported by torch wherever the main process was (its signal
+    handler raises a RuntimeError naming the worker's pid), as the data error of its pipeline."""
+    import re
+
+    found = re.search(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)", str(error))
+    if not isinstance(error, RuntimeError) or not found or run is None:
+        return error
+    pids = {int(p) for p in re.findall(r"\d+", found.group(1))}
+    for source in run.sources.values():
+        if hasattr(source, "owns_worker") and any(source.owns_worker(pid) for pid in pids):
+            return source.error(f"the data loader failed: {first_line(error)}")
+    return error
+
+
 def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress,
                          autotune: bool = True, trust=None) -> None:
     """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials. A
@@ -462,8 +477,10 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
         run.run()
         return
     except Exception as error:  # noqa: BLE001 - any failure of the group: retry smaller, lose nothing
+        error = _as_data_error(error, run)
         reason = f"{type(error).__name__}: {first_line(error)}"
-        readers = [t for t in trials if isinstance(error, DataError) and error.source == t.data.dataset]
+        readers = [t for t in trials if isinstance(error, DataError) and (
+            error.spec == t.data if error.spec is not None else error.source == t.data.dataset)]
     finally:
         if run is not None:
             run.close()
