@@ -31,7 +31,17 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["retiarii_ir", "codegen", "optimizer", "strategies", "runtime"]
+PACKAGES = ["retiarii_ir"]
+# The copy is laid out as the package installs (codegen/ as retiarii_ir/codegen/...), so the tests
+# import the mutated files rather than the repository's through the editable install.
+INSTALLED = {"codegen": "retiarii_ir/codegen", "optimizer": "retiarii_ir/optimizer",
+             "strategies": "retiarii_ir/strategies", "runtime": "retiarii_ir/runtime"}
+
+
+def installed(path: str) -> str:
+    """A repository path as it lies in the installed layout."""
+    top, _, rest = path.partition("/")
+    return f"{INSTALLED[top]}/{rest}" if top in INSTALLED else path
 
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     # name: (files to mutate, test files that exercise them)
@@ -72,8 +82,9 @@ def copy_repository(into: Path) -> None:
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file():
-            (into / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, into / name)
+            target = into / installed(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
 
 
 def run_module(name: str, workdir: Path, children: int) -> tuple[Counter, list[tuple[str, str]], float]:
@@ -83,6 +94,7 @@ def run_module(name: str, workdir: Path, children: int) -> tuple[Counter, list[t
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     copy_repository(workdir)
+    mutate = [installed(path) for path in mutate]
     with open(workdir / "pyproject.toml", "a") as f:
         f.write(config(mutate, tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -130,6 +142,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "retiarii-ir-mutation")
     parser.add_argument("--survivors", type=Path, help="write every surviving mutant's diff to this file")
     args = parser.parse_args()
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        parser.error("mutation testing needs mutmut: pip install -e '.[mutation]'")
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown modules {unknown}; choose from {list(MODULES)}")

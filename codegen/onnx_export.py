@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -49,6 +50,19 @@ def _batch_dims(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str,
     return dynamic
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """torch's ONNX exporter logs a warning for every optional library it does not find
+    (torchvision); the export's own errors still surface."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
             example_kwargs: dict | None = None, state_dict: dict[str, torch.Tensor] | None = None,
             dynamic_batch: bool = False, check_outputs: bool = False, atol: float = 1e-4,
@@ -67,7 +81,7 @@ def to_onnx(graph: Graph, path: str | os.PathLike, example_inputs: Any, *,
     target.parent.mkdir(parents=True, exist_ok=True)
     noise = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(noise), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(target), kwargs=kwargs or None, dynamic_shapes=dynamic,
                               dynamo=True, opset_version=opset_version, verbose=False,

@@ -86,3 +86,19 @@ def balanced_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     predicted = outputs.argmax(1)
     recalls = [(predicted[targets == c] == c).float().mean().item() for c in targets.unique()]
     return sum(recalls) / len(recalls)
+
+
+class Slow(Shapes):
+    """Items that take ``delay`` seconds each: loader workers stay busy long enough to be seen."""
+
+    def __init__(self, n: int, seed: int, delay: float) -> None:
+        super().__init__(n, seed)
+        self.delay = delay
+
+    def __getitem__(self, i: int):
+        time.sleep(self.delay)
+        return super().__getitem__(i)
+
+
+def slow_shapes(delay: float = 0.05, n: int = 256):
+    return Slow(n, 0, delay), Shapes(32, 1, noise=0.0)

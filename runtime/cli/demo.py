@@ -111,7 +111,10 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     if note := fit_demo_threads():
         print(note)
     out_dir = os.path.abspath(out_dir)  # the standalone check runs inside it: no relative paths from here on
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError("--out", f"cannot write {out_dir}: {e.strerror}") from None
     storage = os.path.join(out_dir, "experiment.db")
     features = os.path.join(out_dir, "features.pt")
     for old in (storage, os.path.join(out_dir, "experiment-artifacts"), features):  # the demo starts afresh each time

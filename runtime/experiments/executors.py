@@ -55,8 +55,9 @@ class Executor:
         """Jobs that ended, waiting up to ``wait_s`` seconds for the first."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Stop every worker this executor started."""
+    def close(self, abort: bool = False) -> None:
+        """Stop every worker this executor started; ``abort`` (the experiment was interrupted or
+        failed) stops them at once rather than letting a job in progress finish."""
 
     def describe(self) -> str:
         return self.name
@@ -278,7 +279,12 @@ class ProcessPool(Executor):
                 ended.append(JobOutcome(job_id, error="timed out: its worker process was killed"))
         return ended
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if abort:  # its loader workers die with it (parent-death signal)
+            for worker in self._pool:
+                worker.kill()
+            self._pool.clear()
+            return
         for worker in self._pool:
             try:
                 worker.process.stdin.close()  # a clean end: the worker leaves its loop

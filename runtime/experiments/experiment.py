@@ -315,8 +315,12 @@ class Experiment:
                                 finished=state.done + state.failed, start=start, on_observed=observed, on_tick=tick,
                                 group_key=lambda pending: self.evaluator.group_key(pending.sample))
             state.exhausted, state.running = ended.exhausted, 0
-        finally:
+        except BaseException:  # interrupted (Ctrl-C) or failed: no worker goes on with a job nobody reads
+            self.executor.close(abort=True)
+            raise
+        else:
             self.executor.close()
+        finally:
             bar.close()
         self.last_run = state
         return state

@@ -115,6 +115,10 @@ def _draw(plt, path: str, name: str, records, done, failed, maximize: bool, labe
         fig.suptitle(f"the first {len(shown)} of {len(labels)} choices", fontsize=9)
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fig.savefig(path, dpi=90)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -99,7 +99,7 @@ class Ray(Executor):
                 ended.append(JobOutcome(job_id, error="timed out: its Ray task was cancelled"))
         return ended
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         import ray
 
         for ref in self._refs:
