@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from concurrent.futures import ProcessPoolExecutor
 import math
 import multiprocessing
 import multiprocessing.forkserver
@@ -142,7 +143,7 @@ def measure(job: dict) -> dict:
     warnings.simplefilter("ignore")
     trials = load_trials(job["path"])
     for trial in trials:
-        rdata.dataset(trial.data.dataset)  # loading the data set is not training
+        rdata.steps_per_epoch(trial.data)  # making the data set (reading a folder, or tensors) is not training
     device = job["device"]
     if device.startswith("cuda"):  # TF32 rounds each kernel its own way: compare in float32, as on the CPU
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -205,8 +206,15 @@ def train_ours(trials: list[optimizer.Trial], independent: bool, device: str, au
 
 def measure_part(trials: list[optimizer.Trial], workload: str, device: str) -> dict[str, float]:
     """Seconds of the part of a trial's step that merging can save, per trial name (see the
-    module docstring): the shared frozen part, or each of the first 4 trials' forward+backward."""
-    x, y = next(rdata.batches(trials[0].data, 0, device))
+    module docstring): the shared frozen part, each of the first 4 trials' forward+backward, or
+    (a data workload) each trial's model step on a batch already in memory."""
+    source = rdata.open_source(trials[0].data)
+    try:
+        x, y = next(source.epoch(0, device))
+    finally:
+        source.close()
+    if models.WORKLOADS[workload].data:
+        return {f"model:{t.name}": model_step_seconds(t, x, y, device) for t in trials[:4]}
     shared = models.WORKLOADS[workload].shared
     if shared is not None:  # grad mode on, as in training: its weights are frozen, so no graph is built
         module = shared(trials[0].initial_state).to(device).train()
@@ -231,10 +239,65 @@ def measure_part(trials: list[optimizer.Trial], workload: str, device: str) -> d
     return parts
 
 
+def loader_images_per_second(job: dict) -> dict[str, float]:
+    """Images per second of the trainer's loader (seeded items, one loader for a merged group)
+    and of a plain ``DataLoader`` loop over the same Dataset with the same settings; the two
+    alternate ``job["repeats"]`` times, each over ``job["batches"]`` batches after a warm-up."""
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(job["threads"])
+    from retiarii_ir.runtime.references import resolve
+
+    spec = models.png_spec()
+    train, _ = resolve(spec.dataset)(**spec.factory_kwargs())  # the user's own Dataset, for the plain loop
+    rates: dict[str, list[float]] = {"ours": [], "plain": []}
+
+    def timed(batches) -> float:
+        next(batches)  # warm-up: the workers start and fill their queues
+        start = time.perf_counter()
+        for _ in range(job["batches"]):
+            next(batches)
+        return job["batches"] * spec.batch_size / (time.perf_counter() - start)
+
+    for _ in range(job["repeats"]):
+        source = rdata.open_source(spec)
+        try:
+            rates["ours"].append(timed(source.epoch(0)))
+        finally:
+            source.close()
+        plain = DataLoader(train, batch_size=spec.batch_size, shuffle=True, num_workers=spec.num_workers,
+                           drop_last=True, generator=torch.Generator().manual_seed(0),
+                           multiprocessing_context="fork")  # as the trainer's loader starts its workers
+        iterator = iter(plain)
+        rates["plain"].append(timed(iterator))
+        del iterator
+    return {mode: statistics.median(values) for mode, values in rates.items()}
+
+
+def model_step_seconds(trial: optimizer.Trial, x: torch.Tensor, y: torch.Tensor, device: str) -> float:
+    """One training step of the trial's model alone (forward, backward, SGD) on a batch in memory."""
+    module = trainer.build_merged_module(trial.graph, device)
+    module.load_state_dict(trial.initial_state, strict=True)
+    module.train()
+    sgd = torch.optim.SGD(module.parameters(), lr=trial.train.lr, momentum=trial.train.momentum)
+
+    def step() -> None:
+        sgd.zero_grad(set_to_none=True)
+        trainer.loss_of(trial.train, module(x), y).backward()
+        sgd.step()
+        synchronize(device)
+
+    return median_seconds(step)
+
+
 def share_of(part: dict[str, float], step_alone: dict[str, float]) -> float | None:
-    """The part over the step of one trial alone (the mean over the row's trials for a shared part)."""
+    """The part over the step of one trial alone (the mean over the row's trials for a shared part;
+    for a data workload, 1 - model step over the whole step)."""
     if not step_alone:
         return None
+    if any(key.startswith("model:") for key in part):
+        names = [key[len("model:"):] for key in part]
+        return max(0.0, 1 - sum(part[f"model:{n}"] for n in names) / sum(step_alone[n] for n in names))
     if "*" in part:
         return part["*"] / statistics.mean(step_alone.values())
     return sum(part.values()) / sum(step_alone[name] for name in part)
@@ -426,13 +489,13 @@ def measure_row(context, path: str, key: str, options) -> dict[str, list]:
     """Each mode in its own fresh process, the modes' runs alternating."""
     modes = ("merged", "independent") + (("vmap",) if key == "c" else ())
     runs: dict[str, list] = {mode: [] for mode in modes}
-    with contextlib.ExitStack() as stack:
-        pools = {mode: stack.enter_context(context.Pool(1)) for mode in modes}
+    with contextlib.ExitStack() as stack:  # not daemonic: a data workload's loader starts worker processes
+        pools = {mode: stack.enter_context(ProcessPoolExecutor(1, mp_context=context)) for mode in modes}
         for repeat in range(options.repeats):
             for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
                 job = {"path": path, "mode": mode, "threads": options.threads, "workload": key,
                        "device": options.device, "autotune": options.autotune}
-                runs[mode].append(pools[mode].apply(measure, (job,)))
+                runs[mode].append(pools[mode].submit(measure, job).result())
     return runs
 
 
@@ -466,11 +529,18 @@ def main(argv=None) -> int:
                           f"only imported the code: {baseline:.0f} MB)")
                 elif not summary and not rows:
                     print("each mode runs in its own fresh process; peak MB is the device allocator's peak")
-                rows.append(row_of(k_trials, measure_row(context, path, key, options), workload.shared is not None))
+                rows.append(row_of(k_trials, measure_row(context, path, key, options), workload.sharing))
                 print(f"  ({key}) K={k_trials} done, {time.perf_counter() - started:.0f} s", file=sys.stderr,
                       flush=True)
             print_table(f"({key}) {workload.title}", rows)
             summary.append((key, rows))
+            if workload.data:
+                with ProcessPoolExecutor(1, mp_context=context) as pool:
+                    rate = pool.submit(loader_images_per_second, {"threads": options.threads, "batches": 30,
+                                                                  "repeats": options.repeats}).result()
+                print(f"  the trainer's loader: {rate['ours']:.0f} images/s; a plain DataLoader loop over the same "
+                      f"Dataset, same settings: {rate['plain']:.0f} images/s ({rate['ours'] / rate['plain']:.2f}x; "
+                      f"median of {options.repeats} alternating runs of 30 batches)")
     differ = [r for _, rows in summary for r in rows if not r["_ok"]]
     largest = ", ".join(f"({key}) {summary_cell(rows[-1])}" for key, rows in summary)
     print(f"\nsummary: merged/independent throughput at K={options.ks[-1]}: {largest}; "

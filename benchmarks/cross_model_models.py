@@ -1,9 +1,10 @@
 """The models and data sets of ``benchmarks/cross_model.py``: four workloads a user would run
 on scikit-learn's digits, each a function ``trials(K, steps)`` that gives K trials.
 
-(a) ``filtered``: architectures sampled from a space whose first module is a fixed image
-    pipeline (bilinear upsampling 8x8 -> 32x32, then a frozen bank of Gabor, Gaussian and
-    derivative filters, rectified), the same weights in every trial.
+(a) ``pipeline``: K different small CNNs behind the user's own on-disk data pipeline (the worked
+    example of ``docs/examples/images``: PNG files decoded with Pillow, random resized crop,
+    flip and normalise, in DataLoader workers). Merged, the K trials read one loader; alone,
+    each trial has its own, as a user runs it today.
 (b) ``heads``: classification heads of different widths and learning rates fine-tuned on one
     frozen, briefly pretrained ResNet-18-layout backbone (half width) at 32x32.
 (c) ``lr_sweep``: one small CNN on 8x8 digits at K learning rates.
@@ -11,14 +12,18 @@ on scikit-learn's digits, each a function ``trials(K, steps)`` that gives K tria
     input size that space is written for.
 
 Each workload also names the part of one trial that merging can share (``shared_part``),
-so the benchmark can time it against the trial's whole step.
+so the benchmark can time it against the trial's whole step (for (a), the data's part is the
+step minus the model's step on a batch already in memory).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -75,83 +80,50 @@ def state_with(graph: ir.Graph, seed: int, fixed: dict[str, torch.Tensor]) -> di
     return state
 
 
-# ---------------------------------------------------------------------- (a) a fixed image pipeline
-def filter_bank(size: int = 11) -> torch.Tensor:
-    """(NUM_FILTERS, 1, size, size): Gabor filters at 4 orientations x 2 wavelengths, Gaussians
-    at 2 scales, and x/y derivatives of a Gaussian; each zero-mean except the Gaussians."""
-    r = torch.arange(size, dtype=torch.float64) - size // 2
-    y, x = torch.meshgrid(r, r, indexing="ij")
-    filters = []
-    for wavelength, sigma in ((4.0, 2.0), (8.0, 3.5)):
-        for theta in (0, math.pi / 4, math.pi / 2, 3 * math.pi / 4):
-            u = x * math.cos(theta) + y * math.sin(theta)
-            v = -x * math.sin(theta) + y * math.cos(theta)
-            g = torch.exp(-(u ** 2 + v ** 2) / (2 * sigma ** 2)) * torch.cos(2 * math.pi * u / wavelength)
-            filters.append(g - g.mean())
-    for sigma in (1.0, 2.5):
-        g = torch.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
-        filters.append(g / g.sum())
-    g = torch.exp(-(x ** 2 + y ** 2) / (2 * 1.5 ** 2))
-    filters += [-x * g, -y * g]
-    bank = torch.stack([f / f.abs().sum() for f in filters]).unsqueeze(1)
-    return bank.float()
+# ---------------------------------------------------------------------- (a) an on-disk data pipeline
+PNG_FACTORY = str(Path(__file__).resolve().parents[1] / "docs" / "examples" / "images" / "pngdata.py") + ":make"
+PNG_SIZE = 128  # stored images (decoded each time an item is read); the models see 16x16 crops
+LOADER_WORKERS = 2
 
 
-class FilterBank(nn.Module):
-    """Upsample 8x8 digits to 32x32 and take rectified filter responses: fixed features."""
+def png_root() -> str:
+    """The benchmark's PNG folder (written once, under the temp dir), shared by every process."""
+    return os.path.join(tempfile.gettempdir(), f"retiarii-bench-digits-png{PNG_SIZE}")
 
-    def __init__(self) -> None:
+
+def png_spec() -> DataSpec:
+    return DataSpec(PNG_FACTORY, batch_size=BATCH, shuffle_seed=0, drop_last=True, num_workers=LOADER_WORKERS,
+                    persistent_workers=True, kwargs={"root": png_root(), "size": PNG_SIZE, "crop": 16})
+
+
+class PipelineCNN(nn.Module):
+    """One conv (width and kernel vary per trial), pooling and a linear head: a cheap model, so
+    the data pipeline is most of a step."""
+
+    def __init__(self, width: int, kernel: int) -> None:
         super().__init__()
-        self.bank = nn.Conv2d(1, NUM_FILTERS, 11, padding=5, bias=False)
+        self.conv = nn.Conv2d(1, width, kernel, stride=2, padding=kernel // 2)
+        self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-        return torch.abs(self.bank(x)) * 4.0
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1), 1))
 
 
-@rnn.model_wrapper
-class FilteredDigitsSpace(rnn.Module):
-    """The demo's digits space behind the fixed pipeline: a strided stem to 16x16, one chosen
-    op, 0-2 extra conv blocks, global pooling and a linear head."""
+def pipeline_trials(k_trials: int, steps: int) -> list[Trial]:
+    from retiarii_ir.runtime.training import open_source
 
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = FilterBank()
-        width = rnn.ValueChoice([16, 32], label="width")
-        self.stem = rnn.Sequential(rnn.Conv2d(NUM_FILTERS, width, 3, stride=2, padding=1, bias=False),
-                                   rnn.BatchNorm2d(width), rnn.ReLU())
-        self.op, self.blocks, self.head = searched_layers(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.op(self.stem(self.features(x))))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-_SPACE_CACHE: dict[str, ir.ModelSpace] = {}
-
-
-def _space(name: str, build: Callable[[], nn.Module], example: torch.Tensor) -> ir.ModelSpace:
-    if name not in _SPACE_CACHE:
-        torch.manual_seed(0)
-        _SPACE_CACHE[name] = ir.trace_space(build(), example)
-    return _SPACE_CACHE[name]
-
-
-def filtered_trials(k_trials: int, steps: int) -> list[Trial]:
-    space = _space("filtered", FilteredDigitsSpace, torch.rand(2, 1, 8, 8))
-    fixed = {"features.bank.weight": filter_bank()}
+    open_source(png_spec()).close()  # the factory writes the PNG folder once, before any trial runs
+    per_epoch = rdata.steps_per_epoch(png_spec())
+    epochs = max(1, math.ceil(steps / per_epoch))
     trials = []
     for k in range(k_trials):
-        graph = space.freeze(space.random_sample(1000 + k))
-        trials.append(Trial(f"arch{k}", graph, data_spec("digits"), train_config(steps, "digits", 0.05, k),
-                            frozen=tuple(fixed), initial_state=state_with(graph, k, fixed)))
+        width, kernel = (4, 6, 8, 12)[k % 4], (3, 5)[k // 4 % 2]
+        torch.manual_seed(k)
+        graph = ir.trace(PipelineCNN(width, kernel), torch.randn(2, 1, 16, 16))
+        config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs,
+                             max_steps=steps if epochs == 1 else None, seed=k)
+        trials.append(Trial(f"cnn{k}", graph, png_spec(), config, initial_state=state_with(graph, k, {})))
     return trials
-
-
-def filtered_shared(state: dict[str, torch.Tensor]) -> nn.Module:
-    module = FilterBank()
-    module.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
-    return module.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------- (b) heads on a frozen backbone
@@ -280,11 +252,17 @@ class Workload:
     title: str
     trials: Callable[[int, int], list[Trial]]
     shared: Callable[[dict[str, torch.Tensor]], nn.Module] | None  # the part computed once (sharing)
+    data: bool = False  # the shared part is the data pipeline (read once merged)
+
+    @property
+    def sharing(self) -> bool:
+        return self.shared is not None or self.data
 
 
 WORKLOADS = {
-    "a": Workload("a", "K sampled architectures behind one frozen filter-bank pipeline (CSE)",
-                  filtered_trials, filtered_shared),
+    "a": Workload("a", "K small CNNs behind one on-disk pipeline: PNG decode, random crop, flip, normalise in "
+                       f"{LOADER_WORKERS} DataLoader workers (input dedup: one loader merged, one per trial alone)",
+                  pipeline_trials, None, data=True),
     "b": Workload("b", "K heads (3 widths x 3 learning rates) on one frozen ResNet-18-layout backbone, 32x32 (CSE)",
                   head_trials, heads_shared),
     "c": Workload("c", "one small CNN, K learning rates (operator batching) vs torch.func.vmap",

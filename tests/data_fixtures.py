@@ -5,6 +5,7 @@ them by name."""
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import numpy as np
@@ -102,3 +103,15 @@ class Slow(Shapes):
 
 def slow_shapes(delay: float = 0.05, n: int = 256):
     return Slow(n, 0, delay), Shapes(32, 1, noise=0.0)
+
+
+class PythonAndNumpyNoise(Shapes):
+    """Augmentation drawn from ``random``'s and numpy's global streams (as albumentations does)."""
+
+    def __getitem__(self, i: int):
+        x = self.x[i] + 0.1 * float(np.random.normal()) + 0.05 * random.random()
+        return x, self.y[i]
+
+
+def python_and_numpy_noise():
+    return PythonAndNumpyNoise(256, 0), Shapes(32, 1, noise=0.0)

@@ -80,6 +80,19 @@ def test_each_epoch_augments_an_image_anew_and_the_same_way_every_time(images):
     assert torch.equal(next(plain.epoch(0))[0], first[0][0])  # one worker or two: the same images
 
 
+def test_augmentation_drawn_from_pythons_and_numpys_streams_is_seeded_per_item_too():
+    small = ir.trace_space(DigitsSpace(num_classes=2), torch.randn(2, 1, 8, 8))
+    spec = DataSpec("tests.data_fixtures:python_and_numpy_noise", batch_size=32, num_workers=2)
+    merged = train_trials(_trials(small, spec, count=2), ("dedup", "cse"))
+    alone = train_trials(_trials(small, DataSpec(spec.dataset, batch_size=32), count=2), independent=True)
+    assert all(m.losses == a.losses for m, a in zip(merged, alone))
+    source = open_source(spec)
+    try:
+        assert not torch.equal(next(source.epoch(0))[0], next(source.epoch(1))[0])
+    finally:
+        source.close()
+
+
 def test_operator_batching_stays_close_to_training_alone(space, images):
     spec = DataSpec(f"{PNG}:make", batch_size=32, num_workers=2, kwargs={"root": images})
     batched = train_trials(_trials(space, spec), PASSES, autotune=False)

@@ -17,7 +17,6 @@ pipeline."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data.dataloader import default_collate
 
@@ -39,10 +38,16 @@ VALIDATION_EPOCH = -1  # items of the validation split are seeded as if from thi
 _CURRENT: list[list] = []  # [seed, its generator once asked for] of the item being prepared
 
 
+_MASK = 2**64 - 1
+
+
 def item_seed(shuffle_seed: int, epoch: int, index: int) -> int:
-    """The seed of one item's random draws: a hash of (shuffle seed, epoch, index)."""
-    digest = hashlib.blake2b(f"{shuffle_seed}/{epoch}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    """The seed of one item's random draws: a 32-bit hash of (shuffle seed, epoch, index)
+    (SplitMix64's finaliser over the three; 32 bits, which every generator takes as it is)."""
+    z = (shuffle_seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) >> 32
 
 
 def item_generator() -> torch.Generator:
@@ -64,7 +69,7 @@ def seeded(seed: int):
     torch_state = torch.get_rng_state()
     torch.default_generator.manual_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     _CURRENT.append([seed, None])
     try:
         yield
@@ -82,21 +87,36 @@ class _Failure:
 
 
 class _SeededItems(TorchDataset):
-    """The user's data set, read by keys (epoch, index): each item prepared under its own seeds."""
+    """The user's data set, read by keys (epoch, index): each item prepared under its own seeds.
+    Torch's stream is always seeded; ``random``'s and numpy's only where ``python_and_numpy`` says
+    the data set's items draw from them (seeding them costs as much as a small image's crop)."""
 
-    def __init__(self, items: Any, shuffle_seed: int, source: str) -> None:
+    def __init__(self, items: Any, shuffle_seed: int, source: str, python_and_numpy: bool = True) -> None:
         self.items, self.shuffle_seed, self.source = items, shuffle_seed, source
+        self.python_and_numpy = python_and_numpy
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[tuple[int, int], Any]:
         epoch, index = key
+        seed = item_seed(self.shuffle_seed, epoch, index)
+        # What ``seeded`` does, inline (it runs for every item). A loader worker's own stream serves
+        # nothing else, so only the training process puts torch's back.
+        torch_state = None if get_worker_info() is not None else torch.get_rng_state()
+        torch.default_generator.manual_seed(seed)
+        if self.python_and_numpy:
+            random.seed(seed)
+            np.random.seed(seed)
+        _CURRENT.append([seed, None])
         try:
-            with seeded(item_seed(self.shuffle_seed, epoch, index)):
-                return key, self.items[index]
+            return key, self.items[index]
         except Exception as e:  # noqa: BLE001 - the user's item: its reason travels back as data
             return key, _Failure(f"{self.source}: item {index} raised {type(e).__name__}: {first_line(e)}")
+        finally:
+            _CURRENT.pop()
+            if torch_state is not None:
+                torch.set_rng_state(torch_state)
 
 
 class _EpochOrder(Sampler):
@@ -156,6 +176,27 @@ def _describe(signature: list) -> str:
                      for s in signature)
 
 
+PROBED_ITEMS = 16
+
+
+def _draws_from_python_or_numpy(items: Any, source: str) -> bool:
+    """Whether preparing the first items draws from ``random``'s or numpy's global stream: then
+    both are seeded for every item (torch's always is). A transform that draws from them only
+    now and then should draw from torch's stream or ``item_generator()`` instead."""
+    for index in range(min(PROBED_ITEMS, len(items))):
+        try:
+            with seeded(item_seed(0, 0, index)):
+                random.seed(index)  # a fresh state: any draw shows
+                np.random.seed(index)
+                python_before, numpy_before = random.getstate(), np.random.get_state()[1].copy()
+                items[index]
+                if random.getstate() != python_before or not np.array_equal(np.random.get_state()[1], numpy_before):
+                    return True
+        except Exception:  # noqa: BLE001 - a failing item is reported when it is read
+            return True
+    return False
+
+
 def _is_map_style(value: Any) -> bool:
     return hasattr(value, "__getitem__") and hasattr(value, "__len__")
 
@@ -184,10 +225,11 @@ class Pipeline:
         self.spec, self.source = spec, spec.dataset
         collate = resolve(spec.collate_fn, trust) if spec.collate_fn else default_collate
         self._check_items_repeat(train)
+        streams = _draws_from_python_or_numpy(train, self.source)
         self._order = _EpochOrder(len(train), spec.shuffle_seed, shuffle=True)
-        self._train = self._loader(_SeededItems(train, spec.shuffle_seed, self.source), self._order, collate,
-                                   spec.drop_last)
-        self._val = self._loader(_SeededItems(val, spec.shuffle_seed, self.source),
+        self._train = self._loader(_SeededItems(train, spec.shuffle_seed, self.source, streams), self._order,
+                                   collate, spec.drop_last)
+        self._val = self._loader(_SeededItems(val, spec.shuffle_seed, self.source, streams),
                                  _EpochOrder(len(val), spec.shuffle_seed, shuffle=False), collate, False)
         self._val_order = self._val.sampler
         self._val_order.epoch = VALIDATION_EPOCH
@@ -201,7 +243,8 @@ class Pipeline:
                           collate_fn=_Collate(collate, self.source), drop_last=drop_last,
                           pin_memory=spec.pin_memory and torch.cuda.is_available(),
                           persistent_workers=spec.persistent_workers, timeout=spec.timeout if workers else 0,
-                          worker_init_fn=_loader_worker_start if workers else None, **options)
+                          worker_init_fn=_loader_worker_start if workers else None,
+                          multiprocessing_context=_worker_context() if workers else None, **options)
 
     def _check_items_repeat(self, train: Any) -> None:
         items = _SeededItems(train, self.spec.shuffle_seed, self.source)
@@ -278,6 +321,15 @@ def _dead_workers(iterator: Any) -> str | None:
     return "; ".join(f"loader worker (pid {w.pid}) exited unexpectedly with "
                      f"{'exit code ' + str(w.exitcode) if w.exitcode > 0 else 'signal ' + str(-w.exitcode)}"
                      for w in dead)
+
+
+def _worker_context():
+    """Loader workers are forked where the platform can: they start at once, and they have the
+    user's data set as it is, a class from a file the experiment loaded included (a spawned
+    worker could not import such a module by name)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def _loader_worker_start(worker_id: int) -> None:
