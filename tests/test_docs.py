@@ -1,9 +1,11 @@
 """The manual runs: every ```python block of README.md and docs/*.md, in order, in one fresh
-namespace per file, from an empty temporary folder; README.md stays short; and every link
-between the pages leads to a file and heading that exist."""
+namespace per file, from an empty temporary folder; a block fenced ```python file=NAME.py is
+the user's file of that name: it is written there (and imports as a module) rather than run.
+README.md stays short; and every link between the pages leads to a file and heading that exist."""
 
 import os
 import re
+import sys
 import traceback
 
 import pytest
@@ -14,7 +16,7 @@ DOCS = os.path.join(ROOT, "docs")
 PAGES = ["README.md"] + sorted(f"docs/{name}" for name in os.listdir(DOCS) if name.endswith(".md"))
 MAX_README_LINES = 250
 
-_FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
+_FENCE = re.compile(r"^```(\w*)( file=[\w.]+)?\n(.*?)^```$", re.S | re.M)
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -23,8 +25,10 @@ def _read(page: str) -> str:
         return f.read()
 
 
-def python_blocks(text: str) -> list[str]:
-    return [body for lang, body in _FENCE.findall(text) if lang == "python"]
+def python_blocks(text: str) -> list[tuple[str | None, str]]:
+    """(file name or None, code) of each ```python block, in order."""
+    return [(name[len(" file="):] if name else None, body) for lang, name, body in _FENCE.findall(text)
+            if lang == "python"]
 
 
 def _anchors(text: str) -> set[str]:
@@ -39,9 +43,16 @@ def _anchors(text: str) -> set[str]:
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(_read(page))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the page's files import as the user's modules do
     torch.manual_seed(0)
     namespace = {"__name__": "__main__"}  # as if each page were one script: `if __name__ == "__main__"` runs
-    for number, block in enumerate(blocks, 1):
+    written = [name[:-3] for name, _ in blocks if name]
+    for module in written:
+        sys.modules.pop(module, None)  # another page's file of the same name may have loaded
+    for number, (name, block) in enumerate(blocks, 1):
+        if name is not None:
+            (tmp_path / name).write_text(block)
+            continue
         first_line = block.splitlines()[0] if block.strip() else "(empty block)"
         try:
             exec(compile(block, f"{page} block {number}", "exec"), namespace)
