@@ -157,3 +157,21 @@ def test_bad_data_fails_the_trials_that_read_it_with_one_reason_and_the_others_g
 def test_a_data_error_is_a_project_error_when_reading_a_source_directly():
     with pytest.raises(DataError, match="wrong_type returned list"):
         open_source(DataSpec("tests.data_fixtures:wrong_type"))
+
+
+def test_an_experiment_puts_trials_that_read_the_same_data_into_one_job(tmp_path):
+    """Proposals alternate between two batch sizes; with two trials a job, each job holds one
+    batch size, so every trial trains merged with the other that reads its batches."""
+    from retiarii_ir import nn
+    from retiarii_ir.runtime import Classification, Experiment, ProcessPool, SpaceSpec, Store
+
+    evaluator = Classification("tests.data_fixtures:shapes", batch_size=nn.ValueChoice([16, 32], label="batch"),
+                               epochs=1, max_steps=2)
+    experiment = Experiment(SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)]), evaluator,
+                            "grid", max_trials=4, concurrency=4, executor=ProcessPool(2, threads=1),
+                            storage=str(tmp_path / "e.db"), name="groups", progress=False)
+    experiment.run()
+    store = Store(str(tmp_path / "e.db"), create=False)
+    records = store.trials(store.study_id("groups"))
+    assert [r.sample["batch"] for r in sorted(records, key=lambda r: r.number)] == [16, 32, 16, 32]
+    assert {r.attrs["trained_as"] for r in records} == {"merged with 2"}
