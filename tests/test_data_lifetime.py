@@ -98,7 +98,7 @@ def test_ctrl_c_of_the_experiment_stops_the_loader_workers_of_its_own_process(tm
 
 def test_a_trial_past_its_timeout_takes_its_loader_workers_with_it(tmp_path):
     driver = _start(tmp_path, CONFIG.format(delay=1.0, executor="executor = ProcessPool(1, threads=1)",
-                                            extra="trial_timeout = 10\nconcurrency = 1"))  # a batch takes 8 s
+                                            extra="trial_timeout = 15\nconcurrency = 1"))  # a batch takes 8 s
     ours = _wait_for_loaders(driver, 3)
     out, err = driver.communicate(timeout=300)
     assert _gone_within(ours) == set()

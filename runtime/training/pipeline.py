@@ -176,10 +176,10 @@ def _describe(signature: list) -> str:
                      for s in signature)
 
 
-PROBED_ITEMS = 16
+PROBED_ITEMS = 4  # each costs one item's preparation, when a group's loader starts
 
 
-def _draws_from_python_or_numpy(items: Any, source: str) -> bool:
+def _draws_from_python_or_numpy(items: Any) -> bool:
     """Whether preparing the first items draws from ``random``'s or numpy's global stream: then
     both are seeded for every item (torch's always is). A transform that draws from them only
     now and then should draw from torch's stream or ``item_generator()`` instead."""
@@ -224,8 +224,7 @@ class Pipeline:
     def __init__(self, spec: DataSpec, train: Any, val: Any, trust: Trust | None = None) -> None:
         self.spec, self.source = spec, spec.dataset
         collate = resolve(spec.collate_fn, trust) if spec.collate_fn else default_collate
-        self._check_items_repeat(train)
-        streams = _draws_from_python_or_numpy(train, self.source)
+        streams = self._check_items(train)
         self._order = _EpochOrder(len(train), spec.shuffle_seed, shuffle=True)
         self._train = self._loader(_SeededItems(train, spec.shuffle_seed, self.source, streams), self._order,
                                    collate, spec.drop_last)
@@ -246,7 +245,10 @@ class Pipeline:
                           worker_init_fn=_loader_worker_start if workers else None,
                           multiprocessing_context=_worker_context() if workers else None, **options)
 
-    def _check_items_repeat(self, train: Any) -> None:
+    def _check_items(self, train: Any) -> bool:
+        """The first item comes out the same when prepared twice with the same seeds (else a
+        transform keeps a random state of its own); returns whether the first items draw from
+        ``random``'s or numpy's stream (then both are seeded for every item)."""
         items = _SeededItems(train, self.spec.shuffle_seed, self.source)
         first, again = items[(0, 0)][1], items[(0, 0)][1]
         for item in (first, again):
@@ -258,6 +260,7 @@ class Pipeline:
                             f"once). Draw from torch's, random's or numpy's global streams, which are seeded for "
                             f"each item, or from retiarii_ir.runtime.training.item_generator()", self.source,
                             self.spec)
+        return _draws_from_python_or_numpy(train)
 
     def error(self, reason: str) -> DataError:
         return DataError(f"{self.source}: {reason}", self.source, self.spec)
