@@ -1,8 +1,9 @@
 """What each ``forward`` holds: the nodes a container runs itself, the children it calls whole,
 and a comment where a child's operations are written out in its place.
 
-A class container with a clean region is called whole; a ``Sequential`` is called whole when
-its children run one after another, each reading the one before. Everything else is written
+A class container with a clean region is called whole; a numbered container (a ``Sequential``,
+or a ``ModuleList`` used the same way) is called whole, as a ``Sequential``, when its children
+run one after another, each reading the one before. Everything else is written
 out in the parent, its own clean children still called by name.
 """
 
@@ -50,17 +51,19 @@ class Layout:
         self.graph = graph
         self.hierarchy = hierarchy
         candidates = {q for q, node in hierarchy.nodes.items() if q and node.spec is None
-                      and (hierarchy.forms[q] == "class" or hierarchy.is_sequential(q))}
+                      and hierarchy.forms[q] in ("class", "sequence")}
         self.regions: dict[str, Region | Flat] = find_regions(graph, hierarchy, candidates)
         self.called: set[str] = set()
         self.reasons: dict[str, str] = {}
         for node in reversed(list(walk(hierarchy.tree))):  # children before their parents
             region = self.regions.get(node.qualname)
-            if isinstance(region, Flat):
+            has_forward = graph.module_types.get(node.qualname) not in ("ModuleList", "ModuleDict")
+            if isinstance(region, Flat) and has_forward and (hierarchy.forms[node.qualname] == "class"
+                                                             or hierarchy.is_sequential(node.qualname)):
                 self.reasons[node.qualname] = region.reason
-            elif region is not None and (hierarchy.forms[node.qualname] == "class" or self._chain(region)):
+            elif isinstance(region, Region) and (hierarchy.forms[node.qualname] == "class" or self._chain(region)):
                 self.called.add(node.qualname)
-            elif region is not None:
+            elif isinstance(region, Region) and hierarchy.is_sequential(node.qualname):
                 self.reasons[node.qualname] = (f"the children of {node.qualname} do not run one after "
                                                f"another, so each is called here")
 

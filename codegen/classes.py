@@ -93,7 +93,7 @@ class ClassWriter:
                         tuple(sorted(defaults.items())))
         form = self.hierarchy.forms[node.qualname]
         parts = tuple(self.expression(child) for child in node.children.values())
-        if form == "sequence" and self.hierarchy.is_sequential(node.qualname):
+        if form == "sequence" and (self.hierarchy.is_sequential(node.qualname) or node.qualname in self.layout.called):
             return Call("torch.nn.Sequential", tuple((None, "module", p) for p in parts))
         if form == "sequence":
             return Call("torch.nn.ModuleList", ((None, "modules", Items((None,) * len(parts), parts)),))
@@ -212,6 +212,8 @@ class ClassWriter:
             self.forward_imports |= forward.imports
         origin = self.hierarchy.graph.module_types.get(template.node.qualname, "")
         doc = (f"The {origin} of the original model." if is_identifier(origin) else "A submodule of the original model.")
+        if origin in TORCH_CONTAINERS:
+            doc = f"A torch.nn.{origin} of the original model, as a class of its own."
         if forward is None:
             doc = f"Holds the layers of {origin if is_identifier(origin) else 'a submodule'}; its parent calls them."
         self.classes.append(ClassDef(group.name, [n for n, _ in arguments], members, forward, doc))

@@ -114,13 +114,11 @@ def write_forward(items: list[Item], scope: str, hierarchy: Hierarchy, inputs: l
         elif isinstance(item, CallItem):
             arguments = ", ".join(variables[resolve(n).name] for n in item.inputs)
             targets = ", ".join(variables[n.name] for n in item.outputs)
-            statements.extend(writer.module_statements(item.qualname, targets or None,
-                                                       lambda path: f"{path}({arguments})"))
+            statements.append(Statement(targets or None, f"{hierarchy.path(item.qualname, scope)}({arguments})"))
         else:
             statements.extend(writer.statements(item.node))
     result = returned(lambda node: variables[resolve(node).name])
-    if chain_names:
-        statements, result = _return_last(statements, result, kept, returned_nodes, resolve)
+    statements, result = _return_last(statements, result, kept, returned_nodes, resolve)
     return Forward([name for _, name in inputs], statements, result, writer.imports)
 
 

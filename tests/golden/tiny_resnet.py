@@ -43,5 +43,4 @@ class TinyResNet(torch.nn.Module):
         flatten = torch.flatten(adaptive_avg_pool2d, 1)
         head = self.head(flatten)
         scale = self.scale
-        mul = head * scale
-        return mul
+        return head * scale
