@@ -100,7 +100,7 @@ def row(name: str, model: torch.nn.Module, graph: ir.Graph) -> Row:
 
 
 # ---------------------------------------------------------------------- the models
-Case = Callable[[], tuple[torch.nn.Module, ir.Graph]]
+Case = Callable[[], tuple[torch.nn.Module, ir.Graph, tuple, dict]]  # model, graph, example args and kwargs
 
 
 def _traced(build: Callable[[], torch.nn.Module], args: tuple, kwargs: dict | None = None) -> Case:
@@ -109,7 +109,7 @@ def _traced(build: Callable[[], torch.nn.Module], args: tuple, kwargs: dict | No
         model = build().eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return model, ir.trace(model, args, kwargs or {})
+            return model, ir.trace(model, args, kwargs or {}), args, kwargs or {}
     return make
 
 
@@ -121,7 +121,7 @@ def _space_winner(build: Callable[[], torch.nn.Module], example: torch.Tensor, s
         sample = space.random_sample(sample_seed)
         with space.fixed_arch(sample):
             fixed = build().eval()
-        return fixed, space.freeze(sample)
+        return fixed, space.freeze(sample), (example,), {}
     return make
 
 
@@ -148,7 +148,7 @@ def cases() -> Iterator[tuple[str, Case]]:
     from tests.corpus import CORPUS
 
     yield "resnet18 (width 8)", _traced(lambda: resnet18(num_classes=10, width=8), (torch.randn(2, 3, 32, 32),))
-    yield "demo winner", demo_winner
+    yield "demo winner", lambda: (*demo_winner(), (torch.randn(4, 1, 8, 8),), {})
     images = lambda size, channels=3: torch.randn(2, channels, size, size)  # noqa: E731
     for name, build, example in [("DartsSpace", DartsSpace, images(8)), ("MobileNetV3Space", MobileNetV3Space, images(16)),
                                  ("NasBench201", NasBench201, images(8)), ("DigitsSpace", DigitsSpace, images(8, 1))]:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, make in cases():
         if options.words and not any(w.lower() in name.lower() for w in options.words):
             continue
-        rows.append(row(name, *make()))
+        rows.append(row(name, *make()[:2]))
     print(table(rows))
     return 0
 
