@@ -37,7 +37,7 @@ class OneShotSearch:
     #: warm-up epochs when neither ``warmup_epochs`` nor ``warmup_steps`` is given
     default_warmup_epochs = 0
 
-    def __init__(self, space: Any, model: nn.Module, *, epochs: int = 5, batch_size: int = 64, lr: float = 0.05,
+    def __init__(self, space: Any, model: nn.Module, *, epochs: int = 20, batch_size: int = 64, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 3e-4, grad_clip: float = 5.0, seed: int = 0,
                  warmup_epochs: int | None = None, warmup_steps: int | None = None, arch_fraction: float = 0.5,
                  progress: bool | Callable[[EpochReport], None] = False, device: str | torch.device = "cpu") -> None:
