@@ -71,6 +71,9 @@ def _median_time(fn, repeats: int = 5) -> float:
 def generated_twin(model: torch.nn.Module, graph: ir.Graph) -> torch.nn.Module:
     twin = codegen.load(graph)()
     twin.load_state_dict(model.state_dict(), strict=True)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, parameter in twin.named_parameters():  # a frozen extractor stays frozen in its twin
+        parameter.requires_grad_(name not in frozen)
     return twin.train(model.training)
 
 
@@ -79,6 +82,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="64x64 input and 3 repeats")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--all", action="store_true", help="every model of benchmarks/codegen_shape.py as well")
+    parser.add_argument("--only", nargs="*", default=[], help="with --all: only the models whose name has a word")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     warnings.simplefilter("ignore")
@@ -120,17 +124,19 @@ def main() -> int:
         base, gen = time_pair(m, twin, args, kwargs, repeats)
         print(f"{name:<44}{base * 1e3:>13.1f}{gen * 1e3:>14.1f}{gen / base:>7.2f}x")
     if options.all:
-        _time_every_shape_model(repeats)
+        _time_every_shape_model(repeats, options.only)
     return 0
 
 
-def _time_every_shape_model(repeats: int) -> None:
+def _time_every_shape_model(repeats: int, only: list[str]) -> None:
     """The models whose generated shape benchmarks/codegen_shape.py reports, each against its
     original (a space's sample against the plain module ``fixed_arch`` builds)."""
     from benchmarks.codegen_shape import cases
 
     ratios = []
     for name, make in cases():
+        if only and not any(word.lower() in name.lower() for word in only):
+            continue
         model, graph, args, kwargs = make()
         model.train()
         try:
