@@ -24,6 +24,7 @@ from retiarii_ir.errors import first_line
 from retiarii_ir.space import Sample
 
 from .mixed import OneShotError
+from .sampling import check_path_sampling, sampled_paths
 from .supernet import Supernet
 
 EpochReport = dict[str, Any]
@@ -40,7 +41,7 @@ class OneShotSearch:
     def __init__(self, space: Any, model: nn.Module, *, epochs: int = 20, batch_size: int = 64, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 3e-4, grad_clip: float = 5.0, seed: int = 0,
                  warmup_epochs: int | None = None, warmup_steps: int | None = None, arch_fraction: float = 0.5,
-                 progress: bool | Callable[[EpochReport], None] = False, device: str | torch.device = "cpu") -> None:
+                 path_sampling: str = "fair", progress: bool | Callable[[EpochReport], None] = False, device: str | torch.device = "cpu") -> None:
         name = type(self).__name__
         if epochs < 1 or batch_size < 1:
             raise OneShotError(f"{name} needs epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
@@ -49,6 +50,7 @@ class OneShotSearch:
                                f"architecture), got {arch_fraction}")
         self.warmup_epochs, self.warmup_steps = self._warmup_setting(warmup_epochs, warmup_steps)
         self.arch_fraction = arch_fraction
+        self.path_sampling = check_path_sampling(name, path_sampling)
         self.space, self.epochs, self.batch_size = space, epochs, batch_size
         self.lr, self.momentum, self.weight_decay, self.grad_clip = lr, momentum, weight_decay, grad_clip
         self.seed, self.progress, self.device = seed, progress, torch.device(device)
@@ -76,9 +78,8 @@ class OneShotSearch:
 
     # ------------------------------------------------------------------ subclass API
     def _warmup_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """One weights-only step before the search: a uniformly sampled path by default."""
-        with self.supernet.sampled(self.space.random_sample(self.rng)):
-            return self.weight_step(x, y)
+        """One weights-only step before the search: sampled paths (``path_sampling``) by default."""
+        return self.paths_step(sampled_paths(self.space, self.rng, self.path_sampling), x, y)
 
     def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> EpochReport:
         raise NotImplementedError
@@ -213,6 +214,23 @@ class OneShotSearch:
         nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
         optimizer.step()
         return loss.item(), (out.argmax(1) == y).float().mean().item()
+
+    def paths_step(self, paths: list[Sample], x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One SGD step on the gradients of ``paths`` summed (each path run alone on the batch);
+        (loss, accuracy) averaged over the paths."""
+        optimizer = self.weight_optimizer()
+        self.supernet.train()
+        optimizer.zero_grad(set_to_none=True)
+        losses, accs = [], []
+        for path in paths:
+            with self.supernet.sampled(path):
+                out = self.supernet(x)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            losses.append(loss.item()), accs.append((out.argmax(1) == y).float().mean().item())
+        nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
+        optimizer.step()
+        return sum(losses) / len(losses), sum(accs) / len(accs)
 
     # ------------------------------------------------------------------ evaluating
     @torch.no_grad()

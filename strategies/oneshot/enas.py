@@ -10,7 +10,8 @@ default), so the controller's first rewards rank trained paths, not initial ones
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -19,6 +20,17 @@ from torch import nn
 from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, probabilities_by_value
+from .batchnorm import batch_statistics
+from .mixed import OneShotError
+from .sampling import sampled_paths
+
+REWARD_BATCHNORM = ("path", "running")
+
+
+@contextlib.contextmanager
+def _eval(module: nn.Module) -> Iterator[None]:
+    module.eval()
+    yield
 
 
 class Controller(nn.Module):
@@ -61,8 +73,11 @@ class ENAS(OneShotSearch):
 
     def __init__(self, space: Any, model: nn.Module, *, controller_lr: float = 5e-3, entropy_weight: float = 1e-3,
                  baseline_decay: float = 0.95, controller_steps: int | None = None, derive_samples: int = 16,
-                 **options: Any) -> None:
+                 reward_batchnorm: str = "path", train_on_policy: bool = False, **options: Any) -> None:
         super().__init__(space, model, **options)
+        if reward_batchnorm not in REWARD_BATCHNORM:
+            raise OneShotError(f"ENAS reward_batchnorm is one of {REWARD_BATCHNORM}, got {reward_batchnorm!r}")
+        self.reward_batchnorm, self.train_on_policy = reward_batchnorm, train_on_policy
         torch.manual_seed(self.seed)
         self.controller = Controller(space.choices())
         self.controller_optimizer = torch.optim.Adam(self.controller.parameters(), lr=controller_lr)
@@ -74,10 +89,12 @@ class ENAS(OneShotSearch):
     def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> dict[str, Any]:
         losses, accs = [], []
         for x, y in weight_batches:
-            with torch.no_grad():
-                sample, _, _ = self.controller.sample(self.space, self.generator)
-            with self.supernet.sampled(sample):
-                loss, acc = self.weight_step(x, y)
+            if self.train_on_policy:
+                with torch.no_grad():
+                    paths = [self.controller.sample(self.space, self.generator)[0]]
+            else:
+                paths = sampled_paths(self.space, self.rng, self.path_sampling)
+            loss, acc = self.paths_step(paths, x, y)
             losses.append(loss), accs.append(acc)
         self.end_epoch()
         rewards = []
@@ -88,8 +105,10 @@ class ENAS(OneShotSearch):
                 "reward": sum(rewards) / len(rewards), "baseline": self.baseline}
 
     def _reward(self, sample: Sample, x: torch.Tensor, y: torch.Tensor) -> float:
-        self.supernet.eval()
-        with torch.no_grad(), self.supernet.sampled(sample):
+        """Accuracy of ``sample`` on a batch, its batch norms on that path's own statistics
+        (``reward_batchnorm="path"``) or on the running ones shared by every path."""
+        statistics = batch_statistics(self.supernet) if self.reward_batchnorm == "path" else _eval(self.supernet)
+        with torch.no_grad(), statistics, self.supernet.sampled(sample):
             return (self.supernet(x).argmax(1) == y).float().mean().item()
 
     def _controller_step(self, x: torch.Tensor, y: torch.Tensor) -> float:

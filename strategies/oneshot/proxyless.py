@@ -18,6 +18,7 @@ for ``warmup_epochs`` (2 by default) first.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 import warnings
 from typing import Any
@@ -29,12 +30,15 @@ from torch.nn import functional as F
 from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, probabilities_by_value
+from .sampling import sampled_paths
+from .batchnorm import batch_statistics
 from .latency import LatencyTable
 from .mixed import Gate, OneShotError, OneShotWarning
 from .shape_checks import gates_before_batchnorm
 
 
-ARCH_BATCHNORM = ("running", "batch")
+ARCH_BATCHNORM = ("path", "running", "batch")
+ARCH_GRADIENT = ("losses", "gates")
 
 
 class ProxylessNAS(OneShotSearch):
@@ -44,8 +48,12 @@ class ProxylessNAS(OneShotSearch):
 
     def __init__(self, space: Any, model: nn.Module, *, arch_lr: float = 1e-2, latency_target_ms: float | None = None,
                  latency_weight: float = 1.0, latency_table: LatencyTable | None = None,
-                 example_input: torch.Tensor | None = None, arch_batchnorm: str = "running", **options: Any) -> None:
+                 example_input: torch.Tensor | None = None, arch_batchnorm: str = "path", arch_gradient: str = "losses",
+                 train_on_policy: bool = False, **options: Any) -> None:
         super().__init__(space, model, **options)
+        if arch_gradient not in ARCH_GRADIENT:
+            raise OneShotError(f"ProxylessNAS arch_gradient is one of {ARCH_GRADIENT}, got {arch_gradient!r}")
+        self.arch_gradient, self.train_on_policy = arch_gradient, train_on_policy
         if arch_batchnorm not in ARCH_BATCHNORM:
             raise OneShotError(f"ProxylessNAS arch_batchnorm is one of {ARCH_BATCHNORM}, got {arch_batchnorm!r}")
         self.arch_batchnorm = arch_batchnorm
@@ -70,8 +78,9 @@ class ProxylessNAS(OneShotSearch):
     def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> dict[str, Any]:
         losses, accs, arch_losses, latencies = [], [], [], []
         for (xw, yw), (xa, ya) in zip(weight_batches, arch_batches):
-            with self.supernet.sampled(self._one_path()):
-                loss, acc = self.weight_step(xw, yw)
+            paths = [self._one_path()] if self.train_on_policy else sampled_paths(self.space, self.rng,
+                                                                                   self.path_sampling)
+            loss, acc = self.paths_step(paths, xw, yw)
             losses.append(loss), accs.append(acc)
             arch_loss, latency = self._arch_step(xa, ya)
             arch_losses.append(arch_loss), latencies.append(latency)
@@ -89,8 +98,15 @@ class ProxylessNAS(OneShotSearch):
             where = ", ".join(f"{label!r} -> {norm!r}" for label, norm in self.before_batchnorm.items())
             warnings.warn(f"ProxylessNAS: label(s) feed a BatchNorm directly ({where}); on batch statistics the "
                           f"active path's gate gradient is about 0, so these labels are not learnt. Use "
-                          f"arch_batchnorm='running' (the default) or a BatchNorm inside each candidate",
+                          f"arch_batchnorm='path' (the default) or a BatchNorm inside each candidate",
                           OneShotWarning, stacklevel=5)
+
+    def _arch_statistics(self) -> contextlib.AbstractContextManager:
+        """How batch norms normalise in an architecture step (``arch_batchnorm``)."""
+        if self.arch_batchnorm == "path":
+            return batch_statistics(self.supernet)
+        self.supernet.train(self.arch_batchnorm == "batch")
+        return contextlib.nullcontext()
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         gates, pairs = {}, {}
@@ -104,12 +120,10 @@ class ProxylessNAS(OneShotSearch):
             weights[active] = 1.0
             weights.requires_grad_(True)
             gates[label], pairs[label] = Gate(weights, pair), (pair, within)
-        if self.before_batchnorm is None:
-            self._check_shape(gates, x)
-        self.supernet.train(self.arch_batchnorm == "batch")
-        with self.supernet.gated(gates):
-            loss = F.cross_entropy(self.supernet(x), y)
-        gate_grads = torch.autograd.grad(loss, [g.weights for g in gates.values()], allow_unused=True)
+        if self.arch_gradient == "losses":
+            loss, gate_grads = self._path_losses(gates, x, y)
+        else:
+            loss, gate_grads = self._gate_gradients(gates, x, y)
         self.arch_optimizer.zero_grad(set_to_none=True)
         for (label, logits), grad in zip(self.logits.items(), gate_grads):
             pair, within = pairs[label]
@@ -130,6 +144,39 @@ class ProxylessNAS(OneShotSearch):
                     logits.grad = logits.grad + g
         self.arch_optimizer.step()
         return loss.item(), latency
+
+    def _gate_gradients(self, gates: dict[str, Gate], x: torch.Tensor, y: torch.Tensor
+                        ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """The paper's estimate: d loss / d gate for both gates of each pair, in one gated forward."""
+        if self.before_batchnorm is None:
+            self._check_shape(gates, x)
+        with self._arch_statistics(), self.supernet.gated(gates):
+            loss = F.cross_entropy(self.supernet(x), y)
+        return loss, list(torch.autograd.grad(loss, [g.weights for g in gates.values()], allow_unused=True))
+
+    @torch.no_grad()
+    def _path_losses(self, gates: dict[str, Gate], x: torch.Tensor, y: torch.Tensor
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """What the gate gradient estimates, measured: per label, the loss of the active path and of
+        the path with that label switched to its pair's other candidate, each path run on its own
+        (batch norms on its own batch statistics). Loss i stands where d loss / d gate i stood."""
+        values = self.space.choices()
+        active = {label: int(gate.weights.argmax()) for label, gate in gates.items()}
+
+        def loss_of(indices: dict[str, int]) -> torch.Tensor:
+            path = self.walk(lambda label, candidates: candidates[indices[label]])
+            with batch_statistics(self.supernet), self.supernet.sampled(path):
+                return F.cross_entropy(self.supernet(x), y)
+
+        base = loss_of(active)
+        path = self.walk(lambda label, candidates: candidates[active[label]])
+        losses = []
+        for label, gate in gates.items():
+            loss = torch.zeros(len(values[label]))
+            for i in gate.active:
+                loss[i] = base if i == active[label] or label not in path else loss_of({**active, label: i})
+            losses.append(loss)
+        return base, losses
 
     def choose(self) -> Sample:
         return self.walk(lambda label, values: values[int(self.logits[label].argmax())])

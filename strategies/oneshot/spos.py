@@ -21,6 +21,7 @@ from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, candidate_key
 from .mixed import OneShotError
+from .sampling import sampled_paths
 
 
 class SPOS(OneShotSearch):
@@ -43,8 +44,7 @@ class SPOS(OneShotSearch):
     def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> dict[str, Any]:
         losses, accs = [], []
         for x, y in weight_batches:
-            with self.supernet.sampled(self.space.random_sample(self.rng)):
-                loss, acc = self.weight_step(x, y)
+            loss, acc = self.paths_step(sampled_paths(self.space, self.rng, self.path_sampling), x, y)
             losses.append(loss), accs.append(acc)
         self.end_epoch()
         return {"loss": sum(losses) / len(losses), "train_acc": sum(accs) / len(accs)}
