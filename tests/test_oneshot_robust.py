@@ -12,6 +12,7 @@ import torch
 import retiarii_ir
 from retiarii_ir import codegen, nn
 from retiarii_ir.strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, OneShotError, ProxylessNAS, Supernet
+from retiarii_ir.strategies.oneshot.batchnorm import batch_statistics
 from retiarii_ir.strategies.oneshot.collapse import CollapseGuard, parameter_free_candidates
 from retiarii_ir.strategies.oneshot.mixed import Gate, OneShotWarning
 from retiarii_ir.strategies.oneshot.shape_checks import gates_before_batchnorm
@@ -56,8 +57,9 @@ def _steps_in_order(cls, arch_step: str, digits, **setting) -> tuple[list[str], 
     """'w' for each weight step and 'a' for each architecture step, in the order they ran."""
     search = cls(*_space(), epochs=1, batch_size=32, seed=0, **setting)
     events, reports = [], []
-    weight_step, step = search.weight_step, getattr(search, arch_step)
+    weight_step, paths_step, step = search.weight_step, search.paths_step, getattr(search, arch_step)
     search.weight_step = lambda *a: events.append("w") or weight_step(*a)
+    search.paths_step = lambda *a: events.append("w") or paths_step(*a)
     setattr(search, arch_step, lambda *a: events.append("a") or step(*a))
     search.progress = reports.append
     search.fit(*digits)  # 128 examples for the weights: 4 batches of 32 per epoch
@@ -209,8 +211,15 @@ def test_a_batchnorm_after_a_gate_zeroes_the_active_gate_gradient_on_batch_stati
         with supernet.gated(gates):
             loss = torch.nn.functional.cross_entropy(supernet(x), y)
         grads[mode] = torch.autograd.grad(loss, [gates["op"].weights])[0]
+    gates = _one_hot(space, {"view": 0, "op": "conv"})
+    with batch_statistics(supernet), supernet.gated(gates):
+        loss = torch.nn.functional.cross_entropy(supernet(x), y)
+    grads["path"] = torch.autograd.grad(loss, [gates["op"].weights])[0]
     assert abs(grads["batch"][0]) < 0.05 * abs(grads["batch"][1])  # active path: about 0 (BatchNorm eps aside)
     assert abs(grads["running"][0]) > 0.2 * abs(grads["running"][1])
+    # the path's own statistics held constant: the active gate keeps a gradient (a tenth of the other's
+    # here, against a hundredth on batch statistics)
+    assert abs(grads["path"][0]) > 0.05 * abs(grads["path"][1])
 
 
 def test_gates_that_feed_a_batchnorm_are_found_through_the_mixed_ops_between():
@@ -225,12 +234,14 @@ def test_gates_that_feed_a_batchnorm_are_found_through_the_mixed_ops_between():
 
 def test_proxyless_warns_about_that_shape_only_when_its_fix_is_turned_off(digits):
     space, model = _space(NormAfterGateSpace)
-    with pytest.warns(OneShotWarning, match=r"'view' -> 'norm', 'op' -> 'norm'.*arch_batchnorm='running'"):
-        ProxylessNAS(space, model, epochs=1, batch_size=32, arch_batchnorm="batch").fit(*digits)
+    gates = dict(epochs=1, batch_size=32, warmup_epochs=0, arch_gradient="gates")
+    with pytest.warns(OneShotWarning, match=r"'view' -> 'norm', 'op' -> 'norm'.*arch_batchnorm='path'"):
+        ProxylessNAS(space, model, arch_batchnorm="batch", **gates).fit(*digits)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OneShotWarning)
-        search = ProxylessNAS(space, model, epochs=1, batch_size=32).fit(*digits)
-    assert search.before_batchnorm == {"view": "norm", "op": "norm"}
+        for mode in ("path", "running"):
+            search = ProxylessNAS(space, model, arch_batchnorm=mode, **gates).fit(*digits)
+            assert search.before_batchnorm == {"view": "norm", "op": "norm"}
     with pytest.raises(OneShotError, match="arch_batchnorm"):
         ProxylessNAS(space, model, arch_batchnorm="frozen")
 

@@ -35,14 +35,17 @@ class OneShotSearch:
 
     #: whether the method has architecture steps a warm-up can precede (SPOS has none)
     has_warmup = True
+    #: search epochs when ``epochs`` is not given
+    default_epochs = 20
     #: warm-up epochs when neither ``warmup_epochs`` nor ``warmup_steps`` is given
     default_warmup_epochs = 0
 
-    def __init__(self, space: Any, model: nn.Module, *, epochs: int = 20, batch_size: int = 64, lr: float = 0.05,
+    def __init__(self, space: Any, model: nn.Module, *, epochs: int | None = None, batch_size: int = 64, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 3e-4, grad_clip: float = 5.0, seed: int = 0,
                  warmup_epochs: int | None = None, warmup_steps: int | None = None, arch_fraction: float = 0.5,
                  path_sampling: str = "fair", progress: bool | Callable[[EpochReport], None] = False, device: str | torch.device = "cpu") -> None:
         name = type(self).__name__
+        epochs = self.default_epochs if epochs is None else epochs
         if epochs < 1 or batch_size < 1:
             raise OneShotError(f"{name} needs epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
         if not 0.0 < arch_fraction < 1.0:

@@ -69,7 +69,7 @@ class Controller(nn.Module):
 class ENAS(OneShotSearch):
     """Efficient NAS by parameter sharing: an LSTM controller trained with REINFORCE."""
 
-    default_warmup_epochs = 2
+    default_warmup_epochs = 10
 
     def __init__(self, space: Any, model: nn.Module, *, controller_lr: float = 5e-3, entropy_weight: float = 1e-3,
                  baseline_decay: float = 0.95, controller_steps: int | None = None, derive_samples: int = 16,

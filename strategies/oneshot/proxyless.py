@@ -44,7 +44,7 @@ ARCH_GRADIENT = ("losses", "gates")
 class ProxylessNAS(OneShotSearch):
     """Path-level binarisation with a latency-aware loss."""
 
-    default_warmup_epochs = 2
+    default_warmup_epochs = 10
 
     def __init__(self, space: Any, model: nn.Module, *, arch_lr: float = 1e-2, latency_target_ms: float | None = None,
                  latency_weight: float = 1.0, latency_table: LatencyTable | None = None,

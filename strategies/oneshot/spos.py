@@ -28,6 +28,8 @@ class SPOS(OneShotSearch):
     """Uniform single-path supernet training, then evolutionary search with inherited weights."""
 
     has_warmup = False
+    #: as many weight steps as ENAS and ProxylessNAS take with their warm-up and search together
+    default_epochs = 40
 
     def __init__(self, space: Any, model: nn.Module, *, population: int = 12, generations: int = 4,
                  parents: int = 4, mutation_prob: float = 0.2, recalibration_batches: int = 4,
