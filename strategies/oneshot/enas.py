@@ -1,11 +1,14 @@
 """ENAS: an LSTM controller samples subnets of the shared-weight supernet; REINFORCE trains it.
 
-Each epoch trains the shared weights on subnets the controller samples, then trains the
-controller on the arch split: reward = a subnet's accuracy on a batch, minus a
-moving-average baseline, plus an entropy bonus (Pham et al., 2018). The controller walks
-the labels in the space's order, so a nested label is decided only when it is active.
-The shared weights first train alone on uniformly sampled subnets (``warmup_epochs``, 2 by
-default), so the controller's first rewards rank trained paths, not initial ones.
+Each epoch trains the shared weights, then trains the controller on the arch split: reward =
+a subnet's accuracy on a batch, minus a moving-average baseline, plus an entropy bonus (Pham
+et al., 2018). The controller walks the labels in the space's order, so a nested label is
+decided only when it is active. The reward runs the subnet's batch norms on its own batch
+statistics (``reward_batchnorm="path"``): the running ones are shared by every path and fit
+none. The shared weights train on fair paths (``sampling.py``), first alone for
+``warmup_epochs`` (10 by default), so the controller's rewards rank trained candidates;
+``train_on_policy=True`` trains the controller's samples during the search instead, as the
+paper does, which let it lock on to a parameter-free candidate that was ahead early.
 """
 
 from __future__ import annotations

@@ -1,19 +1,26 @@
-"""ProxylessNAS: binarised paths, the two-path gate gradient and a measured latency term.
+"""ProxylessNAS: binarised paths, a two-path architecture gradient and a measured latency term.
 
-Weight steps train one path sampled from the architecture probabilities. Architecture
-steps draw two candidates per label, make one of them the active path (a binary gate),
-and read the loss gradient with respect to both gates (the output of the inactive path
-times the incoming gradient); the softmax over the pair turns it into a gradient for the
-architecture weights (Cai et al., 2019). With a ``latency_target_ms``, the loss adds
+Architecture steps draw two candidates per label and make one of them the active path (a
+binary gate). The paper's gradient (``arch_gradient="gates"``, Cai et al., 2019) reads
+d loss / d gate for both gates of the pair, a first-order estimate of how the loss changes
+when the inactive path replaces the active one; the softmax over the pair turns it into a
+gradient for the architecture weights. The default (``"losses"``) measures that change
+instead: the loss of the active path and, per label, of the path with that label switched,
+each run on its own batch statistics. With a ``latency_target_ms``, the loss adds
 ``latency_weight * max(0, E[latency] / target - 1)``, E[latency] from a ``LatencyTable``
 measured on this machine (calibrated to whole models, see ``latency.py``).
 
-A BatchNorm right after a gate (with nothing but the mixed op between, or an InputChoice
-then a mixed op) normalises away the scale of the active path, so that path's gate
-gradient is about 0 and only the inactive path is scored. The architecture steps therefore
-run the batch norms on their running statistics (``arch_batchnorm="running"``, the
-default); with ``"batch"`` a space of that shape is warned about. The weights train alone
-for ``warmup_epochs`` (2 by default) first.
+Why measured: a BatchNorm right after a gate (with nothing but the mixed op between, or an
+InputChoice then a mixed op) normalises away the scale of the active path, so on batch
+statistics that path's gate gradient is about 0; on the running statistics, shared by every
+path, a trained convolution scores near chance; on the path's own statistics held constant
+(``arch_batchnorm="path"``, the default for ``"gates"``) the estimate stays first order, and
+it still chose identity over a better-trained convolution on the planted ``noisy_view``
+space. With ``"gates"`` and ``arch_batchnorm="batch"`` a space of that shape is warned about.
+
+The weights train on fair paths (``sampling.py``), first alone for ``warmup_epochs`` (10 by
+default); ``train_on_policy=True`` trains the path sampled from the architecture
+probabilities during the search instead, as the paper does.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""SPOS: train the supernet one uniformly sampled path per batch, then search it by evolution.
+"""SPOS: train the supernet on sampled single paths, then search it by evolution.
 
 Single-path one-shot (Guo et al., 2020): because every path was trained equally, a
-subnet's accuracy with inherited weights ranks it. The evolution scores each candidate on
-the arch split after re-estimating batch-norm statistics for that path alone; that score
-is what it reports, and the export is the best-scored architecture it evaluated.
-``alphas()`` turns the same scores into a probability per candidate (a softmax over each
-candidate's best score, ``temperature`` in accuracy units), so its likeliest candidates
-are the export's.
+subnet's accuracy with inherited weights ranks it. Equally in fact, not on average: each
+step trains fair paths (``path_sampling="fair"``, every candidate once; ``"uniform"`` is
+the paper's one path), for 40 epochs by default (``sampling.py`` says why). The evolution
+scores each candidate on the arch split after re-estimating batch-norm statistics for that
+path alone; that score is what it reports, and the export is the best-scored architecture
+it evaluated. ``alphas()`` turns the same scores into a probability per candidate (a
+softmax over each candidate's best score, ``temperature`` in accuracy units), so its
+likeliest candidates are the export's.
 """
 
 from __future__ import annotations
