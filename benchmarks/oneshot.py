@@ -121,7 +121,8 @@ def run_space(name: str, build, data, args) -> list[str]:
         search = make(model).fit(train_x, train_y)
         extra = ""
         if method.startswith("DARTS"):
-            extra = f"mean max probability {search.history[0]['max_prob']:.3f} -> {search.history[-1]['max_prob']:.3f}"
+            epochs_run = [r for r in search.history if "max_prob" in r]
+            extra = f"mean max probability {epochs_run[0]['max_prob']:.3f} -> {epochs_run[-1]['max_prob']:.3f}"
         accs[method] = report(method, search.export(), search.search_seconds, extra)
         if method == "ProxylessNAS":
             free = search.export()

@@ -12,6 +12,7 @@ import torch
 import retiarii_ir
 from retiarii_ir import codegen, nn
 from retiarii_ir.strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, OneShotError, ProxylessNAS, Supernet
+from retiarii_ir.strategies.oneshot.base import nni_sample
 from retiarii_ir.strategies.oneshot.batchnorm import batch_statistics
 from retiarii_ir.strategies.oneshot.collapse import CollapseGuard, parameter_free_candidates
 from retiarii_ir.strategies.oneshot.mixed import Gate, OneShotWarning
@@ -286,6 +287,17 @@ def test_spos_exports_the_best_scored_architecture_it_evaluated_and_reports_that
 
 
 # ---------------------------------------------------------------------- NNI's sample format
+def test_a_choice_nested_under_an_input_choice_stays_active_in_nni_format():
+    from retiarii_ir.space.hub import DartsSpace
+
+    space = retiarii_ir.trace_space(DartsSpace(c=4, num_nodes=2), torch.randn(2, 3, 8, 8))
+    sample = space.random_sample(0)
+    nni = nni_sample(space, sample)
+    assert any(isinstance(v, list) for v in nni.values())
+    assert space.validate(nni) == sample
+    space.freeze(nni)
+
+
 def test_an_input_choice_of_one_exports_a_list_and_freezes_as_its_index(digits):
     space, model = _space()
     sample = DARTS(space, model, epochs=1, batch_size=32, seed=0).fit(*digits).export()

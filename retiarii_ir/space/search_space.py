@@ -37,9 +37,12 @@ def parent_allows(parent: tuple[str, Any] | None, sample: Mapping[str, Any]) -> 
     label, wanted = parent
     if label not in sample:
         return False
+    value = sample[label]
+    if isinstance(value, (list, tuple)) and len(value) == 1 and not isinstance(wanted, (list, tuple, AnyOf)):
+        value = value[0]  # an InputChoice of one in NNI's format, [i], is the index i
     if isinstance(wanted, AnyOf):
-        return value_key(sample[label]) in wanted.keys()
-    return value_key(sample[label]) == value_key(wanted)
+        return value_key(value) in wanted.keys() or value_key(sample[label]) in wanted.keys()
+    return value_key(value) == value_key(wanted)
 
 
 def _parent_values(parent: tuple[str, Any]) -> tuple[Any, ...]:
