@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from retiarii_ir.graph import Graph
 from retiarii_ir.node import TRAINING_FLAG, Node
 
-from .picture_model import CHOICE, COLLAPSED, INPUT, PLAIN, VALUE, Box, Cluster, Picture, PictureError, Role
+from .picture_model import CHOICE, COLLAPSED, INPUT, PLAIN, VALUE, Box, Cluster, Picture, PictureError, Role, fit
 
 MAX_BOXES = 160  # past this many boxes, modules fold until the picture has at most this many
 CLUSTER_FILLS = ("#f4f6f8", "#e9eef3", "#dfe6ee", "#d5dee8")
@@ -39,6 +39,7 @@ class Site:
     options: list[Option] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     chained: bool = False  # the options run one after another (a Repeat's blocks)
+    skippable: bool = False  # the input may also go straight through (a Repeat of depth 0)
 
 
 def module_of(node: Node) -> str:
@@ -55,7 +56,8 @@ def _parts(path: str) -> list[str]:
 def choose_depth(graph: Graph, max_boxes: int = MAX_BOXES) -> int | None:
     """The deepest module level at which the graph draws in at most ``max_boxes`` boxes
     (None: no folding needed)."""
-    paths = [_parts(module_of(n)) for n in graph.nodes if not _hidden(n)]
+    static = static_nodes(graph)
+    paths = [_parts(module_of(n)) for n in graph.nodes if not _hidden(n) and n.name not in static]
     deepest = max((len(p) for p in paths), default=0)
     if len(paths) <= max_boxes:
         return None
@@ -70,9 +72,24 @@ def _hidden(node: Node) -> bool:
     return node.op == "get_attr" and node.target == TRAINING_FLAG
 
 
+def static_nodes(graph: Graph) -> dict[str, str]:
+    """Nodes that depend on no input (parameters, constants, and what is computed from them
+    alone), by name, with a short word for each. They are not drawn: the node that reads
+    them says so in a line, so weights do not crowd the data flow."""
+    static: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op in ("get_attr", "constant"):
+            static[node.name] = node.target.rpartition(".")[2] if node.op == "get_attr" else "constant"
+        elif node.op not in ("input", "output") and node.inputs and all(s.name in static for s in node.inputs):
+            static[node.name] = " ".join(dict.fromkeys(static[s.name] for s in node.inputs))
+    return static
+
+
 class _Builder:
-    def __init__(self, picture: Picture, depth: int | None, roles: Mapping[str, Role]) -> None:
+    def __init__(self, picture: Picture, depth: int | None, roles: Mapping[str, Role],
+                 unframed: frozenset[str] = frozenset()) -> None:
         self.picture = picture
+        self.unframed = unframed
         self.depth = depth
         self.roles = roles
         self.folded: dict[str, int] = {}
@@ -85,8 +102,9 @@ class _Builder:
         value: dict[str, list[str]] = {}
         inputs = iter(sources) if sources is not None else None
         outputs: list[str] = []
+        static = static_nodes(graph)
         for node in graph.nodes:
-            if _hidden(node):
+            if _hidden(node) or node.name in static:
                 continue
             if node.op == "input" and inputs is not None:
                 value[node.name] = next(inputs, [])
@@ -99,6 +117,9 @@ class _Builder:
                 value[node.name] = self._site(graph, node, site, prefix, root, value)
                 continue
             box = self._box(graph, node, prefix, root, site, folding)
+            reads = [static[s.name] for s in node.inputs if s.name in static and not _hidden(s)]
+            if reads and not box.startswith(f"{prefix}fold:"):
+                self.picture.boxes[box].lines.append(fit("with " + ", ".join(dict.fromkeys(reads))))
             value[node.name] = [box]
             self._links(node, box, value)
         return outputs
@@ -115,6 +136,8 @@ class _Builder:
         """The frame of module ``path`` (and of its parents), made on first use."""
         if not path:
             return root
+        if not prefix and path in self.unframed:
+            return self._cluster(graph, path.rpartition(".")[0], prefix, root)
         cluster_id = f"{prefix}m:{path}"
         if cluster_id not in self.picture.clusters:
             parent = self._cluster(graph, path.rpartition(".")[0], prefix, root)
@@ -136,7 +159,11 @@ class _Builder:
                 else CHOICE if site is not None else PLAIN
         self.picture.use_role(role)
         lines = describe(graph, node)
-        if site is not None:
+        if role.apart and node.op == "call_module":  # outside its module's frame: say where it is from
+            lines[0] = node.target
+        if site is not None and site.kind == "ValueChoice":
+            lines = [" · ".join(lines), *site.notes]
+        elif site is not None:
             lines = [lines[0], f"{site.kind} '{site.label}'", *site.notes]
         box = self.picture.add_box(Box(prefix + node.name, lines, cluster, role))
         return box.id
@@ -168,7 +195,7 @@ class _Builder:
                                          CHOICE.fill, CHOICE.stroke))
         self.picture.use_role(CHOICE)
         feeds = [value.get(s.name, []) for s in node.inputs]
-        outputs: list[str] = []
+        outputs: list[str] = [b for feed in feeds for b in feed] if site.skippable else []
         for index, option in enumerate(site.options):
             option_id = f"{site_id}/{index}"
             self.picture.add_cluster(Cluster(option_id, option.title, site_id, "candidate", "#ffffff", CHOICE.stroke))
@@ -206,16 +233,17 @@ def describe(graph: Graph, node: Node) -> list[str]:
 
 def graph_picture(graph: Graph, *, depth: int | None = None, roles: Mapping[str, Role] | None = None,
                   sites: Mapping[str, Site] | None = None, title: str | None = None,
-                  max_boxes: int = MAX_BOXES) -> Picture:
+                  max_boxes: int = MAX_BOXES, unframed: frozenset[str] = frozenset()) -> Picture:
     """The picture of ``graph``. ``depth``: module levels drawn as frames (deeper modules fold
-    into one box each); by default the deepest level that keeps at most ``max_boxes`` boxes."""
+    into one box each); by default the deepest level that keeps at most ``max_boxes`` boxes.
+    ``unframed``: modules whose own frame is left out (their children keep theirs)."""
     if not isinstance(graph, Graph):
         raise PictureError(f"a picture is drawn from a Graph, got {type(graph).__name__}")
     if depth is not None and (type(depth) is not int or depth < 0):
         raise PictureError(f"depth must be a whole number >= 0, got {depth!r}")
     folded_at = depth if depth is not None else choose_depth(graph, max_boxes)
     picture = Picture(title or f"{graph.name}: {len(graph.nodes)} nodes")
-    builder = _Builder(picture, folded_at, dict(roles or {}))
+    builder = _Builder(picture, folded_at, dict(roles or {}), frozenset(unframed))
     builder.graph(graph, "", None, dict(sites or {}))
     if builder.folded:
         inside = sum(builder.folded.values())

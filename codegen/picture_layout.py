@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .picture_model import Box, Cluster, Link, Picture, Role
 
 FONT = 11.0  # px, monospace: a character is CHAR wide, so text sizes are known without a font library
-CHAR = 0.6 * FONT
+CHAR = 0.62 * FONT
 LINE = 14.0
 PAD = 6.0
 GAP_X = 18.0
@@ -66,7 +66,7 @@ class Scene:
 
 
 def text_width(text: str, size: float = FONT) -> float:
-    return len(text) * 0.6 * size
+    return len(text) * CHAR * size / FONT
 
 
 def box_size(box: Box) -> tuple[float, float]:

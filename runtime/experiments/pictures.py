@@ -1,0 +1,173 @@
+"""Pictures of the three things a user looks at: a model (its graph), a model space (its choice
+sites and candidates) and a merged plan (what the trials share, batch and keep their own).
+
+    show(graph, "model.svg")          # or .png; a ModelSpace or an optimizer Plan the same way
+    show(space, "space.png")
+    show(plan, "plan.svg")
+
+Codegen draws; this module says what to draw: the space's sites (read from its mutators) and
+the plan's roles (``optimizer.roles``), each turned into drawing terms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from retiarii_ir.codegen.pictures import Option, Picture, PictureError, Role, Site, draw, graph_picture
+from retiarii_ir.graph import Graph
+from retiarii_ir.optimizer import Plan
+from retiarii_ir.optimizer.roles import BATCHED, GLUE, SHARED, node_roles
+from retiarii_ir.space.choice_mutators import (InputChoiceMutator, LayerChoiceMutator, LooseEndMutator, RepeatMutator,
+                                               SiteMutator, ValueChoiceMutator)
+from retiarii_ir.space.model_space import ModelSpace
+from retiarii_ir.space.search_space import value_key
+
+SHARED_ROLE = Role("shared", "#c6f0d2", "#2f855a", "shared (CSE): computed once for several trials", apart=True)
+BATCHED_ROLE = Role("batched", "#e4d7fb", "#6b46c1", "batched: one fused kernel for several trials", apart=True)
+GLUE_ROLE = Role("glue", "#ffffff", "#999999", "the plan's own (a trial's slice of a batched value, the joint output)")
+TRIAL_COLOURS = (("#fde2c4", "#c05621"), ("#c9f0ec", "#2c7a7b"), ("#fbd5d5", "#c53030"), ("#f6d5ee", "#97266d"),
+                 ("#e2ecc4", "#5f7a1a"), ("#e6dccf", "#7b5a36"), ("#d6e4ff", "#3451b2"), ("#eeeeaa", "#8a7a00"))
+
+
+# ---------------------------------------------------------------------- merged plans
+def trial_roles(plan: Plan) -> dict[str, Role]:
+    """One Role per trial (its own colour, its links too), plus shared, batched and glue."""
+    roles = {}
+    for k, slot in enumerate(plan.slots):
+        fill, stroke = TRIAL_COLOURS[k % len(TRIAL_COLOURS)]
+        roles[slot.trial.name] = Role(f"trial-{k}", fill, stroke, f"trial {slot.trial.name}: its own nodes (t{k})",
+                                      link_colour=stroke)
+    return roles
+
+
+def plan_picture(plan: Plan, depth: int | None = None) -> Picture:
+    """The merged graph, each node coloured by what it is to the trials."""
+    if not isinstance(plan, Plan):
+        raise PictureError(f"plan_picture draws an optimizer Plan, got {type(plan).__name__}")
+    per_trial = trial_roles(plan)
+    fixed = {SHARED: SHARED_ROLE, BATCHED: BATCHED_ROLE, GLUE: GLUE_ROLE}
+    roles = {name: fixed.get(role.kind) or per_trial[role.trials[0]] for name, role in node_roles(plan).items()}
+    # No frame per trial: a trial's nodes run before and after shared and batched ones, so one
+    # frame would have to hold them all; its colour marks a trial instead (frames start at t0.stem).
+    picture = graph_picture(plan.graph, depth=depth, roles=roles, unframed=frozenset(f"t{k}" for k in range(len(plan.slots))),
+                            title=f"merged plan of {len(plan.slots)} trials, passes {', '.join(plan.passes) or 'none'}: "
+                                  f"{len(plan.shared)} shared, {len(plan.batched)} batched nodes")
+    picture.legend = [r for r in (*per_trial.values(), SHARED_ROLE, BATCHED_ROLE, GLUE_ROLE) if r in picture.legend] \
+        + [r for r in picture.legend if r not in (*per_trial.values(), SHARED_ROLE, BATCHED_ROLE, GLUE_ROLE)]
+    return picture
+
+
+# ---------------------------------------------------------------------- model spaces
+def _under(site: str, prefix: str) -> str | None:
+    return site[len(prefix) + 1:] if site.startswith(prefix + ".") else None
+
+
+def _parent_is(mutator: SiteMutator, label: str, value: Any) -> bool:
+    parent = mutator.parent
+    if parent is None or parent[0] != label:
+        return False
+    wanted = parent[1].values if hasattr(parent[1], "values") and not isinstance(parent[1], (str, bytes)) \
+        and type(parent[1]).__name__ == "AnyOf" else (parent[1],)
+    return value is None or value_key(value) in {value_key(v) for v in wanted}
+
+
+def _values(values: Iterable[Any]) -> str:
+    return " | ".join(str(v) for v in values)
+
+
+def _site(mutator: SiteMutator, mutators: list[SiteMutator]) -> Site:
+    if isinstance(mutator, LayerChoiceMutator):
+        options = []
+        for value in mutator.values:
+            inside = [m for m in mutators if _under(m.site, mutator.site) and _parent_is(m, mutator.label, value)]
+            options.append(Option(f"{mutator.label} = {value}", mutator.candidates.get(str(value)),
+                                  _sites(inside, mutators, mutator.site)))
+        return Site("LayerChoice", mutator.label, options)
+    if isinstance(mutator, RepeatMutator):
+        options = []
+        for i, block in enumerate(mutator.blocks):
+            inside = [m for m in mutators if _under(m.site, f"{mutator.site}.{i}") and _parent_is(m, mutator.label, None)]
+            exists = [d for d in mutator.values if d > i]
+            options.append(Option(f"block {i}: when {mutator.label} in {{{_values(exists)}}}", block,
+                                  _sites(inside, mutators, f"{mutator.site}.{i}")))
+        return Site("Repeat", mutator.label, options, [f"{mutator.label}: {_values(mutator.values)}"], chained=True,
+                    skippable=0 in mutator.values)
+    if isinstance(mutator, ValueChoiceMutator):
+        return Site("ValueChoice", mutator.label, notes=[f"{label}: {_values(v)}" for label, v in mutator.leaves.items()])
+    if isinstance(mutator, InputChoiceMutator):
+        return Site("InputChoice", mutator.label, notes=[f"inputs: {_values(mutator.values)}", f"reduce: {mutator.reduction}"])
+    if isinstance(mutator, LooseEndMutator):
+        return Site("Cell output", mutator.label, notes=["concat of the nodes nothing reads"])
+    return Site(type(mutator).__name__, mutator.label, notes=[_values(mutator.values)])
+
+
+def _sites(chosen: list[SiteMutator], mutators: list[SiteMutator], prefix: str | None) -> dict[str, Site]:
+    """The sites ``chosen`` as seen from the graph at ``prefix`` (None: the space's base graph)."""
+    sites: dict[str, Site] = {}
+    for mutator in chosen:
+        path = mutator.site if prefix is None else _under(mutator.site, prefix)
+        site = _site(mutator, mutators)
+        if path in sites and not sites[path].options and not site.options:  # two value choices on one layer
+            sites[path].notes += [n for n in site.notes if n not in sites[path].notes]
+        else:
+            sites.setdefault(path, site)
+    return sites
+
+
+def space_sites(space: ModelSpace) -> dict[str, Site]:
+    """The base graph's choice sites, each holding its candidates and the sites nested in them."""
+    mutators = [m for m in space.mutators if isinstance(m, SiteMutator)]
+    nested = {id(m) for m in mutators for outer in mutators if outer is not m
+              and isinstance(outer, (LayerChoiceMutator, RepeatMutator)) and _under(m.site, outer.site)
+              and m.parent is not None and m.parent[0] == outer.label}
+    return _sites([m for m in mutators if id(m) not in nested], mutators, None)
+
+
+def space_picture(space: ModelSpace, depth: int | None = None) -> Picture:
+    """The base graph with every choice site drawn as a frame of its candidates (or a marked box)."""
+    if not isinstance(space, ModelSpace):
+        raise PictureError(f"space_picture draws a ModelSpace, got {type(space).__name__}")
+    picture = graph_picture(space.base, depth=depth, sites=space_sites(space),
+                            title=f"model space {space.base.name}: {len(space.search_space)} choices, "
+                                  f"{space.size:,} architectures")
+    for mutator in space.mutators:
+        if not isinstance(mutator, SiteMutator):
+            picture.notes.append(f"also decided by {type(mutator).__name__} (labels drawn nowhere: a custom mutator)")
+    return picture
+
+
+# ---------------------------------------------------------------------- one call
+def picture_of(thing: Graph | ModelSpace | Plan, depth: int | None = None) -> Picture:
+    if isinstance(thing, Plan):
+        return plan_picture(thing, depth)
+    if isinstance(thing, ModelSpace):
+        return space_picture(thing, depth)
+    if isinstance(thing, Graph):
+        return graph_picture(thing, depth=depth)
+    raise PictureError(f"show draws a Graph, a ModelSpace or an optimizer Plan, got {type(thing).__name__}")
+
+
+def show(thing: Graph | ModelSpace | Plan, *paths: str | os.PathLike, depth: int | None = None) -> list[Path]:
+    """Draw a graph, a model space or a merged plan into each of ``paths`` (.svg, .png)."""
+    if not paths:
+        raise PictureError("show needs at least one file to write (picture.svg or picture.png)")
+    picture = picture_of(thing, depth)
+    return [draw(picture, path) for path in paths]
+
+
+def plan_of_samples(space: ModelSpace, samples: list[Mapping[str, Any]], passes: Iterable[str] | None = None) -> Plan:
+    """The merged plan of ``samples`` of ``space``, trials set up as an experiment sets them up
+    (the space's frozen weights kept frozen, so the plan may share them)."""
+    from retiarii_ir.optimizer import PASSES, Trial, TrainConfig, initial_state, plan
+
+    trials = []
+    for k, sample in enumerate(samples):
+        graph = space.freeze(sample)
+        trial = Trial(f"trial{k}", graph, train=TrainConfig(seed=k))
+        if kept := space.frozen_state(graph):
+            trial = Trial(trial.name, graph, train=trial.train, frozen=tuple(kept),
+                          initial_state={**initial_state(trial), **kept})
+        trials.append(trial)
+    return plan(trials, tuple(passes) if passes is not None else PASSES)
