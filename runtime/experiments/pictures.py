@@ -171,3 +171,43 @@ def plan_of_samples(space: ModelSpace, samples: list[Mapping[str, Any]], passes:
                           initial_state={**initial_state(trial), **kept})
         trials.append(trial)
     return plan(trials, tuple(passes) if passes is not None else PASSES)
+
+
+# ---------------------------------------------------------------------- in the experiment flow
+PICTURE_FILE = "architecture.svg"
+
+
+def dashboard_artifacts(artifacts: str) -> str:
+    """Where an experiment keeps the files the dashboard shows (Optuna's artifact store)."""
+    return os.path.join(artifacts, "dashboard")
+
+
+def record_trial_picture(store, trial_id: int, graph: Graph, folder: str, artifacts: str) -> str | None:
+    """Draw a finished trial's architecture into its folder and attach it to the trial in the
+    store (an Optuna artifact: optuna-dashboard shows it on the trial's page). A picture is a
+    help, not a result: when it cannot be made, the trial still stands (None)."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    path = os.path.join(folder, PICTURE_FILE)
+    try:
+        show(graph, path)
+        base = dashboard_artifacts(artifacts)
+        os.makedirs(base, exist_ok=True)
+        upload_artifact(artifact_store=FileSystemArtifactStore(base), file_path=path,
+                        study_or_trial=store.storage.get_trial(trial_id), storage=store.storage,
+                        mimetype="image/svg+xml")
+    except Exception:  # noqa: BLE001 - a full disk or a locked store must not cost the trial its result
+        return None
+    return path
+
+
+def write_beside(graph: Graph, model_path: str) -> dict[str, str]:
+    """``model.svg`` (and ``model.png`` where matplotlib is installed) beside ``model.py``."""
+    from retiarii_ir.codegen.pictures import matplotlib_installed
+
+    stem = os.path.splitext(model_path)[0]
+    paths = {"picture": stem + ".svg"}
+    if matplotlib_installed():
+        paths["picture_png"] = stem + ".png"
+    show(graph, *paths.values())
+    return paths
