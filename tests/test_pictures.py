@@ -221,3 +221,32 @@ def test_retiarii_show_draws_a_model_a_space_and_a_plan(tmp_path, capsys):
     assert main(["show", factory, "--input-shape", "2,1,8,8", "--sample", '{"op": 1}', "--out", str(tmp_path / "y.svg")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "a picture is written as .svg or .png" in err[0] and "label 'width'" in err[1]
+
+
+def test_each_trial_gets_its_picture_in_the_store_and_export_writes_it_beside_the_code(tmp_path):
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+
+    from retiarii_ir.runtime import Experiment, FunctionEvaluator, SpaceSpec
+    from retiarii_ir.runtime.cli.experiment_commands import _trial_pictures
+
+    storage = str(tmp_path / "runs.db")
+    experiment = Experiment(SpaceSpec("tests.experiment_fixtures:TinySpace", inputs=[(2, 1, 8, 8)]),
+                            FunctionEvaluator("tests.experiment_fixtures:parameter_count"), "random", max_trials=2,
+                            concurrency=1, storage=storage, name="pics", progress=False)
+    experiment.run()
+    study = optuna.load_study(study_name="pics", storage=f"sqlite:///{storage}")
+    folder = tmp_path / "runs-artifacts" / "pics"
+    for trial in study.trials:
+        (meta,) = get_all_artifact_meta(trial, storage=study._storage)
+        assert meta.mimetype == "image/svg+xml" and meta.filename == "architecture.svg"
+        stored = (folder / "dashboard" / meta.artifact_id).read_text()
+        nodes = _groups(ET.fromstring(stored), "node")
+        assert {"stem", "head", "output"} <= set(nodes)  # the trial's own architecture
+        assert (folder / f"trial-{trial.number:05d}" / "architecture.svg").read_text() == stored
+    from retiarii_ir.runtime.experiments.store import Store
+
+    store = Store(storage, create=False)
+    assert str(_trial_pictures(store, "pics", None)._base_path) == str(folder / "dashboard")
+    paths = experiment.export(1, str(tmp_path / "out"), onnx=False)
+    assert paths["picture"].endswith("model.svg") and "head" in _groups(_svg(tmp_path / "out" / "model.svg"), "node")
