@@ -130,7 +130,8 @@ class _Builder:
             for source_box in value.get(source.name, []):
                 if (source_box, box) not in self.linked:
                     self.linked.add((source_box, box))
-                    self.picture.link(source_box, box, str(source.type), role.link_colour or "#666666")
+                    colour = role.link_colour or self.picture.boxes[source_box].role.link_colour or "#666666"
+                    self.picture.link(source_box, box, str(source.type), colour)
 
     def _cluster(self, graph: Graph, path: str, prefix: str, root: str | None) -> str | None:
         """The frame of module ``path`` (and of its parents), made on first use."""

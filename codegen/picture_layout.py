@@ -20,6 +20,7 @@ GAP_Y = 30.0  # below a box: room for the type label of the links leaving it
 CLUSTER_PAD = 10.0
 TITLE = 16.0
 MARGIN = 16.0
+LABEL_ROOM = 4 + 13 * 0.6 * 9  # a type label right of a link: 13 characters at 9 px
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _route(link: Link, source: Rect, target: Rect, boxes: list[Rect]) -> Route:
     if not blocking:
         d = max((ey - sy) / 2, 8.0)
         return Route(link, [("M", (sx, sy)), ("C", (sx, sy + d), (ex, ey - d), (ex, ey))], (sx + 4, sy + 11))
-    side = max(r.right for r in blocking) + 10
+    side = max(max(r.right, r.cx + LABEL_ROOM) for r in blocking) + 8  # clear of the type labels too
     for _ in range(8):  # move further out while the side lane itself crosses a box
         crossed = [r for r in boxes if r is not source and r is not target and r.y < ey - 1 and r.bottom > sy + 1
                    and r.x < side < r.right]

@@ -154,11 +154,14 @@ def test_a_plan_colours_shared_batched_and_each_trials_own_nodes(two_trial_plan,
     assert {fill[n] for n in own0} == {TRIAL_COLOURS[0][0]} and {fill[n] for n in own1} == {TRIAL_COLOURS[1][0]}
     legend = [g.get("data-role") for g in root.iter(f"{SVG}g") if g.get("class") == "legend-entry"]
     assert legend[:5] == ["trial-0", "trial-1", "shared", "batched", "glue"]
-    # each trial's path: the links into its own nodes take its colour
+    # each trial's path: the links into and out of its own nodes take its colour
     into = {g.get("data-target"): g.find(f"{SVG}path").get("stroke") for g in root.iter(f"{SVG}g")
             if g.get("class") == "link"}
     assert {into[n] for n in own1 - {"t1_op"}} == {TRIAL_COLOURS[1][1]}
     assert {into[n] for n in own0} == {TRIAL_COLOURS[0][1]}
+    out_of = {(g.get("data-source"), g.get("data-target")): g.find(f"{SVG}path").get("stroke")
+              for g in root.iter(f"{SVG}g") if g.get("class") == "link"}
+    assert out_of[("t1_flatten", "stacked_2")] == TRIAL_COLOURS[1][1] and out_of[("t0_flatten", "stacked_2")] == TRIAL_COLOURS[0][1]
     # shared and batched nodes stand outside every trial's frames
     frames = {name: _texts(g)[0] for name, g in _groups(root, "cluster").items()}
     assert "m:t0" not in frames and "m:t1.blocks" in frames
