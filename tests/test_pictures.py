@@ -12,7 +12,7 @@ import retiarii_ir as ir
 from retiarii_ir import nn
 from retiarii_ir.codegen.pictures import MAX_BOXES, Picture, PictureError, Role, draw, graph_picture, layout, to_svg
 from retiarii_ir.codegen.picture_model import Box
-from retiarii_ir.optimizer.roles import node_roles
+from retiarii_ir.optimizer import node_roles
 from retiarii_ir.runtime.cli import main
 from retiarii_ir.runtime.experiments.pictures import (BATCHED_ROLE, SHARED_ROLE, TRIAL_COLOURS, plan_of_samples,
                                                       plan_picture, show, space_picture)
@@ -253,3 +253,15 @@ def test_each_trial_gets_its_picture_in_the_store_and_export_writes_it_beside_th
     assert str(_trial_pictures(store, "pics", None)._base_path) == str(folder / "dashboard")
     paths = experiment.export(1, str(tmp_path / "out"), onnx=False)
     assert paths["picture"].endswith("model.svg") and "head" in _groups(_svg(tmp_path / "out" / "model.svg"), "node")
+
+
+def test_retiarii_show_draws_a_graph_json_file_and_refuses_a_crafted_one(resnet, tmp_path, capsys):
+    (tmp_path / "g.json").write_text(resnet.to_json())
+    assert main(["show", str(tmp_path / "g.json"), "--out", str(tmp_path / "g.svg")]) == 0
+    assert "m:layer1.0" in _groups(_svg(tmp_path / "g.svg"), "cluster")
+    crafted = json.loads(resnet.to_json())
+    crafted["nodes"][1]["target"] = "os.system"
+    (tmp_path / "bad.json").write_text(json.dumps(crafted))
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "bad.json"), "--out", str(tmp_path / "bad.svg")]) == 2
+    assert not (tmp_path / "bad.svg").exists() and "Traceback" not in capsys.readouterr().err

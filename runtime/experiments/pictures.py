@@ -15,14 +15,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from retiarii_ir.codegen.pictures import Option, Picture, PictureError, Role, Site, draw, graph_picture
+from retiarii_ir.codegen import Option, Picture, PictureError, Role, Site, draw, graph_picture
 from retiarii_ir.graph import Graph
-from retiarii_ir.optimizer import Plan
-from retiarii_ir.optimizer.roles import BATCHED, GLUE, SHARED, node_roles
-from retiarii_ir.space.choice_mutators import (InputChoiceMutator, LayerChoiceMutator, LooseEndMutator, RepeatMutator,
-                                               SiteMutator, ValueChoiceMutator)
-from retiarii_ir.space.model_space import ModelSpace
-from retiarii_ir.space.search_space import value_key
+from retiarii_ir.optimizer import BATCHED, GLUE, SHARED, Plan, node_roles
+from retiarii_ir.space import ChoiceSite, ModelSpace, SiteMutator, choice_sites
 
 SHARED_ROLE = Role("shared", "#c6f0d2", "#2f855a", "shared (CSE): computed once for several trials", apart=True)
 BATCHED_ROLE = Role("batched", "#e4d7fb", "#6b46c1", "batched: one fused kernel for several trials", apart=True)
@@ -60,69 +56,14 @@ def plan_picture(plan: Plan, depth: int | None = None) -> Picture:
 
 
 # ---------------------------------------------------------------------- model spaces
-def _under(site: str, prefix: str) -> str | None:
-    return site[len(prefix) + 1:] if site.startswith(prefix + ".") else None
-
-
-def _parent_is(mutator: SiteMutator, label: str, value: Any) -> bool:
-    parent = mutator.parent
-    if parent is None or parent[0] != label:
-        return False
-    wanted = parent[1].values if hasattr(parent[1], "values") and not isinstance(parent[1], (str, bytes)) \
-        and type(parent[1]).__name__ == "AnyOf" else (parent[1],)
-    return value is None or value_key(value) in {value_key(v) for v in wanted}
-
-
-def _values(values: Iterable[Any]) -> str:
-    return " | ".join(str(v) for v in values)
-
-
-def _site(mutator: SiteMutator, mutators: list[SiteMutator]) -> Site:
-    if isinstance(mutator, LayerChoiceMutator):
-        options = []
-        for value in mutator.values:
-            inside = [m for m in mutators if _under(m.site, mutator.site) and _parent_is(m, mutator.label, value)]
-            options.append(Option(f"{mutator.label} = {value}", mutator.candidates.get(str(value)),
-                                  _sites(inside, mutators, mutator.site)))
-        return Site("LayerChoice", mutator.label, options)
-    if isinstance(mutator, RepeatMutator):
-        options = []
-        for i, block in enumerate(mutator.blocks):
-            inside = [m for m in mutators if _under(m.site, f"{mutator.site}.{i}") and _parent_is(m, mutator.label, None)]
-            exists = [d for d in mutator.values if d > i]
-            options.append(Option(f"block {i}: when {mutator.label} in {{{_values(exists)}}}", block,
-                                  _sites(inside, mutators, f"{mutator.site}.{i}")))
-        return Site("Repeat", mutator.label, options, [f"{mutator.label}: {_values(mutator.values)}"], chained=True,
-                    skippable=0 in mutator.values)
-    if isinstance(mutator, ValueChoiceMutator):
-        return Site("ValueChoice", mutator.label, notes=[f"{label}: {_values(v)}" for label, v in mutator.leaves.items()])
-    if isinstance(mutator, InputChoiceMutator):
-        return Site("InputChoice", mutator.label, notes=[f"inputs: {_values(mutator.values)}", f"reduce: {mutator.reduction}"])
-    if isinstance(mutator, LooseEndMutator):
-        return Site("Cell output", mutator.label, notes=["concat of the nodes nothing reads"])
-    return Site(type(mutator).__name__, mutator.label, notes=[_values(mutator.values)])
-
-
-def _sites(chosen: list[SiteMutator], mutators: list[SiteMutator], prefix: str | None) -> dict[str, Site]:
-    """The sites ``chosen`` as seen from the graph at ``prefix`` (None: the space's base graph)."""
-    sites: dict[str, Site] = {}
-    for mutator in chosen:
-        path = mutator.site if prefix is None else _under(mutator.site, prefix)
-        site = _site(mutator, mutators)
-        if path in sites and not sites[path].options and not site.options:  # two value choices on one layer
-            sites[path].notes += [n for n in site.notes if n not in sites[path].notes]
-        else:
-            sites.setdefault(path, site)
-    return sites
+def _drawn(site: ChoiceSite) -> Site:
+    options = [Option(c.title, c.graph, {path: _drawn(s) for path, s in c.sites.items()}) for c in site.candidates]
+    return Site(site.kind, site.label, options, list(site.notes), site.chained, site.skippable)
 
 
 def space_sites(space: ModelSpace) -> dict[str, Site]:
-    """The base graph's choice sites, each holding its candidates and the sites nested in them."""
-    mutators = [m for m in space.mutators if isinstance(m, SiteMutator)]
-    nested = {id(m) for m in mutators for outer in mutators if outer is not m
-              and isinstance(outer, (LayerChoiceMutator, RepeatMutator)) and _under(m.site, outer.site)
-              and m.parent is not None and m.parent[0] == outer.label}
-    return _sites([m for m in mutators if id(m) not in nested], mutators, None)
+    """The space's choice sites (``retiarii_ir.space.choice_sites``) in drawing terms."""
+    return {path: _drawn(site) for path, site in choice_sites(space).items()}
 
 
 def space_picture(space: ModelSpace, depth: int | None = None) -> Picture:
@@ -203,7 +144,7 @@ def record_trial_picture(store, trial_id: int, graph: Graph, folder: str, artifa
 
 def write_beside(graph: Graph, model_path: str) -> dict[str, str]:
     """``model.svg`` (and ``model.png`` where matplotlib is installed) beside ``model.py``."""
-    from retiarii_ir.codegen.pictures import matplotlib_installed
+    from retiarii_ir.codegen import matplotlib_installed
 
     stem = os.path.splitext(model_path)[0]
     paths = {"picture": stem + ".svg"}
