@@ -12,8 +12,10 @@ from .cse import SharedNode
 from .matching import ConvFusion, FuseDecision
 from .merge import initial_state
 from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
+from .roles import BATCHED, GLUE, OWN, SHARED, NodeRole, node_roles
 from .state import StateError, StateRef
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
-__all__ = ["PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
+__all__ = ["BATCHED", "GLUE", "NodeRole", "OWN", "SHARED", "node_roles",
+           "PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
            "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]

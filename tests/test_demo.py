@@ -29,6 +29,9 @@ def test_demo_with_default_arguments_from_a_fresh_folder_writes_the_winner(demo_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert (out / "best_model.py").is_file() and (out / "best_model.pt").is_file()
+    picture = (out / "best_model.svg").read_text()  # the winner's picture beside its code
+    assert 'data-name="head"' in picture and (out / "best_model.png").stat().st_size > 0
+    assert "its picture: best_model.svg, best_model.png" in result.stdout
 
 
 def test_demo_finds_a_model_and_writes_it_as_standalone_code(demo_run):

@@ -15,6 +15,7 @@ from .nn.choices import chosen_indices, reduce_inputs
 from .nn.value_choice import evaluate, leaves_of
 from .nn.wrapped import searched_arguments
 from .search_space import AnyOf, Choice, InvalidSampleError, Sample, SearchSpace
+from .sites import Candidate, ChoiceSite, choice_sites
 
 sys.modules.setdefault("retiarii_ir.nn", nn)  # the public spelling: ``from retiarii_ir import nn``
 
@@ -22,4 +23,6 @@ __all__ = ["AnyOf", "Choice", "InvalidSampleError", "ModelSpace", "Mutator", "Sa
            "ShapeMismatchError", "fixed_arch", "nn", "trace_space",
            # what supernets (one-shot search) build on: the mutator kind that marks a choice site,
            # how an InputChoice's chosen inputs combine, and the values inside searched layers
-           "SiteMutator", "chosen_indices", "evaluate", "leaves_of", "reduce_inputs", "searched_arguments"]
+           "SiteMutator", "chosen_indices", "evaluate", "leaves_of", "reduce_inputs", "searched_arguments",
+           # for readers (pictures): each choice site with its candidates and the choices nested in them
+           "Candidate", "ChoiceSite", "choice_sites"]

@@ -166,8 +166,9 @@ def run_demo(quick: bool = False, out_dir: str = "retiarii-demo", merge: bool = 
     paths = export(store, "demo", 1, out_dir, stem="best_model")
     with open(os.path.join(out_dir, "best_sample.json"), "w") as f:
         json.dump(best.sample, f, indent=1)
+    pictures = ", ".join(os.path.basename(paths[k]) for k in ("picture", "picture_png") if k in paths)
     print(f"\n3. exported the winner (trial {best.number}) as plain PyTorch and ONNX: {paths['model']} "
-          f"(+ weights {os.path.basename(paths['weights'])}, {os.path.basename(paths['onnx'])})")
+          f"(+ weights {os.path.basename(paths['weights'])}, {os.path.basename(paths['onnx'])}; its picture: {pictures})")
 
     same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same sums as training
     check = subprocess.run([sys.executable, "-I", "-B", "-c", _CHECK_STANDALONE.format(cls="Model"),

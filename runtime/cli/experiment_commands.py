@@ -208,10 +208,27 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial_pictures(store, name: str, artifacts: str | None):
+    """The artifact store holding each trial's architecture picture, which the dashboard shows
+    on the trial's page (None when the experiment has no pictures yet). Like export, it reads
+    only the folder beside the store or the one named on the command line, never a path the
+    store itself names."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from retiarii_ir.runtime.experiments.export import default_artifacts
+    from retiarii_ir.runtime.experiments.pictures import dashboard_artifacts
+
+    folder = dashboard_artifacts(os.path.abspath(artifacts) if artifacts else default_artifacts(store.url, name))
+    return FileSystemArtifactStore(folder) if os.path.isdir(folder) else None
+
+
 def _dashboard_args(p: argparse.ArgumentParser) -> None:
     _experiment_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--artifacts", help="the experiment's artifacts folder, where its definition named one "
+                                       "(default: beside the store, STORE-artifacts/EXPERIMENT); the dashboard "
+                                       "shows each trial's architecture picture from it")
 
 
 @command("dashboard", "Serve the live web dashboard (optuna-dashboard) of an experiment's store.", _dashboard_args)
@@ -226,7 +243,8 @@ def dashboard_command(args: argparse.Namespace) -> int:
     print(f"dashboard of {store.url}: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)",
           flush=True)
     try:
-        optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
+        optuna_dashboard.run_server(store.storage, host=args.host, port=args.port,
+                                    artifact_store=_trial_pictures(store, args.experiment, args.artifacts))
     except OSError as e:  # an address that does not resolve, a port in use
         raise UsageError("--host" if isinstance(e, socket.gaierror) else "--port",
                          f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None

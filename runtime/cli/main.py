@@ -25,7 +25,7 @@ from .registry import COMMANDS, EXIT_CODES, OUTPUT_CLOSED, USAGE_ERROR
 
 
 def _load_commands() -> None:
-    from . import commands, experiment_commands  # noqa: F401  (registers the subcommands)
+    from . import commands, experiment_commands, show_command  # noqa: F401  (registers the subcommands)
 
 
 def _quiet_torch_internals() -> None:

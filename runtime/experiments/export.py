@@ -1,6 +1,6 @@
 """Export a finished trial as files its user owns: ``model.py`` (the generated module, which
-also re-checks the stored metric when run as a script), its weights, ``model.onnx``, the
-sample, and the validation split the metric came from. A store may come from anyone: nothing
+also re-checks the stored metric when run as a script), its picture (``model.svg``, and
+``model.png`` where matplotlib is installed), its weights, ``model.onnx``, the sample, and the validation split the metric came from. A store may come from anyone: nothing
 it names is run, and no file outside the experiment's artifacts folder is read."""
 
 from __future__ import annotations
@@ -200,6 +200,9 @@ def export(store: Store, name: str, rank: int, out_dir: str, stem: str = "model"
         source += _NO_CHECK
     with open(paths["model"], "w", encoding="utf-8") as f:
         f.write(source)
+    from retiarii_ir.runtime.experiments.pictures import write_beside
+
+    paths.update(write_beside(graph, paths["model"]))
     paths["sample"] = os.path.join(out_dir, f"{stem}_sample.json")
     with open(paths["sample"], "w", encoding="utf-8") as f:
         json.dump({"trial": record.number, "metric": record.metric, "sample": record.sample}, f, indent=1)

@@ -74,9 +74,10 @@ def trial_folder(artifacts: str, number: int) -> str:
     return os.path.join(artifacts, f"trial-{number:05d}")
 
 
-def _save(context: WorkerContext, number: int, state: dict[str, torch.Tensor], graph) -> str:
-    """The trial's weights and graph, each written whole (never half a file), inside the
-    artifacts folder: a link planted there cannot send a write elsewhere."""
+def _save(context: WorkerContext, number: int, state: dict[str, torch.Tensor], graph, trial_id: int) -> str:
+    """The trial's weights, graph and picture, each written whole (never half a file), inside the
+    artifacts folder: a link planted there cannot send a write elsewhere. The picture is also
+    the trial's artifact in the store, so the dashboard shows it."""
     folder = trial_folder(context.artifacts, number)
     os.makedirs(folder, exist_ok=True)
     root = os.path.realpath(context.artifacts)
@@ -85,6 +86,9 @@ def _save(context: WorkerContext, number: int, state: dict[str, torch.Tensor], g
     _write_whole(os.path.join(folder, "graph.json"), lambda f: f.write(graph.to_json().encode()))
     path = os.path.join(folder, "weights.pt")
     _write_whole(path, lambda f: torch.save({key: value.cpu() for key, value in state.items()}, f))
+    from retiarii_ir.runtime.experiments.pictures import record_trial_picture
+
+    record_trial_picture(_store(context.store), trial_id, graph, folder, context.artifacts)
     return path
 
 
@@ -224,7 +228,8 @@ def _run_training(job: dict, context: WorkerContext, evaluator, trials: list[dic
             try:
                 graph = graphs[t["number"]]
                 entry.update(status="succeeded", metric=metric,
-                             checkpoint=_save(context, t["number"], result.state, graph), source=_source(graph))
+                             checkpoint=_save(context, t["number"], result.state, graph, t["trial_id"]),
+                             source=_source(graph))
             except Exception as e:  # noqa: BLE001
                 entry["error"] = _reason(e)
         else:
@@ -265,7 +270,8 @@ def _run_function(context: WorkerContext, evaluator: FunctionEvaluator, t: dict,
             entry["error"] = f"the evaluator returned {metric}"
         else:
             entry.update(status="succeeded", metric=metric,
-                         checkpoint=_save(context, t["number"], model.state_dict(), graph), source=_source(graph))
+                         checkpoint=_save(context, t["number"], model.state_dict(), graph, t["trial_id"]),
+                         source=_source(graph))
     except Exception as e:  # noqa: BLE001 - the user's function failed: that trial fails, with the reason
         entry["error"] = _reason(e)
         entry["traceback"] = traceback.format_exc(limit=-3)
