@@ -11,9 +11,10 @@ from .batching import BatchedGroup
 from .cse import SharedNode
 from .matching import ConvFusion, FuseDecision
 from .merge import initial_state
-from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
+from .plan import EXACT_PASSES, PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .state import StateError, StateRef
+from .report import TrialView
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
-__all__ = ["PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
+__all__ = ["EXACT_PASSES", "PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode", "TrialView",
            "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]

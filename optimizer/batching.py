@@ -58,6 +58,7 @@ class _Emitter:
         self.new.constants = dict(graph.constants)
         self.new.module_types = dict(graph.module_types)
         self.new.meta = dict(graph.meta)
+        self.new.trust = graph.trust
         self.state_maps = state_maps
         self.built = built
         self.env: dict[str, Node] = {}
