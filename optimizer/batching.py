@@ -309,5 +309,5 @@ def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
     for qualname in list(new.modules):  # stateless layers whose calls were fused into another's
         if qualname not in called and not index.under(qualname):
             del new.modules[qualname]
-    new.infer_types()
+    new.infer_types(trust=graph.trust, keep_known=True)  # what the emitter typed stays; the rest is worked out
     return new, emitter.report

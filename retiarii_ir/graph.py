@@ -266,10 +266,10 @@ class Graph:
         validate(self, check_types=check_types, trust=trust)
         return self
 
-    def infer_types(self, trust: Iterable[str] = ()) -> "Graph":
+    def infer_types(self, trust: Iterable[str] = (), keep_known: bool = False) -> "Graph":
         from .shape_inference import infer_types
 
-        infer_types(self, trust=trust)
+        infer_types(self, trust=trust, keep_known=keep_known)
         return self
 
     # ------------------------------------------------------------------ rewrites (for mutators)

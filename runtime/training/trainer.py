@@ -50,7 +50,7 @@ class TrialResult:
     state: dict[str, torch.Tensor] | None = None  # final weights, the trial's own keys
     seconds: float = 0.0
     trained_as: str = ""  # "alone", or "merged with K" (and how it fell back)
-    batching: str = ""  # in a group asked to batch: whether a timed step kept operator batching, and why
+    batching: str = ""  # in a group asked to batch: "kept", "off" or "none" (nothing to batch), and why
 
     @property
     def metric(self) -> float | None:
@@ -262,8 +262,9 @@ class _GroupRun:
         key = batched_step_key(self.trials, self.passes, self.packages)
         keep, how = decide("batched_step", key, str(self.device), measure)
         chosen = self.passes if keep else unbatched
+        verdict = "none" if "nothing to batch" in how else "kept" if keep else "off"
         for trial in self.trials:
-            self.results[trial.name].batching = f"{'kept' if keep else 'off'}: {how}"
+            self.results[trial.name].batching = f"{verdict}: {how}"
         return measured[chosen] if chosen in measured else self._planned(chosen, fuse if keep else None)
 
     def _planned(self, passes: tuple[str, ...], fuse) -> tuple[Plan, nn.Module]:
