@@ -11,10 +11,11 @@ from .batching import BatchedGroup
 from .cse import SharedNode
 from .matching import ConvFusion, FuseDecision
 from .merge import initial_state
+from .modes import eval_layers
 from .plan import EXACT_PASSES, PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .state import StateError, StateRef
 from .report import TrialView
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
 __all__ = ["EXACT_PASSES", "PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode", "TrialView",
-           "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]
+           "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "eval_layers", "initial_state", "plan"]

@@ -114,8 +114,7 @@ def batched_step_key(trials, passes, trust: tuple[str, ...] = ()) -> dict:
     data, the optimizer's kind and what its step does, which weights are frozen and with what
     values (equal frozen values are computed once), and the passes."""
     from retiarii_ir import structural_hash
-    from retiarii_ir.optimizer.modes import eval_layers
-    from retiarii_ir.optimizer.merge import initial_state
+    from retiarii_ir.optimizer import eval_layers, initial_state
 
     data = {}
     described = []
