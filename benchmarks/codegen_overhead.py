@@ -3,6 +3,9 @@ the original eager module (goal 1.00x), and the time to emit and load a ResNet-5
 
     python benchmarks/codegen_overhead.py            # ResNet-50 at 2x3x128x128 + three transformers models
     python benchmarks/codegen_overhead.py --quick    # smaller input, fewer repeats
+    python benchmarks/codegen_overhead.py --all      # also every model of benchmarks/codegen_shape.py:
+                                                     # the corpus, resnet18, the demo winner, a sample of
+                                                     # each hub space, the whole transformers tier
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def _median_time(fn, repeats: int = 5) -> float:
 def generated_twin(model: torch.nn.Module, graph: ir.Graph) -> torch.nn.Module:
     twin = codegen.load(graph)()
     twin.load_state_dict(model.state_dict(), strict=True)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, parameter in twin.named_parameters():  # a frozen extractor stays frozen in its twin
+        parameter.requires_grad_(name not in frozen)
     return twin.train(model.training)
 
 
@@ -75,6 +81,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64x64 input and 3 repeats")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--all", action="store_true", help="every model of benchmarks/codegen_shape.py as well")
+    parser.add_argument("--only", nargs="*", default=[], help="with --all: only the models whose name has a word")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     warnings.simplefilter("ignore")
@@ -115,7 +123,34 @@ def main() -> int:
         torch.manual_seed(0)
         base, gen = time_pair(m, twin, args, kwargs, repeats)
         print(f"{name:<44}{base * 1e3:>13.1f}{gen * 1e3:>14.1f}{gen / base:>7.2f}x")
+    if options.all:
+        _time_every_shape_model(repeats, options.only)
     return 0
+
+
+def _time_every_shape_model(repeats: int, only: list[str]) -> None:
+    """The models whose generated shape benchmarks/codegen_shape.py reports, each against its
+    original (a space's sample against the plain module ``fixed_arch`` builds)."""
+    from benchmarks.codegen_shape import cases
+
+    ratios = []
+    for name, make in cases():
+        if only and not any(word.lower() in name.lower() for word in only):
+            continue
+        model, graph, args, kwargs = make()
+        model.train()
+        try:
+            twin = generated_twin(model, graph)
+            torch.manual_seed(0)
+            base, gen = time_pair(model, twin, args, kwargs, repeats)
+        except Exception as e:  # noqa: BLE001 - one row's failure is reported in its row
+            print(f"{name[:43]:<44}{'failed: ' + str(e).splitlines()[0][:60]}")
+            continue
+        ratios.append(gen / base)
+        print(f"{name[:43]:<44}{base * 1e3:>13.2f}{gen * 1e3:>14.2f}{gen / base:>7.2f}x")
+    if ratios:
+        print(f"{len(ratios)} models: median ratio {statistics.median(ratios):.3f}x, "
+              f"{sum(r <= 1.02 for r in ratios)} within 2% of eager, slowest {max(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ runs without and with a latency target. Last, regularized evolution and random s
 (multi-trial, each trial a full retrain) run until they match the best one-shot accuracy,
 which gives their cost for the same accuracy.
 
+``--planted`` runs the planted-answer spaces of ``oneshot_spaces.py`` instead: first every
+architecture trained alone (the proof of the winner), then every method at its default
+settings over 3 seeds, counting how often each exports the planted architecture.
+
     python benchmarks/oneshot.py            # about 15 minutes on 2 shared cores
+    python benchmarks/oneshot.py --planted  # about 5 minutes
     python benchmarks/oneshot.py --quick    # a smoke run
 """
 
@@ -30,6 +35,8 @@ from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space
 from retiarii_ir.runtime.training.data import dataset
 from retiarii_ir.strategies import Budget, Random, RegularizedEvolution, run_strategy
 from retiarii_ir.strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, ProxylessNAS, Supernet
+
+import oneshot_spaces  # noqa: E402 - this folder, after the root
 
 
 def digits_rgb():
@@ -120,6 +127,13 @@ def run_space(name: str, build, data, args) -> list[str]:
             free = search.export()
 
     table = LatencyTable.measure(Supernet(space, model), train_x[:1])
+    print(table.report(), file=sys.stderr, flush=True)
+    measured = [p["measured_ms"] for p in table.calibration.points]
+    summed = [p["summed_ms"] for p in table.calibration.points]
+    rows.append(f"| {name} | latency table | - | - | summed ops {statistics.mean(summed):.3f}, calibrated "
+                f"{statistics.mean(table.calibration(x) for x in summed):.3f}, measured whole "
+                f"{statistics.mean(measured):.3f} | mean of {len(measured)} architectures; "
+                f"measured = {table.calibration.scale:.3f} x summed + {table.calibration.offset:.3f} |")
     free_table_ms = table.of_sample(free)
     target = args.latency_fraction * free_table_ms
     torch.manual_seed(0)
@@ -153,6 +167,65 @@ def run_space(name: str, build, data, args) -> list[str]:
     return rows
 
 
+PLANTED_METHODS = {
+    "DARTS": lambda space, model, seed: DARTS(space, model, seed=seed),
+    "DARTS (second order)": lambda space, model, seed: DARTS(space, model, seed=seed, unrolled=True),
+    "ENAS": lambda space, model, seed: ENAS(space, model, seed=seed),
+    "SPOS": lambda space, model, seed: SPOS(space, model, seed=seed),
+    "ProxylessNAS": lambda space, model, seed: ProxylessNAS(space, model, seed=seed),
+}
+
+
+def run_planted(name: str, args) -> list[str]:
+    """The winner proved by training every architecture alone, then each method over seeds."""
+    space, model, data, planted = oneshot_spaces.build(name)
+    started = time.perf_counter()
+    proof = oneshot_spaces.prove(name, seeds=args.proof_seeds, epochs=args.alone_epochs)
+    print(f"{name}: every architecture trained alone ({time.perf_counter() - started:.0f} s), best first:",
+          file=sys.stderr)
+    for acc, sample in proof[:4]:
+        print(f"  {acc:.3f}  {sample}", file=sys.stderr)
+    if space.validate(proof[0][1]) != space.validate(planted):
+        raise SystemExit(f"{name}: the planted answer {planted} is not the best trained alone: {proof[0]}")
+    runner_up = proof[1][0]
+    rows = [f"| {name} | trained alone | planted {_short(planted)}: {proof[0][0]:.3f}; runner-up {runner_up:.3f} "
+            f"| - | - | {len(proof)} architectures x {args.proof_seeds} seeds, {args.alone_epochs} epochs |"]
+    train_x, train_y = data[0], data[1]
+    for method, make in PLANTED_METHODS.items():
+        found, seconds, accs, exports = 0, [], [], []
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            search = make(space, model, seed).fit(train_x, train_y)
+            sample = search.export()
+            hit = space.validate(sample) == space.validate(planted)
+            found += hit
+            seconds.append(search.search_seconds)
+            accs.append(oneshot_spaces.train_alone(space, sample, data, args.alone_epochs))
+            if not hit:
+                exports.append(_short(sample))
+            print(f"{name} {method} seed {seed}: {'found' if hit else 'missed'} {sample} "
+                  f"({search.search_seconds:.1f} s)", file=sys.stderr, flush=True)
+        rows.append(f"| {name} | {method} | {found}/{args.seeds} | {statistics.mean(seconds):.1f} | "
+                    f"{statistics.mean(accs):.3f} | {'; '.join(exports) or '-'} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _short(sample) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sample.items())
+
+
+def planted_main(args) -> None:
+    started = time.perf_counter()
+    rows = ["| space | method | found the planted architecture | search s (mean) | its export trained alone "
+            "(val. accuracy, mean) | missed exports |", "|---|---|---|---|---|---|"]
+    for name in args.planted_spaces.split(","):
+        rows += run_planted(name, args)
+    print("\n".join(rows))
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; torch {torch.__version__}, 1 thread; every method at its "
+          f"default settings, seeds 0..{args.seeds - 1}")
+
+
 def table_seconds(table: LatencyTable) -> str:
     return f"{len(table.entries)} ops"
 
@@ -172,11 +245,21 @@ def main(argv=None) -> None:
                                                                               "export's table latency")
     parser.add_argument("--latency-weight", type=float, default=2.0)
     parser.add_argument("--max-trials", type=int, default=10)
+    parser.add_argument("--planted", action="store_true", help="the planted-answer spaces, every method at its "
+                                                               "default settings")
+    parser.add_argument("--planted-spaces", default=",".join(oneshot_spaces.SPACES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--proof-seeds", type=int, default=2, help="seeds of each architecture trained alone")
+    parser.add_argument("--alone-epochs", type=int, default=8, help="epochs of an architecture trained alone")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.darts_epochs, args.retrain_epochs, args.max_trials = 1, 1, 1, 2
         args.population, args.generations = 2, 1
     torch.set_num_threads(1)
+    if args.planted:
+        if args.quick:
+            args.seeds, args.proof_seeds, args.alone_epochs = 1, 1, 1
+        return planted_main(args)
     data = digits_rgb()
     spaces = {"darts": lambda: DartsSpace(c=4, num_nodes=2), "mobilenetv3": MobileNetV3Space}
     started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 
 import torch
 
@@ -22,6 +23,13 @@ def _no_nodes(node: Node) -> str:
 
 def constructor_call(spec: ModuleSpec, what: str) -> str:
     """The expression that builds a fresh module of ``spec``; the first required arguments positional."""
+    callee, arguments, _ = constructor_arguments(spec, what)
+    return f"{callee}({', '.join(f'{k}={v}' if k else v for k, _, v in arguments)})"
+
+
+def constructor_arguments(spec: ModuleSpec, what: str) -> tuple[str, list[tuple[str | None, str, str]], dict]:
+    """``(class path, [(keyword or None, parameter name, source)], {parameter: default source})``
+    for ``spec``: the arguments ``constructor_call`` writes, and the defaults of those it leaves out."""
     if not isinstance(spec, ModuleSpec):
         raise CodegenError(f"{what} is not described by a ModuleSpec")
     check_dotted(spec.type, f"{what} class")
@@ -41,9 +49,26 @@ def constructor_call(spec: ModuleSpec, what: str) -> str:
             raise CodegenError(f"{what}: constructor argument name {key!r} is not a plain identifier")
     kwargs = _simplest_kwargs(spec)
     positional = _leading_required(cls, kwargs)
-    parts = [argument(kwargs[k], what) for k in positional]
-    parts += [f"{k}={argument(v, what)}" for k, v in kwargs.items() if k not in positional]
-    return f"{spec.type}({', '.join(parts)})"
+    arguments = [(None, k, argument(kwargs[k], what)) for k in positional]
+    arguments += [(k, k, argument(v, what)) for k, v in kwargs.items() if k not in positional]
+    return spec.type, arguments, dict(_defaults(cls))
+
+
+@lru_cache(maxsize=256)
+def _defaults(cls: type) -> dict:
+    """The source of each constructor default that can be written as a literal."""
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return {}
+    found = {}
+    for param in params:
+        if param.default is not param.empty:
+            try:
+                found[param.name] = literal(param.default, _no_nodes, "default")
+            except CodegenError:
+                continue
+    return found
 
 
 def argument(value: object, what: str) -> str:

@@ -88,21 +88,25 @@ class ForwardWriter:
     # ------------------------------------------------------------------ modules
     def _module_statements(self, node: Node, target: str, what: str) -> list[Statement]:
         """``target = self.a[0].b(x)``; a long line first binds the owner ``a_0 = self.a[0]`` to a local."""
-        found = self.hierarchy.owner_prefix(node.target)
+        def text(path: str) -> str:
+            return self._call(path, node, node.args, what) if node.op == "call_module" else path
+        return self.module_statements(node.target, target, text)
+
+    def module_statements(self, qualname: str, target: str | None, text: Callable[[str], str]) -> list[Statement]:
+        """The statement ``target = text(path of qualname)``, the path's owner bound to a local
+        first when the line would be too long to read."""
+        found = self.hierarchy.owner_prefix(qualname)
         before: list[Statement] = []
-        path = self.hierarchy.path(node.target)
+        path = self.hierarchy.path(qualname)
         if found is not None:
             prefix, prefix_expression, rest = found
-            if prefix not in self.module_locals and len(self._module_text(node, target, path, what)) > LINE:
+            line = f"{target} = {text(path)}" if target else text(path)
+            if prefix not in self.module_locals and len(line) > LINE:
                 self.module_locals[prefix] = self.local_names.claim(_local_name(prefix), "module local")
                 before.append(Statement(self.module_locals[prefix], prefix_expression))
             if prefix in self.module_locals:
                 path = self.module_locals[prefix] + rest
-        return [*before, Statement(target, self._module_text(node, None, path, what))]
-
-    def _module_text(self, node: Node, target: str | None, path: str, what: str) -> str:
-        text = self._call(path, node, node.args, what) if node.op == "call_module" else path
-        return f"{target} = {text}" if target else text
+        return [*before, Statement(target, text(path))]
 
     # ------------------------------------------------------------------ calls
     def _arguments(self, args: tuple, kwargs: dict, what: str) -> str:

@@ -1,8 +1,8 @@
-"""The module tree of a graph as small holder classes, so state_dict keys stay the original ones.
+"""The module tree of a graph, so state_dict keys stay the original ones, and paths into it.
 
 Leaf modules become constructor calls; containers whose children are ``0..n-1`` become
-``torch.nn.Sequential``/``ModuleList``; other containers become a generated class that
-holds its children, parameters and buffers. Identical holders share one class.
+``torch.nn.Sequential``/``ModuleList``; other containers become a generated class (written
+by ``classes``) that holds its children, parameters and buffers.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from retiarii_ir.graph import AttributeSpec, Graph
 from retiarii_ir.module_spec import ModuleSpec
 from retiarii_ir.types import dtype_from_name
 
-from .constructors import constructor_call
 from .errors import CodegenError
 from .literals import tensor_literal, torch_enum
-from .names import NameTable, check_name, check_path, identifier_from, is_identifier
+from .names import NameTable, check_name, check_path, is_identifier
 
 
 @dataclass
@@ -52,15 +51,6 @@ class Member:
     persistent: bool = True
 
 
-@dataclass
-class ClassDef:
-    """A generated ``torch.nn.Module`` subclass: its members, and for the root also ``forward``."""
-
-    name: str
-    members: list[Member]
-    origin: str = ""  # class name of the module(s) it stands for
-
-
 def build_tree(graph: Graph) -> TreeNode:
     """Leaf modules and direct parameters/buffers of ``graph`` arranged as the original hierarchy."""
     root = TreeNode("")
@@ -88,7 +78,7 @@ def build_tree(graph: Graph) -> TreeNode:
             node = node.child(segment)
         node.aliases[name] = original
     _order(root, {q: i for i, q in enumerate(graph.module_types)})
-    for node in _walk(root):
+    for node in walk(root):
         names = [*node.children, *node.attributes, *node.aliases]
         clash = {n for n in names if names.count(n) > 1}
         if clash or node.spec is not None and node.children:
@@ -105,13 +95,13 @@ def _order(node: TreeNode, rank: dict[str, int]) -> None:
         _order(child, rank)
 
 
-def _walk(node: TreeNode):
+def walk(node: TreeNode):
     yield node
     for child in node.children.values():
-        yield from _walk(child)
+        yield from walk(child)
 
 
-def _form(node: TreeNode) -> str:
+def form_of(node: TreeNode) -> str:
     """How a container is written: 'sequence', 'dict' or 'class'."""
     names = [*node.children, *node.aliases]
     if node.qualname and not node.attributes and names and all(n.isdigit() for n in names):
@@ -121,57 +111,35 @@ def _form(node: TreeNode) -> str:
 
 
 class Hierarchy:
-    """Writes the holder classes and answers how ``forward`` reaches any module or tensor."""
+    """The module tree of a graph: how each container is written, and how code inside any
+    container reaches a module or tensor below it."""
 
-    def __init__(self, graph: Graph, class_names: NameTable) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.tree = build_tree(graph)
-        self.class_names = class_names
-        self.classes: list[ClassDef] = []
-        self._bodies: dict[tuple, str] = {}
-        self._forms: dict[str, str] = {n.qualname: _form(n) for n in _walk(self.tree)}
-        self.root_members = self._members(self.tree)
-        self.shared = [m for m in (self._share(node, name, original) for node in _walk(self.tree)
+        self.forms: dict[str, str] = {n.qualname: form_of(n) for n in walk(self.tree)}
+        self.nodes: dict[str, TreeNode] = {n.qualname: n for n in walk(self.tree)}
+        self.shared = [m for m in (self._share(node, name, original) for node in walk(self.tree)
                                    for name, original in node.aliases.items()) if m is not None]
 
-    # ------------------------------------------------------------------ __init__
-    def _members(self, node: TreeNode) -> list[Member]:
-        members = [Member("module", name, _plain(name), self._expression(child))
-                   for name, child in node.children.items()]
-        for name, attr in node.attributes.items():
-            members.append(_tensor_member(name, attr, f"{node.qualname}.{name}".lstrip(".")))
-        return members
+    def is_sequential(self, qualname: str) -> bool:
+        """A ``torch.nn.Sequential`` (rather than a ``ModuleList``) in the generated code."""
+        return self.forms[qualname] == "sequence" and self.graph.module_types.get(qualname) == "Sequential"
 
-    def _expression(self, node: TreeNode) -> str:
-        if node.spec is not None:
-            return constructor_call(node.spec, f"module {node.qualname!r}")
-        form = self._forms[node.qualname]
-        parts = [self._expression(child) for child in node.children.values()]
-        if form == "sequence":
-            if self.graph.module_types.get(node.qualname) == "Sequential":
-                return f"torch.nn.Sequential({', '.join(parts)})"
-            return f"torch.nn.ModuleList([{', '.join(parts)}])"
-        if form == "dict":
-            if not parts:
-                return "torch.nn.ModuleDict()"
-            return "torch.nn.ModuleDict({" + ", ".join(
-                f"{name!r}: {part}" for name, part in zip(node.children, parts)) + "})"
-        return f"{self._holder_class(node)}()"
-
-    def _holder_class(self, node: TreeNode) -> str:
-        members = self._members(node)
-        origin = self.graph.module_types.get(node.qualname, "")
-        base = origin if is_identifier(origin) else "Block"
-        if origin in _TORCH_CONTAINERS:  # a class of ours must not look like torch's own
-            segment = next((p for p in reversed(node.qualname.split(".")) if not p.isdigit()), "block")
-            base = "".join(w[:1].upper() + w[1:] for w in identifier_from(segment).split("_") if w) or "Block"
-            base = base if not base[0].isdigit() else f"Block{base}"
-        key = (base, tuple(members))
-        if key not in self._bodies:
-            name = self.class_names.claim(base, "class name")
-            self._bodies[key] = name
-            self.classes.append(ClassDef(name, members, origin if is_identifier(origin) else ""))
-        return self._bodies[key]
+    def holds(self, scope: str, qualname: str) -> bool:
+        """Whether ``qualname`` lies below container ``scope`` without passing a shared name."""
+        if not scope:
+            return True
+        if not qualname.startswith(scope + "."):
+            return False
+        node = self.nodes[scope]
+        for segment in qualname[len(scope) + 1:].split("."):
+            if segment in node.aliases:
+                return False
+            if segment not in node.children:
+                return True  # a tensor or a leaf's own tensor: the path ends here
+            node = node.children[segment]
+        return True
 
     # ------------------------------------------------------------------ sharing
     def _share(self, owner: TreeNode, name: str, original: str) -> Member | None:
@@ -180,7 +148,7 @@ class Hierarchy:
         if kind is None:  # a module without any state: nothing to tie
             return None
         owner_path = self.path(owner.qualname) if owner.qualname else "self"
-        plain = _plain(name) and self._forms[owner.qualname] == "class"
+        plain = _plain(name) and self.forms[owner.qualname] == "class"
         return Member(f"share_{kind}", name, plain, self.path(original), owner_path)
 
     def _kind(self, qualname: str) -> str | None:
@@ -200,30 +168,35 @@ class Hierarchy:
         return "module"
 
     # ------------------------------------------------------------------ forward
-    def path(self, qualname: str) -> str:
-        """The expression reaching module/parameter ``qualname`` from ``self``."""
-        return self._resolve(qualname)[0]
+    def path(self, qualname: str, scope: str = "") -> str:
+        """The expression reaching module/parameter ``qualname`` from ``self``, where ``self``
+        is container ``scope`` (the root by default)."""
+        return self._resolve(qualname, scope)[0]
 
-    def owner_prefix(self, qualname: str) -> tuple[str, str, str] | None:
+    def owner_prefix(self, qualname: str, scope: str = "") -> tuple[str, str, str] | None:
         """(owner qualname, its expression, the rest) for the module that holds ``qualname``.
 
         ``forward`` binds the owner to a local (``layer_0 = self.encoder.layer[0]``) when a
         line would otherwise be too long to read.
         """
-        expression, boundaries = self._resolve(qualname)
+        expression, boundaries = self._resolve(qualname, scope)
         for prefix, prefix_expression in reversed(boundaries):
             if expression.startswith(prefix_expression) and expression != prefix_expression:
                 return prefix, prefix_expression, expression[len(prefix_expression):]
         return None
 
-    def _resolve(self, qualname: str) -> tuple[str, list[tuple[str, str]]]:
+    def _resolve(self, qualname: str, scope: str = "") -> tuple[str, list[tuple[str, str]]]:
         expression, node = "self", self.tree
         boundaries: list[tuple[str, str]] = []
         parts = check_path(qualname, "module or tensor")
+        if scope:
+            if not self.holds(scope, qualname):
+                raise CodegenError(f"{qualname!r} is not held by {scope!r}")
+            node, parts = self.nodes[scope], parts[len(scope.split(".")):]
         for i, segment in enumerate(parts):
             if segment in node.aliases:
                 return self._resolve(".".join([node.aliases[segment], *parts[i + 1:]]))
-            form = self._forms.get(node.qualname, "class")
+            form = self.forms.get(node.qualname, "class")
             if form == "sequence":
                 expression += f"[{int(segment)}]"
             elif form == "dict":
@@ -233,7 +206,7 @@ class Hierarchy:
             else:
                 expression = f"getattr({expression}, {segment!r})"
             if i < len(parts) - 1:
-                boundaries.append((".".join(parts[:i + 1]), expression))
+                boundaries.append((".".join([*([scope] if scope else []), *parts[:i + 1]]), expression))
             if segment in node.children:
                 node = node.children[segment]
             elif not (i == len(parts) - 1 and (segment in node.attributes or node.spec is not None)):
@@ -241,14 +214,14 @@ class Hierarchy:
         return expression, boundaries
 
 
-_TORCH_CONTAINERS = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
+TORCH_CONTAINERS = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
 
 
 def _plain(name: str) -> bool:
     return is_identifier(name)
 
 
-def _tensor_member(name: str, attr: AttributeSpec, qualname: str) -> Member:
+def tensor_member(name: str, attr: AttributeSpec, qualname: str) -> Member:
     if not isinstance(attr, AttributeSpec):
         raise CodegenError(f"{qualname!r} is described by a {type(attr).__name__}, not an AttributeSpec")
     if attr.kind not in ("parameter", "buffer"):

@@ -18,7 +18,10 @@ from retiarii_ir.graph import Graph
 from retiarii_ir.interpreter import check_buildable
 
 from .errors import CodegenError
-from .expressions import ForwardWriter, output_expression
+from .bodies import Layout
+from .classes import ClassWriter
+from .expressions import output_expression
+from .forward import Forward, write_forward
 from .hierarchy import Hierarchy, constant_members
 from .imports import Imports
 from .literals import literal
@@ -73,41 +76,41 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
     ``formatted=False`` skips black (most of the time spent) for code no one will read."""
     _check_structure(graph)
     graph_name = check_name(graph.name, "graph name")
+    for node in graph.nodes:
+        check_name(node.name, "node name")
     module_scope = NameTable(RESERVED)
     root_name = module_scope.claim(check_name(class_name or graph_name, "class name"), "class name")
-    hierarchy = Hierarchy(graph, module_scope)
+    hierarchy = Hierarchy(graph)
     imports = Imports(graph, module_scope)
-    taken = {m.name for m in hierarchy.root_members}
-    constants, constant_names = constant_members(graph, taken)
+    layout = Layout(graph, hierarchy)
+    classes = ClassWriter(hierarchy, layout, module_scope, imports)
+    root_members = classes.members(hierarchy.tree)
+    constants, constant_names = constant_members(graph, {m.name for m in root_members})
 
-    variables: dict[str, str] = {}
     local = NameTable(imports.names)
-    parameters = []
+    parameters, inputs = [], []
     for node in graph.inputs:
         name = local.claim(check_name(node.target, f"input {node.name!r}"), "input name", avoid_builtins=False)
-        variables[node.name] = name
+        inputs.append((node, name))
         default = literal(node.args[0], _no_nodes, f"default of input {node.target!r}") if node.args else ""
         parameters.append(Parameter(name, bool(node.args), default))
     _check_defaults(parameters)
-    for node in graph.nodes:
-        if node.op not in ("input", "output"):
-            variables[node.name] = local.claim(node.name, "node name")
-
-    writer = ForwardWriter(variables, hierarchy, lambda key: f"self.{constant_names[key]}", local, imports)
-    statements = [s for node in graph.nodes if node.op not in ("input", "output")
-                  for s in writer.statements(node)]
-    result = output_expression(graph.output, writer.ref)
+    items = layout.items("", [n for n in graph.nodes if n.op not in ("input", "output")])
+    forward = write_forward(items, "", hierarchy, inputs, lambda ref: output_expression(graph.output, ref),
+                            graph.output.inputs, local, imports, lambda key: f"self.{constant_names[key]}",
+                            chain_names=False)
+    forward.parameters = [f"{p.name}={p.default}" if p.has_default else p.name for p in parameters]
     _check_buildable(graph)
 
     text = _environment().get_template("module.py.j2").render(
         title=f"{root_name}: a standalone PyTorch module.",
         graph_name=graph_name,
-        imports=[f"import {name}" for name in ["torch", *sorted(writer.imports)]] + imports.lines,
+        imports=[f"import {name}" for name in ["torch", *sorted(forward.imports | classes.forward_imports)]]
+        + imports.lines,
         needs=" and ".join(["torch", *graph.trust]) if imports.lines else "only torch",
-        classes=hierarchy.classes,
-        root=_Root(root_name, hierarchy.root_members + constants),
-        root_doc=f"The {graph_name} network; forward runs one line per operation of the graph.",
-        shared=hierarchy.shared, parameters=parameters, statements=statements, result=result)
+        classes=classes.classes,
+        root=_Root(root_name, root_members + constants, f"The {graph_name} network.", forward),
+        shared=hierarchy.shared)
     return _format(text, formatted)
 
 
@@ -115,6 +118,8 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
 class _Root:
     name: str
     members: list
+    doc: str
+    forward: Forward
 
 
 def _no_nodes(node) -> str:

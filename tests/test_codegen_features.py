@@ -67,7 +67,7 @@ def test_setitem_becomes_an_assignment():
 def test_sequential_root_uses_numeric_names():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 2))
     _, source = _check(model, torch.randn(2, 4))
-    assert 'getattr(self, "2")[0](' in source
+    assert 'sequential_2 = getattr(self, "2")(_1)' in source  # the inner Sequential, called whole
     assert 'self.add_module("0", torch.nn.Linear(4, 8))' in source
 
 
@@ -149,7 +149,10 @@ class MergedTrials(nn.Module):
 def test_merged_graphs_with_several_inputs_and_outputs():
     _, source = _check(MergedTrials(), torch.randn(2, 4), torch.randn(3, 4))
     assert "def forward(self, x_0, x_1):" in source
-    assert source.count("class Trial") == 2  # different widths, different holder classes
+    # different widths, one class with the width as its parameter, each trial called whole
+    assert source.count("class Trial") == 1 and "def __init__(self, out_features):" in source
+    assert "self.trial_0 = Trial(8)" in source and "self.trial_1 = Trial(16)" in source
+    assert "trial_1 = self.trial_1(x_1)" in source
 
 
 class Defaults(nn.Module):
@@ -304,9 +307,8 @@ class LongPaths(nn.Module):
         self.encoder_layers_of_the_model = nn.ModuleList([Projection(), Projection()])
 
     def forward(self, x):
-        for layer in self.encoder_layers_of_the_model:
-            x = layer(x)
-        return x
+        first = self.encoder_layers_of_the_model[0]  # called twice, work between: its calls are written out
+        return first(first(x) + torch.relu(x))
 
 
 def test_a_long_module_path_is_bound_to_a_local_first():

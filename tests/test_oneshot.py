@@ -171,7 +171,9 @@ def test_each_algorithm_searches_end_to_end_and_exports_a_sample_that_freezes(na
     search.progress = reports.append
     search.fit(*digits)
     sample = search.export()
-    assert space.validate(sample) == sample and json.loads(json.dumps(sample)) == sample
+    assert isinstance(sample["skip"], list), sample  # NNI's format: an InputChoice's value is a list
+    assert space.validate(sample) == {**sample, "skip": sample["skip"][0]}
+    assert json.loads(json.dumps(sample)) == sample
     module = codegen.load(space.freeze(sample))()  # the standalone class, with the weights it inherits
     module.load_state_dict(search.supernet.subnet_state_dict(sample), strict=True)
     module.eval(), search.supernet.eval()
@@ -190,12 +192,13 @@ def test_each_algorithm_searches_end_to_end_and_exports_a_sample_that_freezes(na
 
 def test_darts_architecture_weights_move_away_from_uniform(digits):
     space, model = _space()
-    search = DARTS(space, model, epochs=3, batch_size=32, arch_lr=0.05, seed=0).fit(*digits)
+    search = DARTS(space, model, epochs=3, batch_size=32, arch_lr=0.05, seed=0, collapse_guard=False).fit(*digits)
     alphas = search.alphas()
     assert set(alphas) == set(space.choices())
     spread = max(max(p.values()) - 1 / len(p) for p in alphas.values())
     assert spread > 0.05, alphas
-    assert search.history[-1]["max_prob"] > search.history[0]["max_prob"]
+    epochs = [r for r in search.history if "phase" not in r]
+    assert epochs[-1]["max_prob"] > epochs[0]["max_prob"]
 
 
 @pytest.mark.parametrize("name", ["darts", "enas", "spos", "proxyless"])
@@ -210,7 +213,7 @@ def test_the_same_seed_gives_the_same_search(name, digits):
 def test_latency_table_of_a_sample_is_its_expected_latency_at_certainty():
     space, model = _space()
     supernet = Supernet(space, model)
-    table = LatencyTable.measure(supernet, torch.randn(1, 1, 8, 8), repeats=3)
+    table = LatencyTable.measure(supernet, torch.randn(1, 1, 8, 8), repeats=3, calibrate=2)
     assert {e.path for e in table.entries} >= {"op.conv.0", "op.pool", "blocks.1.0", "head"}
     for seed in range(4):
         sample = space.random_sample(seed)
@@ -221,12 +224,13 @@ def test_latency_table_of_a_sample_is_its_expected_latency_at_certainty():
         assert {e.path for e in kept} >= {"stem.0", "head"}
         assert ("op.pool" in {e.path for e in kept}) == (sample["op"] == "pool")
         assert table.expected(probs).item() == pytest.approx(table.of_sample(sample))
+        assert table.expected_summed(probs).item() == pytest.approx(table.summed(sample))
 
 
 def test_proxyless_latency_target_pushes_towards_cheaper_ops(digits):
     space, model = _space()
     search = ProxylessNAS(space, model, epochs=2, batch_size=32, seed=0, latency_target_ms=1e-6, latency_weight=5.0,
-                          arch_lr=0.1, example_input=torch.randn(1, 1, 8, 8)).fit(*digits)
+                          arch_lr=0.1, example_input=torch.randn(1, 1, 8, 8), warmup_epochs=0).fit(*digits)
     assert search.history[-1]["expected_ms"] < search.history[0]["expected_ms"]
 
 

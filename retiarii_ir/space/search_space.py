@@ -67,7 +67,11 @@ class Choice:
             raise ValueError(f"choice {self.label!r} has duplicate candidates: {list(self.values)}")
 
     def index(self, value: Any) -> int:
-        """Position of ``value`` among the candidates, or InvalidSampleError listing them."""
+        """Position of ``value`` among the candidates, or InvalidSampleError listing them. An
+        InputChoice of one input also takes NNI's form of its value, a list of one index."""
+        if self.kind == "input" and isinstance(value, (list, tuple)) and len(value) == 1 \
+                and all(isinstance(v, int) for v in self.values):
+            value = value[0]
         key = value_key(value)
         for i, candidate in enumerate(self.values):
             if value_key(candidate) == key:

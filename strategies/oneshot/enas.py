@@ -4,6 +4,8 @@ Each epoch trains the shared weights on subnets the controller samples, then tra
 controller on the arch split: reward = a subnet's accuracy on a batch, minus a
 moving-average baseline, plus an entropy bonus (Pham et al., 2018). The controller walks
 the labels in the space's order, so a nested label is decided only when it is active.
+The shared weights first train alone on uniformly sampled subnets (``warmup_epochs``, 2 by
+default), so the controller's first rewards rank trained paths, not initial ones.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Controller(nn.Module):
 
 class ENAS(OneShotSearch):
     """Efficient NAS by parameter sharing: an LSTM controller trained with REINFORCE."""
+
+    default_warmup_epochs = 2
 
     def __init__(self, space: Any, model: nn.Module, *, controller_lr: float = 5e-3, entropy_weight: float = 1e-3,
                  baseline_decay: float = 0.95, controller_steps: int | None = None, derive_samples: int = 16,
@@ -108,13 +112,13 @@ class ENAS(OneShotSearch):
         scored = [(self._reward(s, x[:256], y[:256]), -i, s) for i, s in enumerate(candidates)]
         self.chosen = max(scored, key=lambda t: t[:2])[2]
 
-    def export(self) -> Sample:
+    def choose(self) -> Sample:
         if self.chosen is None:
             with torch.no_grad():
                 return self.space.validate(self.controller.sample(self.space, None, greedy=True)[0])
         return self.space.validate(self.chosen)
 
-    def alphas(self) -> dict[str, dict[str, float]]:
+    def alphas(self) -> dict[str, dict[Any, float]]:
         """The controller's probabilities along its greedy walk (labels it does not visit: none)."""
         logits: dict[str, torch.Tensor] = {}
         sample: Sample = {}

@@ -28,6 +28,10 @@ class OneShotError(IRError):
     """A one-shot search was misused (bad option, export before fit, wrong checkpoint)."""
 
 
+class OneShotWarning(UserWarning):
+    """A one-shot method will search this space less well than it could (and says how to fix it)."""
+
+
 class UnsupportedSpaceError(OneShotError):
     """A one-shot method cannot handle a choice of this space; names the label."""
 

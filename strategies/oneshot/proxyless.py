@@ -6,12 +6,20 @@ and read the loss gradient with respect to both gates (the output of the inactiv
 times the incoming gradient); the softmax over the pair turns it into a gradient for the
 architecture weights (Cai et al., 2019). With a ``latency_target_ms``, the loss adds
 ``latency_weight * max(0, E[latency] / target - 1)``, E[latency] from a ``LatencyTable``
-measured on this machine.
+measured on this machine (calibrated to whole models, see ``latency.py``).
+
+A BatchNorm right after a gate (with nothing but the mixed op between, or an InputChoice
+then a mixed op) normalises away the scale of the active path, so that path's gate
+gradient is about 0 and only the inactive path is scored. The architecture steps therefore
+run the batch norms on their running statistics (``arch_batchnorm="running"``, the
+default); with ``"batch"`` a space of that shape is warned about. The weights train alone
+for ``warmup_epochs`` (2 by default) first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+import warnings
 from typing import Any
 
 import torch
@@ -22,16 +30,26 @@ from retiarii_ir.space import Sample
 
 from .base import OneShotSearch, probabilities_by_value
 from .latency import LatencyTable
-from .mixed import Gate, OneShotError
+from .mixed import Gate, OneShotError, OneShotWarning
+from .shape_checks import gates_before_batchnorm
+
+
+ARCH_BATCHNORM = ("running", "batch")
 
 
 class ProxylessNAS(OneShotSearch):
     """Path-level binarisation with a latency-aware loss."""
 
+    default_warmup_epochs = 2
+
     def __init__(self, space: Any, model: nn.Module, *, arch_lr: float = 1e-2, latency_target_ms: float | None = None,
                  latency_weight: float = 1.0, latency_table: LatencyTable | None = None,
-                 example_input: torch.Tensor | None = None, **options: Any) -> None:
+                 example_input: torch.Tensor | None = None, arch_batchnorm: str = "running", **options: Any) -> None:
         super().__init__(space, model, **options)
+        if arch_batchnorm not in ARCH_BATCHNORM:
+            raise OneShotError(f"ProxylessNAS arch_batchnorm is one of {ARCH_BATCHNORM}, got {arch_batchnorm!r}")
+        self.arch_batchnorm = arch_batchnorm
+        self.before_batchnorm: dict[str, str] | None = None
         self.logits = {label: nn.Parameter(torch.zeros(len(values))) for label, values in space.choices().items()}
         self.arch_optimizer = torch.optim.Adam(list(self.logits.values()), lr=arch_lr, betas=(0.0, 0.999))
         self.latency_target_ms, self.latency_weight = latency_target_ms, latency_weight
@@ -64,6 +82,16 @@ class ProxylessNAS(OneShotSearch):
             report["expected_ms"] = sum(latencies) / len(latencies)
         return report
 
+    def _check_shape(self, gates: dict[str, Gate], x: torch.Tensor) -> None:
+        """Once: which gates feed a BatchNorm directly; a warning when their gradient will be lost."""
+        self.before_batchnorm = gates_before_batchnorm(self.supernet, gates, x)
+        if self.before_batchnorm and self.arch_batchnorm == "batch":
+            where = ", ".join(f"{label!r} -> {norm!r}" for label, norm in self.before_batchnorm.items())
+            warnings.warn(f"ProxylessNAS: label(s) feed a BatchNorm directly ({where}); on batch statistics the "
+                          f"active path's gate gradient is about 0, so these labels are not learnt. Use "
+                          f"arch_batchnorm='running' (the default) or a BatchNorm inside each candidate",
+                          OneShotWarning, stacklevel=5)
+
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         gates, pairs = {}, {}
         for label, logits in self.logits.items():
@@ -76,7 +104,9 @@ class ProxylessNAS(OneShotSearch):
             weights[active] = 1.0
             weights.requires_grad_(True)
             gates[label], pairs[label] = Gate(weights, pair), (pair, within)
-        self.supernet.train()
+        if self.before_batchnorm is None:
+            self._check_shape(gates, x)
+        self.supernet.train(self.arch_batchnorm == "batch")
         with self.supernet.gated(gates):
             loss = F.cross_entropy(self.supernet(x), y)
         gate_grads = torch.autograd.grad(loss, [g.weights for g in gates.values()], allow_unused=True)
@@ -101,10 +131,10 @@ class ProxylessNAS(OneShotSearch):
         self.arch_optimizer.step()
         return loss.item(), latency
 
-    def export(self) -> Sample:
+    def choose(self) -> Sample:
         return self.walk(lambda label, values: values[int(self.logits[label].argmax())])
 
-    def alphas(self) -> dict[str, dict[str, float]]:
+    def alphas(self) -> dict[str, dict[Any, float]]:
         return probabilities_by_value(self.logits, self.space)
 
     def arch_state_dict(self) -> dict[str, Any]:

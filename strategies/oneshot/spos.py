@@ -2,7 +2,11 @@
 
 Single-path one-shot (Guo et al., 2020): because every path was trained equally, a
 subnet's accuracy with inherited weights ranks it. The evolution scores each candidate on
-the arch split after re-estimating batch-norm statistics for that path alone.
+the arch split after re-estimating batch-norm statistics for that path alone; that score
+is what it reports, and the export is the best-scored architecture it evaluated.
+``alphas()`` turns the same scores into a probability per candidate (a softmax over each
+candidate's best score, ``temperature`` in accuracy units), so its likeliest candidates
+are the export's.
 """
 
 from __future__ import annotations
@@ -15,20 +19,24 @@ from torch import nn
 
 from retiarii_ir.space import Sample
 
-from .base import OneShotSearch
+from .base import OneShotSearch, candidate_key
 from .mixed import OneShotError
 
 
 class SPOS(OneShotSearch):
     """Uniform single-path supernet training, then evolutionary search with inherited weights."""
 
+    has_warmup = False
+
     def __init__(self, space: Any, model: nn.Module, *, population: int = 12, generations: int = 4,
                  parents: int = 4, mutation_prob: float = 0.2, recalibration_batches: int = 4,
-                 eval_examples: int = 512, **options: Any) -> None:
+                 eval_examples: int | None = None, temperature: float = 0.01, **options: Any) -> None:
         super().__init__(space, model, **options)
+        if temperature <= 0:
+            raise OneShotError(f"SPOS needs temperature > 0, got {temperature}")
         self.population, self.generations, self.parents = population, generations, parents
         self.mutation_prob, self.recalibration_batches = mutation_prob, recalibration_batches
-        self.eval_examples = eval_examples
+        self.eval_examples, self.temperature = eval_examples, temperature
         self.scores: dict[str, tuple[float, Sample]] = {}
         self.best: Sample | None = None
 
@@ -46,8 +54,9 @@ class SPOS(OneShotSearch):
         key = self.space.search_space.sample_key(sample)
         if key not in self.scores:
             x, y = self.arch_split
+            n = self.eval_examples or len(x)
             recalibrate = self.weight_split[0][torch.randperm(len(self.weight_split[0]), generator=self.generator)]
-            acc = self.accuracy(sample, x[:self.eval_examples], y[:self.eval_examples], recalibrate=recalibrate,
+            acc = self.accuracy(sample, x[:n], y[:n], recalibrate=recalibrate,
                                 recalibration_batches=self.recalibration_batches)
             self.scores[key] = (acc, dict(sample))
         return self.scores[key][0]
@@ -70,7 +79,9 @@ class SPOS(OneShotSearch):
                           "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
         for sample in population:
             self.score(sample)
-        self.best = max(self.scores.values(), key=lambda t: t[0])[1]
+        best_acc, self.best = max(self.scores.values(), key=lambda t: t[0])
+        self._report({"method": "SPOS", "phase": "export", "epoch": self.generations, "epochs": self.generations,
+                      "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
 
     def _mutate(self, parent: Mapping[str, Any]) -> Sample:
         return self.walk(lambda label, values: parent[label] if label in parent and
@@ -82,22 +93,27 @@ class SPOS(OneShotSearch):
             return self.rng.choice(options) if options else self.rng.choice(values)
         return self.walk(pick)
 
-    def export(self) -> Sample:
+    def choose(self) -> Sample:
         if self.best is None:
             raise OneShotError("SPOS.export() needs fit() first: the evolution runs after training")
         return self.space.validate(self.best)
 
-    def alphas(self) -> dict[str, dict[str, float]]:
-        """Per label, how often each value appears among the five best subnets evaluated."""
-        import json
-
-        top = sorted(self.scores.values(), key=lambda t: t[0], reverse=True)[:5]
-        out: dict[str, dict[str, float]] = {}
+    def alphas(self) -> dict[str, dict[Any, float]]:
+        """Per label, a softmax over each candidate's best score (unevaluated ones: the lowest)."""
+        if not self.scores:
+            return {}
+        lowest = min(acc for acc, _ in self.scores.values())
+        out: dict[str, dict[Any, float]] = {}
         for label, values in self.space.choices().items():
-            seen = [s[label] for _, s in top if label in s]
+            best = {i: lowest for i in range(len(values))}
+            seen = False
+            for acc, sample in self.scores.values():
+                if label in sample:
+                    i, seen = self.supernet.state.index(label, sample[label]), True
+                    best[i] = max(best[i], acc)
             if seen:
-                out[label] = {json.dumps(v): sum(json.dumps(x) == json.dumps(v) for x in seen) / len(seen)
-                              for v in values}
+                probs = torch.softmax(torch.tensor([best[i] for i in range(len(values))]) / self.temperature, 0)
+                out[label] = {candidate_key(v): p for v, p in zip(values, probs.tolist())}
         return out
 
     def arch_state_dict(self) -> dict[str, Any]:

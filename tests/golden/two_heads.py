@@ -8,7 +8,7 @@ import torch
 
 
 class TwoHeads(torch.nn.Module):
-    """The TwoHeads network; forward runs one line per operation of the graph."""
+    """The TwoHeads network."""
 
     def __init__(self):
         super().__init__()
