@@ -62,7 +62,9 @@ def timings(monkeypatch):
 
 def test_identical_runs_make_identical_choices_and_a_warm_run_times_nothing(fresh_cache, timings, monkeypatch):
     first = train_trials(_trials(), PASSES)
-    assert timings["step"] == 2 and timings["conv"] >= 1  # batched and unbatched step; the conv group
+    # three rounds of batched and unbatched steps (and of every layer fused, where the timed
+    # convolution choice left some unfused), and the convolution group's own timing
+    assert timings["step"] in (6, 9) and timings["conv"] >= 1
     assert all(r.batching.startswith(("kept: timed now", "off: timed now")) for r in first)
     assert fresh_cache.exists()
     for _ in range(2):  # as a new process would: nothing in memory, the file remembers
@@ -79,7 +81,7 @@ def test_identical_runs_make_identical_choices_and_a_warm_run_times_nothing(fres
 def test_the_remembered_choice_is_the_one_trained_with(fresh_cache, monkeypatch):
     """A stored "off" makes the run plan without batching, whatever timing would say now."""
     key = autotune.batched_step_key(_trials(), PASSES)
-    decisions.decide("batched_step", key, "cpu", lambda: (False, "stored by hand"))
+    decisions.decide("batched_step", key, "cpu", lambda: ("off", "stored by hand"), choices=("kept", "off"))
     monkeypatch.setattr(decisions, "_MEMORY", {})
     results = train_trials(_trials(), PASSES)
     assert all(r.batching == "off: remembered (stored by hand)" for r in results)
@@ -94,7 +96,7 @@ def test_a_different_model_is_a_different_choice(fresh_cache, timings):
     wider = [Trial(t.name, graph, t.data, t.train) for t in wider]
     before = timings["step"]
     train_trials(wider, PASSES)
-    assert timings["step"] == before + 2
+    assert timings["step"] >= before + 6
 
 
 def test_a_garbled_cache_entry_is_timed_again(fresh_cache, timings, monkeypatch):
@@ -104,7 +106,7 @@ def test_a_garbled_cache_entry_is_timed_again(fresh_cache, timings, monkeypatch)
     monkeypatch.setattr(decisions, "_MEMORY", {})
     before = timings["step"]
     results = train_trials(_trials(), PASSES)
-    assert timings["step"] == before + 2 and "timed now" in results[0].batching
+    assert timings["step"] >= before + 6 and "timed now" in results[0].batching
 
 
 def test_a_cache_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path, monkeypatch):

@@ -503,7 +503,7 @@ def test_batching_measured_slower_is_switched_off_and_changes_nothing(monkeypatc
     exact = train_trials(trials, ("dedup", "cse"))
     timed = forced_timing(monkeypatch, batched_wins=False)
     results = train_trials(trials, ALL)
-    assert sorted(timed) == ["batched", "plain"]
+    assert set(timed) == {"batched", "plain"} and timed.count("plain") == 3  # three rounds, taking turns
     for got, expected in zip(results, exact):
         assert got.batching.startswith("off: timed now (a step took"), got.batching
         assert got.losses == expected.losses and got.metrics == expected.metrics, got.name
@@ -519,7 +519,8 @@ def test_batching_measured_faster_is_kept(monkeypatch):
     monkeypatch.setattr(trainer, "plan", lambda *a, **k: plans.append(real_plan(*a, **k)) or plans[-1])
     results = train_trials(trials, ALL)
     assert all(r.batching.startswith("kept: timed now (a step took") and r.status == "succeeded" for r in results)
-    assert plans[0].batched and not plans[1].batched  # the batched and the plain candidate
+    assert any(p.batched for p in plans) and not all(p.batched for p in plans)  # batched and plain candidates
+    assert results.plans[0].batched  # and the batched one trained
 
 
 def test_no_timing_without_batching_or_autotune(monkeypatch):

@@ -21,10 +21,11 @@ import sqlite3
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-FILE_NAME = "decisions-v1.sqlite"
+FILE_NAME = "decisions-v1.sqlite"  # one row per choice: its key as JSON text, the choice as JSON
 
 
 def cache_folder() -> Path:
@@ -60,27 +61,31 @@ def _cpu_model() -> str:
     return ""
 
 
-_MEMORY: dict[str, bool] = {}  # this process's choices (all of them, cached or not)
+_MEMORY: dict[str, Any] = {}  # this process's choices (all of them, cached or not)
 _WARNED: set[str] = set()
 
 
-def decide(kind: str, key: dict, device: str, measure: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+def decide(kind: str, key: dict, device: str, measure: Callable[[], tuple[Any, str]],
+           choices: tuple = (True, False)) -> tuple[Any, str]:
     """The stored choice for (``kind``, ``key``, this machine, this thread count), or
-    ``measure()``'s, stored. ``measure`` returns (choice, what was measured); the answer's text
-    says whether the choice was remembered or timed now."""
+    ``measure()``'s, stored. ``measure`` returns (one of ``choices``, what was measured); a
+    stored value that is not one of ``choices`` is timed again. The answer's text says
+    whether the choice was remembered or timed now."""
     text = json.dumps({"kind": kind, "key": key, "machine": machine(device), "threads": torch.get_num_threads()},
                       sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()
     if digest in _MEMORY:
-        return _MEMORY[digest], "remembered"
-    stored = _read(digest)
+        return _MEMORY[digest][0], f"remembered ({_MEMORY[digest][1]})"
+    stored = _read(digest, choices)
     if stored is not None:
-        _MEMORY[digest] = stored[0]
+        _MEMORY[digest] = stored
         return stored[0], f"remembered ({stored[1]})"
     choice, detail = measure()
-    _MEMORY[digest] = bool(choice)
-    _write(digest, text, bool(choice), detail)
-    return bool(choice), f"timed now ({detail})"
+    if choice not in choices:
+        raise ValueError(f"a timed choice of {kind} must be one of {choices}, got {choice!r}")
+    _MEMORY[digest] = (choice, detail[:200])
+    _write(digest, text, choice, detail)
+    return choice, f"timed now ({detail})"
 
 
 def forget_decisions() -> None:
@@ -97,11 +102,11 @@ def _connect() -> sqlite3.Connection:
     folder.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(folder / FILE_NAME, timeout=10)
     connection.execute("CREATE TABLE IF NOT EXISTS decisions (digest TEXT PRIMARY KEY, key TEXT NOT NULL, "
-                       "choice INTEGER NOT NULL, detail TEXT NOT NULL)")
+                       "choice TEXT NOT NULL, detail TEXT NOT NULL)")
     return connection
 
 
-def _read(digest: str) -> tuple[bool, str] | None:
+def _read(digest: str, choices: tuple) -> tuple[Any, str] | None:
     try:
         connection = _connect()
         try:
@@ -111,18 +116,24 @@ def _read(digest: str) -> tuple[bool, str] | None:
     except (OSError, sqlite3.Error) as error:
         _warn_once(f"cannot read the timed-choice cache {cache_file()}: {error}; timing again")
         return None
-    if row is None or row[0] not in (0, 1) or not isinstance(row[1], str):
-        return None  # absent, or not a value this module writes: time again
-    return bool(row[0]), row[1][:200]
+    if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
+        return None  # absent, or not a row this module writes: time again
+    try:
+        value = json.loads(row[0])
+    except ValueError:
+        return None
+    if value not in choices or type(value) is not type(next(c for c in choices if c == value)):
+        return None  # not one of the answers asked for (1 is not True): time again
+    return value, row[1][:200]
 
 
-def _write(digest: str, text: str, choice: bool, detail: str) -> None:
+def _write(digest: str, text: str, choice: Any, detail: str) -> None:
     try:
         connection = _connect()
         try:
             with connection:
                 connection.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
-                                   (digest, text, int(choice), detail[:200]))
+                                   (digest, text, json.dumps(choice), detail[:200]))
         finally:
             connection.close()
     except (OSError, sqlite3.Error) as error:

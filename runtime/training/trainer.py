@@ -177,6 +177,7 @@ class _UserFunctions:
 # from training alone and hold K trials' activations at once, which a win within timing noise
 # does not pay for.
 BATCHING_MARGIN = 0.9
+_STEP_LABELS = {"kept": "batched", "kept, every layer fused": "batched (every layer fused)", "off": "unbatched"}
 
 # ---------------------------------------------------------------------- one merged group
 class _GroupRun:
@@ -191,6 +192,7 @@ class _GroupRun:
         self.packages = packages  # what the merged graph may build beyond what its trials' graphs trust
         self.plans = plans if plans is not None else []  # every plan trained with, in order
         self.sources: dict = {}  # a source per distinct data spec (and per trial where batches are not shared)
+        self._first_batches: dict = {}  # the first batch per data spec, for timing steps
         self.states = {t.name: initial_state(t, packages) for t in trials}
         self.optimizer_states: dict[str, list[dict]] = {}
         self.trials = list(trials)
@@ -235,37 +237,65 @@ class _GroupRun:
                     param.requires_grad_(False)
 
     def _choose(self) -> tuple[Plan, nn.Module]:
-        """The plan with the passes asked for. With autotune, operator batching stays only if a
-        timed training step of the batched module is clearly faster (``BATCHING_MARGIN``) than
-        the unbatched one on this device: fused kernels save launches, but where a step is
-        bound by arithmetic (a small CPU), the joins and splits around them can cost more. The
-        choice is remembered (``decisions``): identical runs choose alike, and time it once."""
+        """The plan with the passes asked for. With autotune, operator batching is chosen by
+        timing training steps (forward, backward, optimizer) of the candidates on this device:
+        batched with the convolutions ``fusing_pays`` picks, batched with every matched layer
+        fused, and unbatched. Batching stays only where its faster form is clearly faster
+        (``BATCHING_MARGIN``): fused kernels save launches, but where a step is bound by
+        arithmetic (a small CPU), the joins and splits around them can cost more. The choice
+        is remembered (``decisions``): identical runs choose alike, and time it once."""
         fuse = fusing_pays(self.device) if self.autotune else None
         if not (self.autotune and "batch" in self.passes and len(self.trials) > 1):
             return self._planned(self.passes, fuse)
         unbatched = tuple(p for p in self.passes if p != "batch")
-        measured: dict[tuple, tuple[Plan, nn.Module]] = {}
+        plans = {"kept": lambda: self._planned(self.passes, fuse), "kept, every layer fused":
+                 lambda: self._planned(self.passes, None), "off": lambda: self._planned(unbatched, None)}
+        measured: dict[str, tuple[Plan, nn.Module]] = {}
 
-        def measure() -> tuple[bool, str]:
-            batched = measured[self.passes] = self._planned(self.passes, fuse)
-            if not batched[0].batched:
-                return True, "nothing to batch"
-            plain = measured[unbatched] = self._planned(unbatched, None)
-            plain_s = self._step_seconds(*plain)
-            try:
-                batched_s = self._step_seconds(*batched)
-            except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
-                return False, f"the batched step failed ({type(error).__name__}: {first_line(error)})"
-            keep = batched_s < BATCHING_MARGIN * plain_s
-            return keep, f"a step took {batched_s * 1e3:.1f} ms batched, {plain_s * 1e3:.1f} ms unbatched"
+        def measure() -> tuple[str, str]:
+            measured["kept"] = plans["kept"]()
+            every = plans["kept, every layer fused"]()
+            if len(every[0].batched) != len(measured["kept"][0].batched):  # some convolutions timed slower fused
+                measured["kept, every layer fused"] = every
+            if not any(group.batched for group, _ in measured.values()):
+                return "none", "nothing to batch"
+            measured["off"] = plans["off"]()
+            seconds, failed = self._time_candidates(measured)
+            batched = {name: s for name, s in seconds.items() if name != "off"}
+            if not batched:
+                return "off", f"the batched step failed ({failed})"
+            best = min(batched, key=batched.get)
+            keep = batched[best] < BATCHING_MARGIN * seconds["off"]
+            times = ", ".join(f"{seconds[n] * 1e3:.1f} ms {_STEP_LABELS[n]}" for n in measured if n in seconds)
+            return best if keep else "off", f"a step took {times}"
 
         key = batched_step_key(self.trials, self.passes, self.packages)
-        keep, how = decide("batched_step", key, str(self.device), measure)
-        chosen = self.passes if keep else unbatched
-        verdict = "none" if "nothing to batch" in how else "kept" if keep else "off"
+        choice, how = decide("batched_step", key, str(self.device), measure, choices=tuple(plans) + ("none",))
+        verdict = choice.split(",")[0]
         for trial in self.trials:
-            self.results[trial.name].batching = f"{verdict}: {how}"
-        return measured[chosen] if chosen in measured else self._planned(chosen, fuse if keep else None)
+            self.results[trial.name].batching = f"{verdict}: {how}" + (" (every matched layer fused)"
+                                                                        if choice == "kept, every layer fused" else "")
+        choice = "kept" if choice == "none" else choice
+        return measured[choice] if choice in measured else plans[choice]()
+
+    def _time_candidates(self, candidates: dict[str, tuple[Plan, nn.Module]],
+                         rounds: int = 3) -> tuple[dict[str, float], str]:
+        """Median over ``rounds`` of each candidate's fastest step, the candidates taking turns
+        within each round, so a change of load on the machine falls on all of them alike. A
+        batched candidate whose step fails is dropped (with the reason)."""
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        failed = ""
+        for round_ in range(rounds):
+            names = list(times) if round_ % 2 == 0 else list(reversed(times))
+            for name in names:
+                try:
+                    times[name].append(self._step_seconds(*candidates[name], repeats=2))
+                except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
+                    if name == "off":
+                        raise
+                    failed = f"{type(error).__name__}: {first_line(error)}"
+                    del times[name]
+        return {name: sorted(values)[len(values) // 2] for name, values in times.items()}, failed
 
     def _planned(self, passes: tuple[str, ...], fuse) -> tuple[Plan, nn.Module]:
         chosen = plan(self.trials, passes, fuse=fuse, trust=self.packages)
@@ -276,8 +306,8 @@ class _GroupRun:
         Nothing it changes is kept: ``_load`` puts the weights and buffers back before training,
         the optimizer used here is thrown away, and the global random stream is restored."""
         self._load(group, module)
-        first = {}
-        for spec in {t.data for t in self.trials}:
+        first = self._first_batches
+        for spec in {t.data for t in self.trials} - set(first):
             stream = self.source(spec).epoch(0, self.device)
             first[spec] = next(stream)
             stream.close()
