@@ -528,12 +528,11 @@ def estimate_training_bytes(trial: Trial, trust: tuple[str, ...] = ()) -> int:
 def _as_data_error(error: Exception, run: "_GroupRun | None") -> Exception:
     """A loader worker's death reported by torch wherever the main process was (its signal
     handler raises a RuntimeError naming the worker's pid), as the data error of its pipeline."""
-    import re
+    from .pipeline import reported_worker_pids
 
-    found = re.search(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)", str(error))
-    if not isinstance(error, RuntimeError) or not found or run is None:
+    pids = reported_worker_pids(error)
+    if not pids or run is None:
         return error
-    pids = {int(p) for p in re.findall(r"\d+", found.group(1))}
     for source in run.sources.values():
         if hasattr(source, "owns_worker") and any(source.owns_worker(pid) for pid in pids):
             return source.error(f"the data loader failed: {first_line(error)}")
