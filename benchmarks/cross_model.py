@@ -1,9 +1,9 @@
-"""Does training K trials merged pay? Throughput of ``train_trials(trials)`` (all passes)
-over ``train_trials(trials, independent=True)`` for the same K trials, on four workloads on
-scikit-learn's digits (``benchmarks/cross_model_models.py``); for the learning-rate sweep also
-against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap``.
+"""Does training K trials merged pay? Throughput of ``train_trials(trials, PASSES)`` (all passes,
+batching timed) over ``train_trials(trials, independent=True)`` for the same K trials, on six
+workloads on scikit-learn's digits (``benchmarks/cross_model_models.py``); for the learning-rate
+sweep also against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap``.
 
-    python benchmarks/cross_model.py                       # K = 1..16, 4 workloads, ~10 min on 2 cores
+    python benchmarks/cross_model.py                       # K = 1..16, 6 workloads, ~20 min on 2 cores
     python benchmarks/cross_model.py --workloads c --ks 1,4 --steps 10 --repeats 1
     python benchmarks/cross_model.py --quick               # smoke run
     python benchmarks/cross_model.py --device cuda --workloads c,d --ks 1,8,16 --steps 20 --repeats 1
@@ -11,16 +11,19 @@ against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap
 For each row, each mode (merged, independent, vmap) gets its own fresh process, forked from a
 server that has only imported the code; the modes' runs alternate, and throughputs are the
 median of ``--repeats``. Peak MB is the process's maxrss after its first run (nothing else has
-run in it); "plan s" is that first run's plan() + code generation, autotuning included, as a
-fresh process pays it. Throughput is trial-steps per second of steady training, from each
+run in it); "plan s" is plan() + code generation, autotuning included, as a fresh process pays
+it: cold (the first run, with an empty cache of timed choices: a cache folder of the benchmark's
+own) and warm (the later runs, which find the choices the first one stored). Throughput is trial-steps per second of steady training, from each
 run's first step to its last: the first step, planning and building, and the end-of-epoch
 validation are left out. Each row checks that merging changed nothing: the largest relative
 difference of any trial's loss at the first step and at any step, merged vs alone, and of its
-final validation accuracy.
+final validation accuracy: the drift batching's rounding causes. A row passes if the first
+step's losses agree within rtol 1e-5 and every final accuracy within 0.5 points (the contract
+of docs/optimizer.md); exact passes (dedup, CSE) give 0 on both.
 
 "share" is the part of one trial's step (trained alone) that merging can save, timed in the
-independent run's process right after it: for sharing workloads (a, b) the frozen part that is
-computed once, over the mean step; for batching workloads (c, d) the model's forward and
+independent run's process right after it: for sharing workloads (a, b, e, f) the frozen part
+that is computed once, over the mean step; for batching workloads (c, d) the model's forward and
 backward over the step (all that fused kernels can touch; loss, optimizer step and the
 trainer's bookkeeping stay per trial). For sharing workloads "bound" is Amdahl's
 1 / (1 - share + share / K): the ratio if sharing were the only gain.
@@ -55,14 +58,11 @@ import retiarii_ir.runtime.training.trainer as trainer  # noqa: E402
 from benchmarks import cross_model_models as models  # noqa: E402
 from retiarii_ir.runtime.training import data as rdata  # noqa: E402
 
-# Fused kernels add in another order: the first step's losses agree to float rounding, and the
-# difference grows from there as training amplifies it (a few 1e-3 after 16 steps is normal).
+# Batching's contract (docs/optimizer.md): fused kernels add in another order, so the first
+# step's losses agree to float rounding, and final accuracies within half a point. Later steps'
+# losses are printed, not judged: training amplifies rounding, alone as much as merged.
 FIRST_STEP_TOLERANCE = 1e-5
-LOSS_TOLERANCE = 1e-2
-# After a few steps the models are near chance, and their argmax flips on rounding-sized weight
-# differences: 0.025 (9 of 360 predictions) was seen with every loss within 3e-4. The loss check
-# above is the sharp one; this catches a trial whose evaluation (e.g. BN statistics) went wrong.
-METRIC_TOLERANCE = 0.05
+METRIC_TOLERANCE = 0.005
 
 
 # ---------------------------------------------------------------------- trials across processes
@@ -147,6 +147,7 @@ def measure(job: dict) -> dict:
     device = job["device"]
     if device.startswith("cuda"):  # TF32 rounds each kernel its own way: compare in float32, as on the CPU
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    os.environ["RETIARII_CACHE_DIR"] = job["cache"]
     result = (train_vmap(trials, device) if job["mode"] == "vmap"
               else train_ours(trials, job["mode"] == "independent", device, job["autotune"]))
     result["peak_mb"] = peak_mb(device)  # before anything else runs here: the first run's is the training's own
@@ -183,8 +184,8 @@ def train_ours(trials: list[optimizer.Trial], independent: bool, device: str, au
     trainer.plan, trainer.build_merged_module, trainer._GroupRun._build = timed_plan, timed_build, counted_build
     clock = StepClock()
     try:
-        results = trainer.train_trials(trials, device=device, independent=independent, on_step=clock,
-                                       autotune=autotune)
+        results = trainer.train_trials(trials, optimizer.PASSES, device=device, independent=independent,
+                                       on_step=clock, autotune=autotune)
     finally:
         trainer.plan, trainer.build_merged_module, trainer._GroupRun._build = real_plan, real_build, real_group_build
     steps, seconds = clock.steady()
@@ -217,7 +218,7 @@ def measure_part(trials: list[optimizer.Trial], workload: str, device: str) -> d
         return {f"model:{t.name}": model_step_seconds(t, x, y, device) for t in trials[:4]}
     shared = models.WORKLOADS[workload].shared
     if shared is not None:  # grad mode on, as in training: its weights are frozen, so no graph is built
-        module = shared(trials[0].initial_state).to(device).train()
+        module = shared(trials[0].initial_state).to(device)  # in the mode the trials run it
 
         def shared_forward() -> None:
             module(x)
@@ -411,7 +412,8 @@ def row_of(k_trials: int, runs: dict[str, list], sharing: bool) -> dict:
         "bound": bound,
         "peak MB merged": f"{merged[0]['peak_mb']:.0f}",
         "peak MB indep": f"{alone[0]['peak_mb']:.0f}",
-        "plan s merged": f"{merged[0]['plan_seconds']:.2f}",
+        "plan s merged cold/warm": f"{merged[0]['plan_seconds']:.2f}/"
+                                   + (f"{statistics.median(r['plan_seconds'] for r in merged[1:]):.2f}" if len(merged) > 1 else "-"),
         "plan s indep": f"{alone[0]['plan_seconds']:.2f}",
         "rel loss diff 1st/max": f"{first_diff:.0e}/{loss_diff:.0e}",
         "metric diff": f"{metric_diff:.3f}",
@@ -427,8 +429,7 @@ def row_of(k_trials: int, runs: dict[str, list], sharing: bool) -> dict:
     problems = sorted({p for mode in ("merged", "independent", "vmap") for r in runs.get(mode, ())
                        for p in r["problems"]})
     replans = max(r["replans"] for r in merged)
-    row["_ok"] = (first_diff <= FIRST_STEP_TOLERANCE and loss_diff <= LOSS_TOLERANCE
-                  and metric_diff <= METRIC_TOLERANCE and not problems)
+    row["_ok"] = first_diff <= FIRST_STEP_TOLERANCE and metric_diff <= METRIC_TOLERANCE and not problems
     row["_notes"] = problems + ([f"merged group re-planned {replans} time(s)"] if replans else [])
     if not row["_ok"] and not problems:
         row["_notes"].append("merged results differ from alone-trained ones beyond tolerance")
@@ -458,7 +459,8 @@ def summary_cell(row: dict) -> str:
 # ---------------------------------------------------------------------- main
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    parser.add_argument("--workloads", default=",".join(models.WORKLOADS),
+                        help=f"comma-separated subset of {','.join(models.WORKLOADS)}")
     parser.add_argument("--ks", default="1,2,4,8,16", help="comma-separated numbers of trials")
     parser.add_argument("--steps", type=int, default=10, help="training steps per trial (batch 64)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per mode; medians are printed")
@@ -498,7 +500,7 @@ def measure_row(context, path: str, key: str, options) -> dict[str, list]:
         for repeat in range(options.repeats):
             for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
                 job = {"path": path, "mode": mode, "threads": options.threads, "workload": key,
-                       "device": options.device, "autotune": options.autotune}
+                       "device": options.device, "autotune": options.autotune, "cache": options.cache}
                 runs[mode].append(pools[mode].submit(measure, job).result())
     return runs
 
@@ -514,6 +516,8 @@ def main(argv=None) -> int:
     multiprocessing.forkserver.ensure_running()  # its imports overlap with building the first trials
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    cache = tempfile.TemporaryDirectory(prefix="retiarii-bench-cache-")  # cold at the start of each run
+    options.cache = cache.name
     where = (f"on {torch.cuda.get_device_name(options.device)}" if options.device.startswith("cuda")
              else f"{options.threads} thread(s)")
     print(f"cross-model training: merged (all passes) vs independent, {options.steps} steps of batch "

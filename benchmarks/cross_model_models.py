@@ -10,6 +10,9 @@ on scikit-learn's digits, each a function ``trials(K, steps)`` that gives K tria
 (c) ``lr_sweep``: one small CNN on 8x8 digits at K learning rates.
 (d) ``mobilenet``: samples of the MobileNetV3-style space of ``retiarii_ir.space.hub`` at 16x16, the
     input size that space is written for.
+(e) ``eval heads``: (b) as a user fine-tuning heads writes it: only the backbone's parameters
+    frozen, and the backbone in eval mode (``frozen_mode="eval"``).
+(f) ``filter bank``: K small CNNs behind one fixed filter bank read directly as a buffer.
 
 Each workload also names the part of one trial that merging can share (``shared_part``),
 so the benchmark can time it against the trial's whole step (for (a), the data's part is the
@@ -189,6 +192,64 @@ def heads_shared(state: dict[str, torch.Tensor]) -> nn.Module:
     return module.requires_grad_(False)
 
 
+# ---------------------------------------------------------------------- (e) heads on an eval-mode backbone
+def eval_head_trials(k_trials: int, steps: int) -> list[Trial]:
+    """(b)'s heads with only the backbone's parameters frozen, and the backbone in eval mode, as a
+    user fine-tuning heads writes it: its batch norms use the pretrained running statistics."""
+    trials = head_trials(k_trials, steps)
+    parameters = {k for k, _ in make_backbone().named_parameters()}
+    return [Trial(t.name, t.graph, t.data, t.train, frozen=tuple(k for k in t.frozen if k[len("backbone."):] in parameters),
+                  initial_state=t.initial_state, frozen_mode="eval") for t in trials]
+
+
+def eval_heads_shared(state: dict[str, torch.Tensor]) -> nn.Module:
+    return heads_shared(state).eval()
+
+
+# ---------------------------------------------------------------------- (f) a fixed filter bank read directly
+BANK_FILTERS = 24
+
+
+class FilterBankCNN(nn.Module):
+    """A fixed bank of 5x5 filters (a buffer read with ``F.conv2d``, the usual way to write a
+    fixed augmentation or feature filter) in front of a small CNN that trains."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        torch.manual_seed(1234)  # every trial's bank holds the same filters
+        self.register_buffer("bank", torch.randn(BANK_FILTERS, 3, 5, 5) / 5)
+        self.conv = nn.Conv2d(BANK_FILTERS, width, 3, stride=2, padding=1)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(F.conv2d(x, self.bank, padding=2))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1), 1))
+
+
+def filter_bank_trials(k_trials: int, steps: int) -> list[Trial]:
+    trials = []
+    for k in range(k_trials):
+        width = (16, 24, 32)[k % 3]
+        torch.manual_seed(k)
+        graph = ir.trace(FilterBankCNN(width), torch.rand(2, 3, 32, 32))
+        trials.append(Trial(f"bank{k}_w{width}", graph, data_spec("digits32rgb"), train_config(steps, "digits32rgb", 0.05, k),
+                            frozen=("bank",), initial_state=state_with(graph, k, {})))
+    return trials
+
+
+class _Bank(nn.Module):
+    def __init__(self, bank: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bank", bank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(F.conv2d(x, self.bank, padding=2))
+
+
+def filter_bank_shared(state: dict[str, torch.Tensor]) -> nn.Module:
+    return _Bank(state["bank"])
+
+
 # ---------------------------------------------------------------------- (c) one CNN, K learning rates
 class SmallCNN(nn.Module):
     """Two 3x3 convolutions (32, 64 channels), 2x2 max pooling, a 128-unit hidden layer."""
@@ -222,6 +283,17 @@ def lr_sweep_trials(k_trials: int, steps: int) -> list[Trial]:
 
 
 # ---------------------------------------------------------------------- (d) MobileNetV3-style samples
+_SPACE_CACHE: dict[str, ir.ModelSpace] = {}
+
+
+def _space(name: str, build: Callable[[], nn.Module], example: torch.Tensor) -> ir.ModelSpace:
+    """A space traced once per process."""
+    if name not in _SPACE_CACHE:
+        torch.manual_seed(0)
+        _SPACE_CACHE[name] = ir.trace_space(build(), example)
+    return _SPACE_CACHE[name]
+
+
 def mobilenet_space() -> ir.ModelSpace:
     from retiarii_ir.space.hub import MobileNetV3Space
 
@@ -269,4 +341,10 @@ WORKLOADS = {
                   lr_sweep_trials, None),
     "d": Workload("d", "K samples of the MobileNetV3-style space, 16x16 (operator batching)",
                   mobilenet_trials, None),
+    "e": Workload("e", "K heads on (b)'s backbone with its parameters frozen and the backbone in eval mode "
+                       "(frozen_mode='eval'; CSE shares it whole, batch norms included)",
+                  eval_head_trials, eval_heads_shared),
+    "f": Workload("f", f"K small CNNs behind one fixed bank of {BANK_FILTERS} 5x5 filters read directly as a buffer "
+                       "(F.conv2d(x, self.bank)), 32x32 (CSE of a frozen buffer)",
+                  filter_bank_trials, filter_bank_shared),
 }

@@ -11,11 +11,13 @@ from .batching import BatchedGroup
 from .cse import SharedNode
 from .matching import ConvFusion, FuseDecision
 from .merge import initial_state
-from .plan import PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
+from .modes import eval_layers
+from .plan import EXACT_PASSES, PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .roles import BATCHED, GLUE, OWN, SHARED, NodeRole, node_roles
 from .state import StateError, StateRef
+from .report import TrialView
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
-__all__ = ["BATCHED", "GLUE", "NodeRole", "OWN", "SHARED", "node_roles",
-           "PASSES", "BatchedGroup", "ConvFusion", "DataSpec", "FuseDecision", "Plan", "PlanError", "SharedNode",
-           "StateError", "StateRef", "TrainConfig", "Trial", "TrialSlot", "TrialSpecError", "TrialTensor", "initial_state", "plan"]
+__all__ = ["BATCHED", "EXACT_PASSES", "GLUE", "OWN", "PASSES", "SHARED", "BatchedGroup", "ConvFusion", "DataSpec",
+           "FuseDecision", "NodeRole", "Plan", "PlanError", "SharedNode", "StateError", "StateRef", "TrainConfig", "Trial",
+           "TrialSlot", "TrialSpecError", "TrialTensor", "TrialView", "eval_layers", "initial_state", "node_roles", "plan"]

@@ -58,6 +58,7 @@ class _Emitter:
         self.new.constants = dict(graph.constants)
         self.new.module_types = dict(graph.module_types)
         self.new.meta = dict(graph.meta)
+        self.new.trust = graph.trust
         self.state_maps = state_maps
         self.built = built
         self.env: dict[str, Node] = {}
@@ -308,5 +309,5 @@ def batch_operators(graph: Graph, trial_of: dict[str, int], trainable: set[str],
     for qualname in list(new.modules):  # stateless layers whose calls were fused into another's
         if qualname not in called and not index.under(qualname):
             del new.modules[qualname]
-    new.infer_types()
+    new.infer_types(trust=graph.trust, keep_known=True)  # what the emitter typed stays; the rest is worked out
     return new, emitter.report

@@ -46,10 +46,12 @@ def is_random(graph: Graph, node: Node) -> bool:
 
 
 def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef]],
-                               frozen_values: dict[str, torch.Tensor]) -> list[SharedNode]:
+                               frozen_values: dict[str, torch.Tensor],
+                               eval_layers: frozenset[str] = frozenset()) -> list[SharedNode]:
     """Share equal computations in place; ``state_maps`` are updated so each trial's entries
     point at the copy that is kept. ``frozen_values`` holds the merged keys that do not
-    train, with their initial values."""
+    train, with their initial values; ``eval_layers`` the merged layers that run in eval mode
+    (only a layer in the same mode computes the same value)."""
     all_keys = {ref.key for refs in state_maps for ref in refs.values()}
     index = KeyIndex(all_keys)
     # A value an op changes in place stays each trial's own: a shared copy would be changed
@@ -59,11 +61,13 @@ def eliminate_common_subgraphs(graph: Graph, state_maps: list[dict[str, StateRef
     for node in graph.nodes:
         reads = (index.under(node.target)
                  if node.op == "call_module" or node.op == "get_attr" and node.target != TRAINING_FLAG else [])
-        if (any(k not in frozen_values for k in reads) or is_random(graph, node) or has_side_effect(node)
+        random = is_random(graph, node) and node.target not in eval_layers  # dropout in eval mode draws nothing
+        if (any(k not in frozen_values for k in reads) or random or has_side_effect(node)
                 or node.name in changed_in_place
                 or node.op == "get_attr" and node.target != TRAINING_FLAG and not reads):
             unshareable.append(node.name)
-    hashes = node_hashes(graph, params=frozen_values, distinct=unshareable)
+    modes = {n.name: "eval" for n in graph.nodes if n.op == "call_module" and n.target in eval_layers}
+    hashes = node_hashes(graph, params=frozen_values, distinct=unshareable, tags=modes)
     kept: dict[str, Node] = {}
     shared: dict[str, SharedNode] = {}
     renamed: dict[str, str] = {}

@@ -24,14 +24,16 @@ class MergeError(IRError):
     """Trials that cannot be put into one graph (no input, several data inputs...)."""
 
 
-def trial_state_keys(graph: Graph) -> list[str]:
+def trial_state_keys(graph: Graph, trust: tuple[str, ...] = ()) -> list[str]:
     """The state_dict keys of a graph's module, found on the meta device (nothing allocated)."""
-    return list(build_module(graph, device="meta").state_dict().keys())
+    return list(build_module(graph, trust, device="meta").state_dict().keys())
 
 
-def merge_trials(trials: list[Trial], dedup_inputs: bool = True) -> tuple[Graph, list[dict], list[dict[str, StateRef]]]:
+def merge_trials(trials: list[Trial], dedup_inputs: bool = True,
+                 trust: tuple[str, ...] = ()) -> tuple[Graph, list[dict], list[dict[str, StateRef]]]:
     """The merged graph, for each trial the names of the merged inputs it reads, and for each
-    trial where its state_dict entries live in the merged module."""
+    trial where its state_dict entries live in the merged module (``trust``: packages whose
+    layers may be built, beyond those each graph trusts)."""
     if not trials:
         raise MergeError("nothing to merge: no trials")
     merged = Graph("Merged")
@@ -61,7 +63,7 @@ def merge_trials(trials: list[Trial], dedup_inputs: bool = True) -> tuple[Graph,
         _copy_body(trial, prefix, merged, mapping)
         outputs.append(map_args(trial.graph.output.args[0], lambda n: mapping[n.name]))
         _copy_state(trial.graph, prefix, merged)
-        state_maps.append({key: StateRef(f"{prefix}.{key}") for key in trial_state_keys(trial.graph)})
+        state_maps.append({key: StateRef(f"{prefix}.{key}") for key in trial_state_keys(trial.graph, trust)})
     merged.add_node("output", "output", (tuple(outputs),), name="output",
                     type=TupleType(tuple(t.graph.output.type for t in trials)))
     _order_inputs_first(merged)
@@ -105,13 +107,19 @@ def _order_inputs_first(graph: Graph) -> None:
     graph.reorder(inputs + rest)
 
 
-def initial_state(trial: Trial) -> dict[str, torch.Tensor]:
-    """The weights a trial starts from: its ``initial_state``, or fresh ones from its seed."""
+def initial_state(trial: Trial, trust: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The weights a trial starts from (``trial.starts_from``): its ``initial_state``, the traced
+    model's own weights, or fresh ones from its seed."""
     torch.manual_seed(trial.train.seed)
-    state = build_module(trial.graph).state_dict()
-    if trial.initial_state is not None:
-        missing = set(state) - set(trial.initial_state)
+    state = build_module(trial.graph, trust).state_dict()
+    given = trial.initial_state if trial.initial_state is not None else trial.graph.weights
+    if given is not None:
+        missing = set(state) - set(given)
         if missing:
             raise MergeError(f"trial {trial.name!r}: initial_state lacks {sorted(missing)[:5]}")
-        state = {k: trial.initial_state[k].detach().clone() for k in state}
+        wrong = [k for k in state if not isinstance(given[k], torch.Tensor) or given[k].shape != state[k].shape]
+        if wrong:
+            raise MergeError(f"trial {trial.name!r}: initial_state has tensors of other shapes than its "
+                             f"model's for {wrong[:5]}")
+        state = {k: given[k].detach().clone() for k in state}
     return state

@@ -23,10 +23,13 @@ from .cost import node_flops
 from .cse import SharedNode, eliminate_common_subgraphs
 from .matching import FuseDecision
 from .merge import initial_state, merge_trials
+from .modes import eval_layers, fixed_keys
+from .report import TrialView, describe, trial_views
 from .state import KeyIndex, StateRef, extract_trial_state, load_trial_state
 from .trial import Trial
 
 PASSES = ("dedup", "cse", "batch")
+EXACT_PASSES = ("dedup", "cse")  # results equal training alone bit for bit; batching rounds otherwise
 
 
 class PlanError(IRError):
@@ -65,6 +68,12 @@ class Plan:
     batched: list[BatchedGroup] = field(default_factory=list)
     flops_alone: int = 0  # one sample through every trial, each trained alone
     flops_merged: int = 0  # one sample through the merged graph
+    eval_layers: tuple[str, ...] = ()  # merged layers that run in eval mode while the rest trains
+    trust: tuple[str, ...] = ()  # packages it may build from beyond what its trials' graphs trust
+
+    def __repr__(self) -> str:
+        return (f"<Plan: {len(self.slots)} trials, passes {', '.join(self.passes) or 'none'}, "
+                f"{len(self.graph.nodes)} nodes, {len(self.shared)} shared, {len(self.batched)} batched>")
 
     @property
     def trials(self) -> list[Trial]:
@@ -85,7 +94,14 @@ class Plan:
     def initialise(self, module: nn.Module) -> None:
         """Give every trial its starting weights (``initial_state`` or its seed)."""
         for index, slot in enumerate(self.slots):
-            self.load_trial_state(module, index, initial_state(slot.trial))
+            self.load_trial_state(module, index, initial_state(slot.trial, self.trust))
+
+    def train_mode(self, module: nn.Module) -> nn.Module:
+        """``module.train()``, with the trials' eval-mode layers (``Trial.frozen_mode``) in eval."""
+        module.train()
+        for qualname in self.eval_layers:
+            module.get_submodule(qualname).eval()
+        return module
 
     def trial_parameters(self, module: nn.Module, index: int) -> list[TrialTensor]:
         """The tensors that train for trial ``index`` (frozen ones excluded), in its state_dict
@@ -98,36 +114,32 @@ class Plan:
     def __str__(self) -> str:
         lines = [f"plan: {len(self.slots)} trials, passes {', '.join(self.passes) or 'none'}; "
                  f"merged graph {len(self.graph.nodes)} nodes"]
-        inputs = self.graph.inputs
-        lines.append(f"  inputs: {len(inputs)} for {len(self.slots)} trials"
+        lines.append(f"  inputs: {len(self.graph.inputs)} for {len(self.slots)} trials"
                      + (" (batches read once per distinct data spec)" if "dedup" in self.passes else ""))
-        if self.shared:
-            lines.append(f"  shared: {len(self.shared)} nodes computed once")
-            for s in self.shared[:8]:
-                lines.append(f"    {s.name}: serves {len({t for t, _ in s.origin})} trials")
-            if len(self.shared) > 8:
-                lines.append(f"    ... {len(self.shared) - 8} more")
-        if self.batched:
-            lines.append(f"  batched: {len(self.batched)} fused nodes replace "
-                         f"{sum(b.width for b in self.batched)}")
-            for b in self.batched[:8]:
-                lines.append(f"    {b.fused}: {b.kind} x{b.width}")
-            if len(self.batched) > 8:
-                lines.append(f"    ... {len(self.batched) - 8} more")
         if self.flops_alone:
             saved = 1 - self.flops_merged / self.flops_alone
             lines.append(f"  estimated work per sample: {self.flops_alone / 1e6:.2f} MFLOP alone, "
                          f"{self.flops_merged / 1e6:.2f} MFLOP merged ({saved:.0%} saved by sharing)")
-        return "\n".join(lines)
+        if self.batched:
+            lines.append(f"  batched: {len(self.batched)} fused nodes replace {sum(b.width for b in self.batched)}")
+        if self.eval_layers:
+            lines.append(f"  in eval mode while training: {len(self.eval_layers)} layers")
+        return "\n".join(lines + describe(self))
 
+    def trial_views(self) -> list[TrialView]:
+        """Per trial: its nodes (by its own module paths) that run alone, shared, or batched."""
+        return trial_views(self)
 
-def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse: FuseDecision | None = None) -> Plan:
+def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse: FuseDecision | None = None,
+         trust: tuple[str, ...] | list[str] = ()) -> Plan:
     """Merge ``trials`` into one graph with the given passes (any subset of ``PASSES``).
 
     ``fuse(group) -> bool`` decides whether fusing a group of same-shaped convolutions pays
     (grouped convolutions are slow on some CPUs); without it every group that can fuse does.
     The trainer passes a decision that times the kernels (``retiarii_ir.runtime.training.fusing_pays``);
-    the planner itself never runs or times anything."""
+    the planner itself never runs or times anything. ``trust`` names the packages whose layers
+    the merged graph may build, beyond those each trial's graph trusts already (its traced
+    model's own)."""
     passes = tuple(passes)
     unknown = set(passes) - set(PASSES)
     if unknown:
@@ -137,31 +149,40 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise PlanError(f"trial names must be unique, got {names}")
-    graph, inputs_of, state_maps = merge_trials(trials, dedup_inputs="dedup" in passes)
+    if isinstance(trust, str):
+        raise PlanError("trust is a list of package names, not one string")
+    trust = tuple(trust)
+    graph, inputs_of, state_maps = merge_trials(trials, dedup_inputs="dedup" in passes, trust=trust)
+    graph.trust = tuple(dict.fromkeys([*(p for t in trials for p in t.graph.trust), *trust]))
+    layers = frozenset(f"t{k}.{q}" for k, t in enumerate(trials) for q in eval_layers(t, trust))
     flops_alone = sum(node_flops(t.graph, n) for t in trials for n in t.graph.nodes)
     shared: list[SharedNode] = []
     if "cse" in passes:
-        frozen_values = _frozen_merged_values(trials, state_maps)
-        shared = eliminate_common_subgraphs(graph, state_maps, frozen_values)
+        frozen_values = _frozen_merged_values(trials, state_maps, trust)
+        shared = eliminate_common_subgraphs(graph, state_maps, frozen_values, layers)
     flops_merged = sum(node_flops(graph, n) for n in graph.nodes)  # batching saves launches, not FLOPs
     batched: list[BatchedGroup] = []
     if "batch" in passes:
         trial_of = _trial_of(graph, trials)
-        trainable = _trainable_modules(graph, trials, state_maps)
+        trainable = _trainable_modules(graph, trials, state_maps) - layers  # a layer's mode is its own
         batch_of = {k: t.data.batch_size for k, t in enumerate(trials)}
         optimizer_of = {k: t.train.optimizer for k, t in enumerate(trials)}
         graph, batched = batch_operators(graph, trial_of, trainable, state_maps, batch_of, fuse, optimizer_of)
     slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
-    return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged)
+    in_eval = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module" and n.target in layers}))
+    return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged, in_eval, trust)
 
 
-def _frozen_merged_values(trials: list[Trial], state_maps: list[dict[str, StateRef]]) -> dict[str, torch.Tensor]:
+def _frozen_merged_values(trials: list[Trial], state_maps: list[dict[str, StateRef]],
+                          trust: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The merged keys whose values never change in training, with their starting values."""
     values: dict[str, torch.Tensor] = {}
     for trial, refs in zip(trials, state_maps):
-        if not trial.frozen:
+        keys = fixed_keys(trial, trust)
+        if not keys:
             continue
-        state = initial_state(trial)
-        for key in trial.frozen:
+        state = initial_state(trial, trust)
+        for key in keys:
             if key in refs:
                 values[refs[key].key] = state[key]
     return values

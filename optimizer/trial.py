@@ -23,7 +23,8 @@ class TrialSpecError(IRError):
 LOSSES = ("cross_entropy", "mse")
 METRICS = ("accuracy", "neg_mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")  # cosine: annealed from lr towards 0 over all steps
+SCHEDULES = ("constant", "cosine")
+FROZEN_MODES = ("train", "eval")  # eval: modules whose parameters are all frozen run in eval mode  # cosine: annealed from lr towards 0 over all steps
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,15 @@ class TrainConfig:
 class Trial:
     """One model to train: its graph, its data and its recipe.
 
-    ``frozen`` names state_dict keys that do not train (a pretrained backbone); with
-    ``initial_state`` (the values to start from), the optimizer can compute modules that
-    read only frozen, equal weights once for every trial that contains them."""
+    ``frozen`` names state_dict keys that do not train (a pretrained backbone); the optimizer
+    computes modules that read only frozen, equal weights once for every trial that contains
+    them. ``frozen_mode="eval"`` runs every module whose parameters are all frozen in eval mode
+    (batch norms use and keep their running statistics, dropout is off), as a user fine-tuning
+    a head does; ``eval_modules`` names such modules one by one.
+
+    The weights a trial starts from: ``initial_state`` if given; else, for a graph traced from a
+    model in this process (``ir.trace``), that model's own weights; else fresh ones from
+    ``train.seed`` (a graph from a space sample, from JSON, or edited). ``starts_from`` says which."""
 
     name: str
     graph: Graph
@@ -151,16 +158,35 @@ class Trial:
     train: TrainConfig = field(default_factory=TrainConfig)
     frozen: tuple[str, ...] = ()
     initial_state: dict[str, Any] | None = None
+    frozen_mode: str = "train"
+    eval_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and self.name, "a trial needs a name")
         _check(isinstance(self.graph, Graph), f"trial {self.name!r}: graph must be a retiarii_ir.Graph")
+        _check(self.frozen_mode in FROZEN_MODES,
+               f"trial {self.name!r}: frozen_mode must be one of {FROZEN_MODES}, got {self.frozen_mode!r}")
+        _check(not isinstance(self.frozen, str) and not isinstance(self.eval_modules, str),
+               f"trial {self.name!r}: frozen and eval_modules are lists of names, not one string")
         self.frozen = tuple(self.frozen)
+        self.eval_modules = tuple(self.eval_modules)
+        _check(all(isinstance(p, str) for p in (*self.frozen, *self.eval_modules)),
+               f"trial {self.name!r}: frozen and eval_modules must hold names (strings)")
+
+    @property
+    def starts_from(self) -> str:
+        """Where the starting weights come from: "initial_state", "traced model" or "seed N"."""
+        if self.initial_state is not None:
+            return "initial_state"
+        if self.graph.weights is not None:
+            return "traced model"
+        return f"seed {self.train.seed}"
 
     def to_json(self) -> str:
         """The trial as JSON (initial weights are not included: ship them as a checkpoint)."""
         return json.dumps({"name": self.name, "graph": json.loads(self.graph.to_json()),
-                           "data": asdict(self.data), "train": asdict(self.train), "frozen": list(self.frozen)})
+                           "data": asdict(self.data), "train": asdict(self.train), "frozen": list(self.frozen),
+                           "frozen_mode": self.frozen_mode, "eval_modules": list(self.eval_modules)})
 
     @staticmethod
     def from_json(text: str, trust: tuple[str, ...] = ()) -> "Trial":
@@ -170,8 +196,11 @@ class Trial:
             raise TrialSpecError(f"trial JSON is not valid: {e}") from None
         _check(isinstance(raw, dict), "a trial must be a JSON object")
         graph = Graph.from_json(json.dumps(raw.get("graph")), trust=trust)
+        lists = {key: raw.get(key, []) for key in ("frozen", "eval_modules")}
+        _check(all(isinstance(v, list) for v in lists.values()), "a trial's frozen and eval_modules must be lists")
         return Trial(raw.get("name"), graph, _dataclass(DataSpec, raw.get("data", {})),
-                     _dataclass(TrainConfig, raw.get("train", {})), tuple(raw.get("frozen", ())))
+                     _dataclass(TrainConfig, raw.get("train", {})), tuple(lists["frozen"]),
+                     frozen_mode=raw.get("frozen_mode", "train"), eval_modules=tuple(lists["eval_modules"]))
 
 
 def _dataclass(cls: type, raw: Any) -> Any:

@@ -48,6 +48,8 @@ def _signature(node: Node, ref: Callable[[Node], list], params: Mapping[str, tor
         target = encode(spec) if spec is not None else node.target
     elif node.op == "input":
         target = "input"  # inputs count by position, not by name
+    elif node.op == "get_attr" and params is not None and _tensor_digest(node.target, params):
+        target = "attribute"  # a weight read directly counts by its value (below), not by its path
     signature = [node.op, target, encode(node.args), encode(node.kwargs), type_to_json(node.type)]
     if params is not None and node.op in ("call_module", "get_attr"):
         signature.append(_tensor_digest(node.target, params))
@@ -58,16 +60,20 @@ def _signature(node: Node, ref: Callable[[Node], list], params: Mapping[str, tor
 
 
 def node_hashes(graph, params: Mapping[str, torch.Tensor] | None = None,
-                distinct: Iterable[str] = ()) -> dict[str, str]:
+                distinct: Iterable[str] = (), tags: Mapping[str, str] | None = None) -> dict[str, str]:
     """A hash per node from what it computes and its inputs' hashes, independent of names and
     of the order nodes are listed in: equal hashes mean the same computation on the same
     inputs (with ``params``, on the same weight values). Nodes named in ``distinct`` (e.g.
-    ones holding trainable weights) hash apart from every other node."""
+    ones holding trainable weights) hash apart from every other node; ``tags`` adds what the
+    graph does not say to a node's hash (the mode its layer runs in, say)."""
     distinct = set(distinct)
+    tags = tags or {}
     hashes: dict[str, str] = {}
     inputs = 0
     for node in graph.nodes:
         value = _signature(node, lambda n: ["node", hashes[n.name]], params)
+        if node.name in tags:
+            value = hashlib.sha256(f"{value}/tag {tags[node.name]}".encode()).hexdigest()
         if node.op == "input":
             value, inputs = hashlib.sha256(f"{value}/input {inputs}".encode()).hexdigest(), inputs + 1
         if node.name in distinct:

@@ -57,6 +57,9 @@ class Graph:
         self.module_types: dict[str, str] = {}
         self.meta: dict[str, Any] = {}
         self.trust: tuple[str, ...] = ()
+        # The traced model's own state_dict (its tensors, not copies), for trials to start from;
+        # not part of the JSON, and not carried by ``copy`` (a copy is made to be edited).
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def trusted(self, extra: Iterable[str] = ()) -> tuple[str, ...]:
         """The packages this graph's code may come from: its own trust plus ``extra``."""
@@ -263,10 +266,10 @@ class Graph:
         validate(self, check_types=check_types, trust=trust)
         return self
 
-    def infer_types(self, trust: Iterable[str] = ()) -> "Graph":
+    def infer_types(self, trust: Iterable[str] = (), keep_known: bool = False) -> "Graph":
         from .shape_inference import infer_types
 
-        infer_types(self, trust=trust)
+        infer_types(self, trust=trust, keep_known=keep_known)
         return self
 
     # ------------------------------------------------------------------ rewrites (for mutators)

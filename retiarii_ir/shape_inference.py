@@ -28,11 +28,24 @@ _log = logging.getLogger(__name__)
 
 
 class _Recorder(Interpreter):
-    """Interpreter that keeps the type of every value it computes."""
+    """Interpreter that keeps the type of every value it computes. With ``known`` (on the meta
+    device), a tensor-typed node stands in as an empty tensor of its type, unrun: only the
+    nodes whose types are unknown are worked out."""
 
-    def __init__(self, graph: Graph, root: nn.Module, trust: Iterable[str] = ()) -> None:
+    def __init__(self, graph: Graph, root: nn.Module, trust: Iterable[str] = (),
+                 known: tuple[int, dict[str, TensorType]] | None = None) -> None:
         super().__init__(graph, root, trust)
         self.types: dict[str, ValueType] = {}
+        self.known = known
+
+    def _stand_in(self, node) -> torch.Tensor | None:
+        if self.known is None or node.op in ("input", "output") or node.name not in self.known[1]:
+            return None
+        batch, types = self.known
+        shape = [concrete_dim(d, batch) for d in types[node.name].shape]
+        if not all(isinstance(d, int) for d in shape):
+            return None
+        return torch.empty(shape, dtype=dtype_from_name(types[node.name].dtype), device="meta")
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         env = self.bind_inputs(args, kwargs)
@@ -42,7 +55,9 @@ class _Recorder(Interpreter):
         for node in self.graph.nodes:
             if node.op == "input":
                 continue
-            value = self.run_node(node, env)
+            value = self._stand_in(node)
+            if value is None:
+                value = self.run_node(node, env)
             env[node.name] = value
             self.types[node.name] = type_of(value)
             if node.op == "output":
@@ -50,8 +65,9 @@ class _Recorder(Interpreter):
         return result
 
 
-def _observe(graph: Graph, root: nn.Module, args: tuple, kwargs: dict, trust=()) -> dict[str, ValueType]:
-    recorder = _Recorder(graph, root, trust)
+def _observe(graph: Graph, root: nn.Module, args: tuple, kwargs: dict, trust=(),
+             known: tuple[int, dict[str, TensorType]] | None = None) -> dict[str, ValueType]:
+    recorder = _Recorder(graph, root, trust, known)
     with torch.no_grad():
         recorder.run(*args, **kwargs)
     return recorder.types
@@ -162,15 +178,19 @@ def example_inputs(graph: Graph, batch_size: int, device: str | torch.device = "
 PROBE_BATCH_SIZES = (2, 3)
 
 
-def observe_types(graph: Graph, trust: Iterable[str] = ()) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
+def observe_types(graph: Graph, trust: Iterable[str] = (),
+                  keep_known: bool = False) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
     """Types seen at the two probe batch sizes on fresh weights: on the meta device (no
     arithmetic), or on the CPU where an op has no meta kernel (a real error repeats there).
+    ``keep_known``: on the meta device, nodes that have a tensor type already keep it unrun.
     The probes' random draws (weights, dropout) leave the global random stream as it was."""
     sizes = PROBE_BATCH_SIZES if graph.meta.get("symbolic_batch", True) else (_fixed_batch(graph),) * 2
+    typed = {n.name: n.type for n in graph.nodes if isinstance(n.type, TensorType)} if keep_known else None
 
     def observe_on(device: str) -> tuple[dict[str, ValueType], dict[str, ValueType]]:
         module = build_module(graph, trust, device=device)
-        small, large = (_observe(graph, module, example_inputs(graph, b, device), {}, trust) for b in sizes)
+        small, large = (_observe(graph, module, example_inputs(graph, b, device), {}, trust,
+                                 (b, typed) if typed is not None and device == "meta" else None) for b in sizes)
         return small, large
 
     with torch.random.fork_rng(devices=[]):
@@ -187,9 +207,11 @@ def _fixed_batch(graph: Graph) -> int:
     return 2
 
 
-def infer_types(graph: Graph, trust: Iterable[str] = ()) -> Graph:
-    """Recompute every node's type from the input types (after a mutation, say)."""
-    small, large = observe_types(graph, trust=trust)
+def infer_types(graph: Graph, trust: Iterable[str] = (), keep_known: bool = False) -> Graph:
+    """Recompute every node's type from the input types (after a mutation, say); with
+    ``keep_known``, only the types of nodes that have none yet (a rewrite that typed what it
+    made keeps those types, and the rest costs nothing to run)."""
+    small, large = observe_types(graph, trust=trust, keep_known=keep_known)
     symbolic = graph.meta.get("symbolic_batch", True)
     merge_observations(graph, small, large if symbolic else None, *PROBE_BATCH_SIZES)
     return graph

@@ -148,7 +148,22 @@ def trace(model: nn.Module, example_inputs: Any = (), example_kwargs: dict | Non
     except TypeError as e:  # the example inputs do not fit forward's signature
         raise TraceError(f"cannot trace {graph_name}: {e}") from None
     record_types(graph, model, args, kwargs, batch_dim)
+    graph.weights = _own_weights(graph, model)
     return graph
+
+
+def _own_weights(graph: Graph, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The model's state_dict, where its keys are the graph's (a flattened export's are not)."""
+    from .interpreter import build_module
+
+    state = model.state_dict()
+    try:
+        keys = build_module(graph, device="meta").state_dict()
+    except IRError:  # a layer the graph cannot rebuild: no trial can start from this graph anyway
+        return None
+    if set(state) != set(keys):
+        return None
+    return {key: value.detach() for key, value in state.items()}
 
 
 def _concrete_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> dict | None:

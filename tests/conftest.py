@@ -15,6 +15,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 torch.set_num_threads(1)
+# Timed choices (fuse or not, batch or not) are remembered in a cache folder: the tests keep
+# theirs in a fresh folder of their own, never the user's.
+os.environ["RETIARII_CACHE_DIR"] = tempfile.mkdtemp(prefix="retiarii-ir-test-cache-")
 
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "retiarii-ir-hypothesis"))
 settings.register_profile("retiarii", database=None)

@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from retiarii_ir.optimizer import EXACT_PASSES
 from retiarii_ir.space.hub import digits_features
 
 from .registry import UsageError
@@ -76,7 +77,6 @@ print("imported:", sorted(m for m in sys.modules if m.startswith(("retiarii_ir",
 # its trials share the data and the frozen extractor, and get bit-identical results.
 RECIPE = dict(epochs=5, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine", batch_size=64)
 QUICK_RECIPE = dict(RECIPE, epochs=2, lr=0.1, batch_size=32)  # twice the steps per epoch, a larger step
-EXACT_PASSES = ("dedup", "cse")
 
 
 def fit_demo_threads() -> str | None:

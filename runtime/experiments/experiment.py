@@ -25,6 +25,7 @@ from typing import Any
 
 import retiarii_ir as ir
 
+from retiarii_ir.optimizer import EXACT_PASSES
 from retiarii_ir.runtime.experiments.driver_lock import DriverLock
 from retiarii_ir.runtime.experiments.evaluators import Evaluator
 from retiarii_ir.runtime.experiments.executors import Executor, InProcess
@@ -36,7 +37,6 @@ from retiarii_ir.runtime.experiments.store import DEFAULT_STORAGE, Store, TrialR
 from retiarii_ir.runtime.experiments.store_schema import StoreError
 from retiarii_ir.runtime.experiments.worker import WorkerContext
 
-EXACT_PASSES = ("dedup", "cse")
 INTERRUPTED = "interrupted: the experiment stopped while it ran; re-queued as a new trial"
 
 

@@ -8,15 +8,16 @@ per distinct layer shape, and hands the planner ``fusing_pays(device)`` as its d
 
 from __future__ import annotations
 
+import hashlib
 import time
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 
 from retiarii_ir import limits
 from retiarii_ir.errors import IRError, first_line
 from retiarii_ir.optimizer import ConvFusion
+
+from .decisions import decide
 
 _REPEATS = 3
 
@@ -52,8 +53,8 @@ def timing_bytes(width: int, batch: int, in_channels: int, out_channels: int, si
 
 def fusing_pays(device: torch.device | str = "cpu"):
     """The planner's ``fuse`` decision for ``device``: fuse a convolution group only where
-    timing both ways on this machine (cached per shape and thread count) shows the fused
-    kernel is faster."""
+    timing both ways on this machine shows the fused kernel is faster (timed once per shape,
+    device, thread count and torch version, and remembered across runs: ``decisions``)."""
     device = str(torch.device(device))
 
     def decide(group: ConvFusion) -> bool:
@@ -64,7 +65,6 @@ def fusing_pays(device: torch.device | str = "cpu"):
     return decide
 
 
-@lru_cache(maxsize=512)
 def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
                       device: str = "cpu", threads: int = 0) -> bool:
@@ -80,6 +80,16 @@ def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: in
         raise IRError(f"timing a convolution of {width} trials (batch {batch}, {in_channels}->{out_channels} "
                       f"channels, input {list(size)}) would allocate {needed / 2**20:,.1f} MiB, over the limit of "
                       f"{limits.MAX_BUILD_BYTES / 2**20:,.1f} MiB; train with autotune=False to fuse without timing")
+    key = {"width": width, "batch": batch, "in": in_channels, "out": out_channels, "size": list(size),
+           "kernel": list(kernel), "stride": list(stride), "padding": padding if isinstance(padding, str) else list(padding),
+           "dilation": list(dilation), "groups": groups, "dtype": "float32"}
+    return decide("grouped_conv", key, device, lambda: _time_grouped_conv(
+        width, batch, in_channels, out_channels, size, kernel, stride, padding, dilation, groups, device))[0]
+
+
+def _time_grouped_conv(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
+                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
+                       device: str) -> tuple[bool, str]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         xs = [torch.randn(batch, in_channels, *size, device=device, requires_grad=True) for _ in range(width)]
@@ -94,4 +104,34 @@ def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: in
         y = F.conv2d(torch.cat(xs, 1), torch.cat(ws, 0), None, stride, padding, dilation, groups * width)
         torch.stack([o.sum() for o in y.chunk(width, 1)]).sum().backward()
 
-    return fastest_seconds(fused, device) < fastest_seconds(separate, device)
+    fused_s, separate_s = fastest_seconds(fused, device), fastest_seconds(separate, device)
+    return fused_s < separate_s, f"fused {fused_s * 1e3:.2f} ms, separate {separate_s * 1e3:.2f} ms"
+
+
+def batched_step_key(trials, passes, trust: tuple[str, ...] = ()) -> dict:
+    """What decides whether a batched training step beats the unbatched one, for the remembered
+    choice: each trial's model structure (not names), batch size, which trials read the same
+    data, the optimizer's kind and what its step does, which weights are frozen and with what
+    values (equal frozen values are computed once), and the passes."""
+    from retiarii_ir import structural_hash
+    from retiarii_ir.optimizer import eval_layers, initial_state
+
+    data = {}
+    described = []
+    for trial in trials:
+        config = trial.train
+        frozen = sorted(trial.frozen)
+        state = initial_state(trial, trust) if frozen else {}
+        values = hashlib.sha256()
+        for key in frozen:
+            if key in state:
+                values.update(key.encode())
+                values.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        described.append({
+            "graph": structural_hash(trial.graph), "batch": trial.data.batch_size,
+            "data": data.setdefault(trial.data, len(data)), "optimizer": config.optimizer,
+            "momentum": config.momentum > 0, "weight_decay": config.weight_decay > 0,
+            "clip": config.grad_clip is not None, "schedule": config.schedule,
+            "frozen": values.hexdigest() if frozen else None, "eval": sorted(eval_layers(trial, trust))})
+    recipes = {(t.train.lr, t.train.momentum, t.train.weight_decay, t.train.betas) for t in trials}
+    return {"passes": sorted(passes), "trials": described, "same_recipe": len(recipes) == 1}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -265,6 +267,12 @@ class Pipeline:
     def error(self, reason: str) -> DataError:
         return DataError(f"{self.source}: {reason}", self.source, self.spec)
 
+    def _concerns(self, error: BaseException) -> bool:
+        """Whether a loader failure is this pipeline's: torch reports a dead worker wherever the
+        main process happens to be, so a report naming only others' workers is not."""
+        pids = reported_worker_pids(error)
+        return not pids or any(self.owns_worker(pid) for pid in pids)
+
     def owns_worker(self, pid: int) -> bool:
         """Whether a loader worker process of this pipeline has this pid."""
         return any(getattr(w, "pid", None) == pid for loader in (self._train, self._val)
@@ -294,7 +302,10 @@ class Pipeline:
                 except DataError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a crashed or hung loader worker
-                    reason = _dead_workers(iterator) or f"{type(e).__name__}: {first_line(e)}"
+                    if not self._concerns(e):
+                        raise  # another pipeline's worker died, reported while this one was read
+                    lost = isinstance(e, (ConnectionError, EOFError))  # a worker's end of the pipe went away
+                    reason = _dead_workers(iterator, 2.0 if lost else 0.0, self) or f"{type(e).__name__}: {first_line(e)}"
                     raise self.error(f"the data loader failed: {reason}") from None
                 if isinstance(batch, _Failure):
                     raise DataError(batch.reason, self.source, self.spec)
@@ -316,9 +327,28 @@ class Pipeline:
 _LIVE: dict[int, Any] = {}  # id(loader) -> its iterator in use (whose workers a crash report names)
 
 
-def _dead_workers(iterator: Any) -> str | None:
-    """Which loader workers have died, and how (``exit code 3``, ``killed by SIGKILL``)."""
-    dead = [w for w in getattr(iterator, "_workers", []) if w.exitcode not in (None, 0)]
+def reported_worker_pids(error: BaseException) -> set[int]:
+    """The loader workers a RuntimeError of torch's says died (none for any other error)."""
+    found = re.search(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)", str(error))
+    if not isinstance(error, RuntimeError) or not found:
+        return set()
+    return {int(p) for p in re.findall(r"\d+", found.group(1))}
+
+
+def _dead_workers(iterator: Any, wait: float = 0.0, owner: "Pipeline | None" = None) -> str | None:
+    """Which loader workers have died, and how (``exit code 3``, ``killed by SIGKILL``). A
+    worker whose pipe broke may not have been reaped yet: ``wait`` gives it that long."""
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            dead = [w for w in getattr(iterator, "_workers", []) if w.exitcode not in (None, 0)]
+            if dead or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    except RuntimeError as reported:  # torch's SIGCHLD handler names the worker that died
+        if owner is not None and not owner._concerns(reported):
+            raise
+        return first_line(reported)
     if not dead:
         return None
     return "; ".join(f"loader worker (pid {w.pid}) exited unexpectedly with "

@@ -28,9 +28,10 @@ from torch import nn
 
 from retiarii_ir import build_module, codegen
 from retiarii_ir.errors import IRError, first_line
-from retiarii_ir.optimizer import PASSES, DataSpec, Plan, Trial, initial_state, plan
+from retiarii_ir.optimizer import EXACT_PASSES, DataSpec, Plan, Trial, initial_state, plan
 
-from .autotune import fastest_seconds, fusing_pays
+from .autotune import batched_step_key, fastest_seconds, fusing_pays
+from .decisions import decide
 from .data import DataError, open_source, steps_per_epoch
 from .optimizers import GroupOptimizer
 
@@ -49,7 +50,7 @@ class TrialResult:
     state: dict[str, torch.Tensor] | None = None  # final weights, the trial's own keys
     seconds: float = 0.0
     trained_as: str = ""  # "alone", or "merged with K" (and how it fell back)
-    batching: str = ""  # in a group asked to batch: whether a timed step kept operator batching, and why
+    batching: str = ""  # in a group asked to batch: "kept", "off" or "none" (nothing to batch), and why
 
     @property
     def metric(self) -> float | None:
@@ -145,7 +146,7 @@ def _validate(module: nn.Module, group: Plan, active: list[int], device, sources
         config = group.slots[k].trial.train
         results[k] = {"metric": metric_of(config, sources[specs[k]].task, torch.cat(outputs[k]), torch.cat(targets[k]),
                                           functions.metric(config))}
-    module.train()
+    group.train_mode(module)
     return results
 
 
@@ -176,19 +177,23 @@ class _UserFunctions:
 # from training alone and hold K trials' activations at once, which a win within timing noise
 # does not pay for.
 BATCHING_MARGIN = 0.9
+_STEP_LABELS = {"kept": "batched", "kept, every layer fused": "batched (every layer fused)", "off": "unbatched"}
 
 # ---------------------------------------------------------------------- one merged group
 class _GroupRun:
     """Trains the trials of one plan in lock step, re-planning when one leaves."""
 
     def __init__(self, trials: list[Trial], passes, device, on_step, should_stop, results, autotune=True,
-                 trust=None) -> None:
+                 trust=None, packages: tuple[str, ...] = (), plans: list[Plan] | None = None) -> None:
         self.passes, self.device, self.autotune = tuple(passes), torch.device(device), autotune
         self.on_step, self.should_stop = on_step, should_stop
         self.results = results
         self.trust, self.functions = trust, _UserFunctions(trust)
+        self.packages = packages  # what the merged graph may build beyond what its trials' graphs trust
+        self.plans = plans if plans is not None else []  # every plan trained with, in order
         self.sources: dict = {}  # a source per distinct data spec (and per trial where batches are not shared)
-        self.states = {t.name: initial_state(t) for t in trials}
+        self._first_batches: dict = {}  # the first batch per data spec, for timing steps
+        self.states = {t.name: initial_state(t, packages) for t in trials}
         self.optimizer_states: dict[str, list[dict]] = {}
         self.trials = list(trials)
         try:
@@ -211,6 +216,7 @@ class _GroupRun:
 
     def _build(self) -> None:
         self.plan, self.module = self._choose()
+        self.plans.append(self.plan)
         self._load(self.plan, self.module)
         tensors = [self.plan.trial_parameters(self.module, k) for k in range(len(self.trials))]
         self.optimizers = GroupOptimizer([t.train for t in self.trials], tensors, self._steps() * self.trials[0].train.epochs)
@@ -220,7 +226,7 @@ class _GroupRun:
 
     def _load(self, group: Plan, module: nn.Module) -> None:
         """Every trial's current weights and buffers into ``module``; frozen ones stop training."""
-        module.train()
+        group.train_mode(module)
         named = dict(module.named_parameters())
         for k, trial in enumerate(self.trials):
             group.load_trial_state(module, k, self.states[trial.name])
@@ -231,36 +237,77 @@ class _GroupRun:
                     param.requires_grad_(False)
 
     def _choose(self) -> tuple[Plan, nn.Module]:
-        """The plan with the passes asked for. With autotune, operator batching stays only if a
-        timed training step of the batched module is clearly faster (``BATCHING_MARGIN``) than
-        the unbatched one on this device: fused kernels save launches, but where a step is
-        bound by arithmetic (a small CPU), the joins and splits around them can cost more."""
-        chosen = plan(self.trials, self.passes, fuse=fusing_pays(self.device) if self.autotune else None)
-        module = build_merged_module(chosen.graph, self.device)
-        if not (self.autotune and chosen.batched and len(self.trials) > 1):
-            return chosen, module
-        plain = plan(self.trials, tuple(p for p in self.passes if p != "batch"))
-        plain_module = build_merged_module(plain.graph, self.device)
-        plain_s = self._step_seconds(plain, plain_module)
-        try:
-            batched_s = self._step_seconds(chosen, module)
-        except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
-            keep, note = False, f"off: the batched step failed ({type(error).__name__}: {first_line(error)})"
-        else:
-            keep = batched_s < BATCHING_MARGIN * plain_s
-            note = (f"{'kept' if keep else 'off'}: a step took {batched_s * 1e3:.1f} ms batched, "
-                    f"{plain_s * 1e3:.1f} ms unbatched")
+        """The plan with the passes asked for. With autotune, operator batching is chosen by
+        timing training steps (forward, backward, optimizer) of the candidates on this device:
+        batched with the convolutions ``fusing_pays`` picks, batched with every matched layer
+        fused, and unbatched. Batching stays only where its faster form is clearly faster
+        (``BATCHING_MARGIN``): fused kernels save launches, but where a step is bound by
+        arithmetic (a small CPU), the joins and splits around them can cost more. The choice
+        is remembered (``decisions``): identical runs choose alike, and time it once."""
+        fuse = fusing_pays(self.device) if self.autotune else None
+        if not (self.autotune and "batch" in self.passes and len(self.trials) > 1):
+            return self._planned(self.passes, fuse)
+        unbatched = tuple(p for p in self.passes if p != "batch")
+        plans = {"kept": lambda: self._planned(self.passes, fuse), "kept, every layer fused":
+                 lambda: self._planned(self.passes, None), "off": lambda: self._planned(unbatched, None)}
+        measured: dict[str, tuple[Plan, nn.Module]] = {}
+
+        def measure() -> tuple[str, str]:
+            measured["kept"] = plans["kept"]()
+            every = plans["kept, every layer fused"]()
+            if len(every[0].batched) != len(measured["kept"][0].batched):  # some convolutions timed slower fused
+                measured["kept, every layer fused"] = every
+            if not any(group.batched for group, _ in measured.values()):
+                return "none", "nothing to batch"
+            measured["off"] = plans["off"]()
+            seconds, failed = self._time_candidates(measured)
+            batched = {name: s for name, s in seconds.items() if name != "off"}
+            if not batched:
+                return "off", f"the batched step failed ({failed})"
+            best = min(batched, key=batched.get)
+            keep = batched[best] < BATCHING_MARGIN * seconds["off"]
+            times = ", ".join(f"{seconds[n] * 1e3:.1f} ms {_STEP_LABELS[n]}" for n in measured if n in seconds)
+            return best if keep else "off", f"a step took {times}"
+
+        key = batched_step_key(self.trials, self.passes, self.packages)
+        choice, how = decide("batched_step", key, str(self.device), measure, choices=tuple(plans) + ("none",))
+        verdict = choice.split(",")[0]
         for trial in self.trials:
-            self.results[trial.name].batching = note
-        return (chosen, module) if keep else (plain, plain_module)
+            self.results[trial.name].batching = f"{verdict}: {how}" + (" (every matched layer fused)"
+                                                                        if choice == "kept, every layer fused" else "")
+        choice = "kept" if choice == "none" else choice
+        return measured[choice] if choice in measured else plans[choice]()
+
+    def _time_candidates(self, candidates: dict[str, tuple[Plan, nn.Module]],
+                         rounds: int = 3) -> tuple[dict[str, float], str]:
+        """Median over ``rounds`` of each candidate's fastest step, the candidates taking turns
+        within each round, so a change of load on the machine falls on all of them alike. A
+        batched candidate whose step fails is dropped (with the reason)."""
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        failed = ""
+        for round_ in range(rounds):
+            names = list(times) if round_ % 2 == 0 else list(reversed(times))
+            for name in names:
+                try:
+                    times[name].append(self._step_seconds(*candidates[name], repeats=2))
+                except Exception as error:  # noqa: BLE001 - a fused kernel that fails costs the batching, not the merge
+                    if name == "off":
+                        raise
+                    failed = f"{type(error).__name__}: {first_line(error)}"
+                    del times[name]
+        return {name: sorted(values)[len(values) // 2] for name, values in times.items()}, failed
+
+    def _planned(self, passes: tuple[str, ...], fuse) -> tuple[Plan, nn.Module]:
+        chosen = plan(self.trials, passes, fuse=fuse, trust=self.packages)
+        return chosen, build_merged_module(chosen.graph, self.device)
 
     def _step_seconds(self, group: Plan, module: nn.Module, repeats: int = 3) -> float:
         """The fastest of a few training steps (forward, backward, optimizer) on the first batch.
         Nothing it changes is kept: ``_load`` puts the weights and buffers back before training,
         the optimizer used here is thrown away, and the global random stream is restored."""
         self._load(group, module)
-        first = {}
-        for spec in {t.data for t in self.trials}:
+        first = self._first_batches
+        for spec in {t.data for t in self.trials} - set(first):
             stream = self.source(spec).epoch(0, self.device)
             first[spec] = next(stream)
             stream.close()
@@ -399,48 +446,78 @@ def lockstep_key(trial: Trial, trust=None) -> tuple:
     return (min(per_epoch, config.max_steps) if config.max_steps else per_epoch, config.epochs, trial.data.batch_size)
 
 
-def train_trials(trials: list[Trial], passes=PASSES, device: torch.device | str = "cpu", *,
+def train_trials(trials: list[Trial], passes=EXACT_PASSES, device: torch.device | str = "cpu", *,
                  independent: bool = False, max_group: int | None = None,
                  memory_budget: int | None = None, on_step=None, should_stop: StopRule | None = None,
-                 progress: bool = False, autotune: bool = True, trust=None) -> list[TrialResult]:
-    """Train every trial; results in the order given.
+                 progress: bool = False, autotune: bool = True, trust=None) -> "TrainingResults":
+    """Train every trial; results in the order given, and ``.plans``, the plans trained with.
+
+    The default passes (``EXACT_PASSES``: input dedup and common-subgraph elimination) give each
+    trial the results it gets alone, bit for bit; ``passes=PASSES`` adds operator batching
+    (faster where it pays, which is timed; its kernels round differently).
 
     Trials that can run in lock step are merged (``independent=True`` trains each alone);
     ``max_group`` and ``memory_budget`` (bytes, estimated) cap a merged group's size. A
-    trial whose data cannot be read fails with the reason; the others go on. ``trust``: what
-    references read from data (a factory, a loss) may import (see ``runtime.references``)."""
+    trial whose data cannot be read fails with the reason; the others go on. ``trust``: a list
+    of packages whose layers the merged model may build (beyond each traced model's own, which
+    its graph trusts already); or a ``runtime.references.Trust``, which also says what references
+    read from data (a factory, a loss) may import."""
+    reference_trust, packages = _split_trust(trust)
     results = {t.name: TrialResult(t.name) for t in trials}
+    plans: list[Plan] = []
     if len(results) != len(trials):
         raise IRError("trial names must be unique")
     groups: dict[tuple, list[Trial]] = {}
     for trial in trials:
         try:
-            key = lockstep_key(trial, trust)
+            key = lockstep_key(trial, reference_trust)
         except IRError as error:  # its data cannot even be counted: it fails alone
             results[trial.name].status, results[trial.name].error = "failed", f"{type(error).__name__}: {error}"
             continue
         groups.setdefault(key, []).append(trial)
     for members in groups.values():
-        for chunk in _chunks(members, 1 if independent else max_group, memory_budget, passes):
+        for chunk in _chunks(members, 1 if independent else max_group, memory_budget, packages):
             _train_with_fallback(chunk, passes if not independent else (), device, on_step, should_stop,
-                                 results, progress, autotune, trust)
-    return [results[t.name] for t in trials]
+                                 results, progress, autotune, reference_trust, packages, plans)
+    return TrainingResults([results[t.name] for t in trials], plans)
 
 
-def _chunks(members: list[Trial], size: int | None, budget: int | None, passes) -> list[list[Trial]]:
+class TrainingResults(list):
+    """The trials' results, in the order given, and ``plans``: every plan a group trained with
+    (a group re-planned after a trial left, or split after a failure, adds its new plans)."""
+
+    def __init__(self, results: list[TrialResult], plans: list[Plan]) -> None:
+        super().__init__(results)
+        self.plans = plans
+
+
+def _split_trust(trust) -> tuple[Any, tuple[str, ...]]:
+    """(the references' trust, the packages planning may build from) out of ``trust``."""
+    from ..references import Trust
+
+    if trust is None:
+        return None, ()
+    if isinstance(trust, Trust):
+        return trust, tuple(sorted(trust.packages))
+    if isinstance(trust, str) or not all(isinstance(p, str) for p in trust):
+        raise IRError(f"trust is a list of package names (or a Trust), got {str(trust)[:80]!r}")
+    return None, tuple(trust)
+
+
+def _chunks(members: list[Trial], size: int | None, budget: int | None, packages=()) -> list[list[Trial]]:
     size = size or len(members)
     if budget is not None:
-        per_trial = max(estimate_training_bytes(t) for t in members)
+        per_trial = max(estimate_training_bytes(t, packages) for t in members)
         size = max(1, min(size, budget // max(per_trial, 1)))
     return [members[i:i + size] for i in range(0, len(members), size)]
 
 
-def estimate_training_bytes(trial: Trial) -> int:
+def estimate_training_bytes(trial: Trial, trust: tuple[str, ...] = ()) -> int:
     """Weights, gradients, optimizer state and the activations of one batch, roughly."""
     from retiarii_ir import TensorType
     from retiarii_ir.types import concrete_dim
 
-    weights = sum(v.numel() * v.element_size() for v in build_module(trial.graph, device="meta").state_dict().values())
+    weights = sum(v.numel() * v.element_size() for v in build_module(trial.graph, trust, device="meta").state_dict().values())
     activations = 0
     for node in trial.graph.nodes:
         if isinstance(node.type, TensorType):
@@ -451,12 +528,11 @@ def estimate_training_bytes(trial: Trial) -> int:
 def _as_data_error(error: Exception, run: "_GroupRun | None") -> Exception:
     """A loader worker's death reported by torch wherever the main process was (its signal
     handler raises a RuntimeError naming the worker's pid), as the data error of its pipeline."""
-    import re
+    from .pipeline import reported_worker_pids
 
-    found = re.search(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)", str(error))
-    if not isinstance(error, RuntimeError) or not found or run is None:
+    pids = reported_worker_pids(error)
+    if not pids or run is None:
         return error
-    pids = {int(p) for p in re.findall(r"\d+", found.group(1))}
     for source in run.sources.values():
         if hasattr(source, "owns_worker") and any(source.owns_worker(pid) for pid in pids):
             return source.error(f"the data loader failed: {first_line(error)}")
@@ -464,7 +540,8 @@ def _as_data_error(error: Exception, run: "_GroupRun | None") -> Exception:
 
 
 def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_stop, results, progress,
-                         autotune: bool = True, trust=None) -> None:
+                         autotune: bool = True, trust=None, packages: tuple[str, ...] = (),
+                         plans: list[Plan] | None = None) -> None:
     """Train ``trials`` merged; if the group fails as a whole, halves, down to single trials. A
     data error fails the trials that read that data, and the others train again without them."""
     names = ", ".join(t.name for t in trials)
@@ -473,7 +550,7 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
               file=sys.stderr, flush=True)
     run = None
     try:
-        run = _GroupRun(trials, passes, device, on_step, should_stop, results, autotune, trust)
+        run = _GroupRun(trials, passes, device, on_step, should_stop, results, autotune, trust, packages, plans)
         run.run()
         return
     except Exception as error:  # noqa: BLE001 - any failure of the group: retry smaller, lose nothing
@@ -491,7 +568,8 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
         for trial in rest:
             results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
         if rest:
-            _train_with_fallback(rest, passes, device, on_step, should_stop, results, progress, autotune, trust)
+            _train_with_fallback(rest, passes, device, on_step, should_stop, results, progress, autotune, trust,
+                                 packages, plans)
         return
     if len(trials) == 1:
         result = results[trials[0].name]
@@ -501,6 +579,7 @@ def _train_with_fallback(trials: list[Trial], passes, device, on_step, should_st
         results[trial.name] = TrialResult(trial.name)  # start again from the trial's seed
     half = len(trials) // 2
     for part in (trials[:half], trials[half:]):
-        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress, autotune, trust)
+        _train_with_fallback(part, passes, device, on_step, should_stop, results, progress, autotune, trust,
+                             packages, plans)
         for trial in part:
             results[trial.name].trained_as += f" (group of {len(trials)} failed: {reason})"
