@@ -3,7 +3,7 @@ batching timed) over ``train_trials(trials, independent=True)`` for the same K t
 workloads on scikit-learn's digits (``benchmarks/cross_model_models.py``); for the learning-rate
 sweep also against K copies trained by hand with ``torch.func.stack_module_state`` + ``vmap``.
 
-    python benchmarks/cross_model.py                       # K = 1..16, 6 workloads, ~20 min on 2 cores
+    python benchmarks/cross_model.py                       # K = 1..16, 6 workloads, ~10 min on 2 cores
     python benchmarks/cross_model.py --workloads c --ks 1,4 --steps 10 --repeats 1
     python benchmarks/cross_model.py --quick               # smoke run
     python benchmarks/cross_model.py --device cuda --workloads c,d --ks 1,8,16 --steps 20 --repeats 1
@@ -463,7 +463,7 @@ def parse_args(argv):
                         help=f"comma-separated subset of {','.join(models.WORKLOADS)}")
     parser.add_argument("--ks", default="1,2,4,8,16", help="comma-separated numbers of trials")
     parser.add_argument("--steps", type=int, default=10, help="training steps per trial (batch 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per mode; medians are printed")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs per mode; medians are printed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where present")
     parser.add_argument("--no-autotune", dest="autotune", action="store_false",

@@ -87,8 +87,9 @@ def static_nodes(graph: Graph) -> dict[str, str]:
 
 class _Builder:
     def __init__(self, picture: Picture, depth: int | None, roles: Mapping[str, Role],
-                 unframed: frozenset[str] = frozenset()) -> None:
+                 unframed: frozenset[str] = frozenset(), names: Mapping[str, str] | None = None) -> None:
         self.picture = picture
+        self.names = dict(names or {})
         self.unframed = unframed
         self.depth = depth
         self.roles = roles
@@ -160,7 +161,9 @@ class _Builder:
                 else CHOICE if site is not None else PLAIN
         self.picture.use_role(role)
         lines = describe(graph, node)
-        if role.apart and node.op == "call_module":  # outside its module's frame: say where it is from
+        if not prefix and node.name in self.names:
+            lines[0] = fit(self.names[node.name])
+        elif role.apart and node.op == "call_module":  # outside its module's frame: say where it is from
             lines[0] = node.target
         if site is not None and site.kind == "ValueChoice":
             lines = [" · ".join(lines), *site.notes]
@@ -234,17 +237,19 @@ def describe(graph: Graph, node: Node) -> list[str]:
 
 def graph_picture(graph: Graph, *, depth: int | None = None, roles: Mapping[str, Role] | None = None,
                   sites: Mapping[str, Site] | None = None, title: str | None = None,
-                  max_boxes: int = MAX_BOXES, unframed: frozenset[str] = frozenset()) -> Picture:
+                  max_boxes: int = MAX_BOXES, unframed: frozenset[str] = frozenset(),
+                  names: Mapping[str, str] | None = None) -> Picture:
     """The picture of ``graph``. ``depth``: module levels drawn as frames (deeper modules fold
     into one box each); by default the deepest level that keeps at most ``max_boxes`` boxes.
-    ``unframed``: modules whose own frame is left out (their children keep theirs)."""
+    ``unframed``: modules whose own frame is left out (their children keep theirs). ``names``:
+    a first line for some nodes (a merged node named by the trials' own module paths)."""
     if not isinstance(graph, Graph):
         raise PictureError(f"a picture is drawn from a Graph, got {type(graph).__name__}")
     if depth is not None and (type(depth) is not int or depth < 0):
         raise PictureError(f"depth must be a whole number >= 0, got {depth!r}")
     folded_at = depth if depth is not None else choose_depth(graph, max_boxes)
     picture = Picture(title or f"{graph.name}: {len(graph.nodes)} nodes")
-    builder = _Builder(picture, folded_at, dict(roles or {}), frozenset(unframed))
+    builder = _Builder(picture, folded_at, dict(roles or {}), frozenset(unframed), names)
     builder.graph(graph, "", None, dict(sites or {}))
     if builder.folded:
         inside = sum(builder.folded.values())

@@ -15,9 +15,9 @@ from .modes import eval_layers
 from .plan import EXACT_PASSES, PASSES, Plan, PlanError, TrialSlot, TrialTensor, plan
 from .roles import BATCHED, GLUE, OWN, SHARED, NodeRole, node_roles
 from .state import StateError, StateRef
-from .report import TrialView
+from .report import MergedNode, TrialView, merged_nodes
 from .trial import DataSpec, TrainConfig, Trial, TrialSpecError
 
 __all__ = ["BATCHED", "EXACT_PASSES", "GLUE", "OWN", "PASSES", "SHARED", "BatchedGroup", "ConvFusion", "DataSpec",
-           "FuseDecision", "NodeRole", "Plan", "PlanError", "SharedNode", "StateError", "StateRef", "TrainConfig", "Trial",
-           "TrialSlot", "TrialSpecError", "TrialTensor", "TrialView", "eval_layers", "initial_state", "node_roles", "plan"]
+           "FuseDecision", "MergedNode", "NodeRole", "Plan", "PlanError", "SharedNode", "StateError", "StateRef", "TrainConfig", "Trial",
+           "TrialSlot", "TrialSpecError", "TrialTensor", "TrialView", "eval_layers", "initial_state", "merged_nodes", "node_roles", "plan"]

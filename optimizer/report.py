@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from retiarii_ir import Graph
 from retiarii_ir.node import TRAINING_FLAG, Node
 
+from .roles import node_roles
+
 
 @dataclass
 class TrialView:
@@ -47,6 +49,7 @@ def merged_nodes(plan) -> list[MergedNode]:
     """Every merged node that stands for trials' own nodes, in the merged graph's order."""
     graphs: dict[str, Graph] = {slot.trial.name: slot.trial.graph for slot in plan.slots}
     kinds = {b.fused: f"{b.kind} x{b.width}" for b in plan.batched}
+    roles = node_roles(plan)
     found = []
     for node in plan.graph.nodes:
         if node.op in ("input", "output") or node.op == "get_attr" and node.target == TRAINING_FLAG:
@@ -55,11 +58,7 @@ def merged_nodes(plan) -> list[MergedNode]:
                    if trial in graphs and name in graphs[trial]]
         if not members:
             continue  # made by batching to feed or cut a fused kernel: no trial wrote it
-        if node.name in kinds:
-            how = "batched"
-        else:
-            how = "shared" if len({t for t, _ in members}) > 1 else "own"
-        found.append(MergedNode(node.name, how, members, kinds.get(node.name, "")))
+        found.append(MergedNode(node.name, roles[node.name].kind, members, kinds.get(node.name, "")))
     return found
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from retiarii_ir.codegen import Option, Picture, PictureError, Role, Site, draw, graph_picture
 from retiarii_ir.graph import Graph
-from retiarii_ir.optimizer import BATCHED, GLUE, SHARED, Plan, node_roles
+from retiarii_ir.optimizer import BATCHED, GLUE, SHARED, Plan, merged_nodes, node_roles
 from retiarii_ir.space import ChoiceSite, ModelSpace, SiteMutator, choice_sites
 
 SHARED_ROLE = Role("shared", "#c6f0d2", "#2f855a", "shared (CSE): computed once for several trials", apart=True)
@@ -48,11 +48,23 @@ def plan_picture(plan: Plan, depth: int | None = None) -> Picture:
     # No frame per trial: a trial's nodes run before and after shared and batched ones, so one
     # frame would have to hold them all; its colour marks a trial instead (frames start at t0.stem).
     picture = graph_picture(plan.graph, depth=depth, roles=roles, unframed=frozenset(f"t{k}" for k in range(len(plan.slots))),
+                            names=_trials_own_names(plan),
                             title=f"merged plan of {len(plan.slots)} trials, passes {', '.join(plan.passes) or 'none'}: "
                                   f"{len(plan.shared)} shared, {len(plan.batched)} batched nodes")
     picture.legend = [r for r in (*per_trial.values(), SHARED_ROLE, BATCHED_ROLE, GLUE_ROLE) if r in picture.legend] \
         + [r for r in picture.legend if r not in (*per_trial.values(), SHARED_ROLE, BATCHED_ROLE, GLUE_ROLE)]
     return picture
+
+
+def _trials_own_names(plan: Plan) -> dict[str, str]:
+    """Shared and batched nodes by the module paths the trials wrote (``stem.0 x3``), not merged names."""
+    names = {}
+    for merged in merged_nodes(plan):
+        if merged.how == "own":
+            continue
+        paths = list(dict.fromkeys(name for _, name in merged.members))
+        names[merged.name] = f"{paths[0]} x{len(merged.members)}" if len(paths) == 1 else " | ".join(paths)
+    return names
 
 
 # ---------------------------------------------------------------------- model spaces
