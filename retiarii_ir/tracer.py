@@ -415,6 +415,7 @@ def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, b
     with evaluation_mode(model):
         exported = _quiet_export(model, args, kwargs, batch_dim)
     gm = exported.module()
+    _drop_export_checks(gm.graph)
     _tie_training_arguments(gm.graph)
     graph = _from_fx(model, gm.graph, None, name, "torch.export", owner=gm)
     # export returns outputs flattened; give the graph the model's own output structure
@@ -422,6 +423,15 @@ def _trace_with_export(model: nn.Module, args: tuple, kwargs: dict, name: str, b
     flat = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
     output.args = (pytree.tree_unflatten(list(flat), exported.call_spec.out_spec),)
     return graph
+
+
+def _drop_export_checks(fx_graph: fx.Graph) -> None:
+    """Export's own checks of a tensor's dtype and device at each conversion: the model never made
+    them, and at a few microseconds each they made generated code slower than the model."""
+    check = getattr(torch.ops.aten, "_assert_tensor_metadata", None)
+    for node in list(fx_graph.nodes):
+        if check is not None and node.op == "call_function" and node.target is check.default and not node.users:
+            fx_graph.erase_node(node)
 
 
 def _quiet_export(model: nn.Module, args: tuple, kwargs: dict, batch_dim: int | None):
