@@ -28,7 +28,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from torch.nn import functional as F
 
 import retiarii_ir
 from retiarii_ir.space.hub import DartsSpace, MobileNetV3Space
@@ -45,24 +44,7 @@ def digits_rgb():
     return d.train_x.repeat(1, 3, 1, 1), d.train_y, d.val_x.repeat(1, 3, 1, 1), d.val_y
 
 
-def retrain(space, sample, data, epochs: int, seed: int = 0) -> float:
-    """Validation accuracy of ``sample`` trained from scratch (Adam, fixed seed and batches)."""
-    train_x, train_y, val_x, val_y = data
-    torch.manual_seed(seed)
-    model = retiarii_ir.build_module(space.freeze(sample))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        for i in range(0, len(order), 64):
-            index = order[i:i + 64]
-            optimizer.zero_grad()
-            F.cross_entropy(model(train_x[index]), train_y[index]).backward()
-            optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        return (model(val_x).argmax(1) == val_y).float().mean().item()
+retrain = oneshot_spaces.train_alone  # one way of training an architecture alone, for both tables
 
 
 def timed_latency_ms(space, sample, shape, repeats: int = 60) -> float:
