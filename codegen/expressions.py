@@ -134,7 +134,7 @@ class ForwardWriter:
     def _function(self, node: Node, target: str, what: str) -> list[Statement]:
         path = function_name(node.target, f"{what} function")
         callee = self.imported.callee(path) if self.imported is not None else None
-        if callee is not None:  # the model's own function, resolved and imported by Imports
+        if callee is not None and not self.imported.is_bound(path):  # the model's own function, imported
             return [Statement(target, self._call(callee, node, node.args, what))]
         try:
             resolve_function(path)
@@ -149,6 +149,8 @@ class ForwardWriter:
         if root == "math":
             self.imports.add("math")
             return [Statement(target, self._call(path, node, node.args, what))]
+        if callee is not None:  # an aten operator, checked above and bound once at module level
+            return [Statement(target, self._call(callee, node, node.args, what))]
         return [Statement(target, self._call(function_path(path, what), node, node.args, what))]
 
     def _builtin(self, node: Node, name: str, what: str) -> str:

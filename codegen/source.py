@@ -106,7 +106,7 @@ def to_source(graph: Graph, class_name: str | None = None, formatted: bool = Tru
         title=f"{root_name}: a standalone PyTorch module.",
         graph_name=graph_name,
         imports=[f"import {name}" for name in ["torch", *sorted(forward.imports | classes.forward_imports)]]
-        + imports.lines,
+        + imports.lines + imports.bindings,
         needs=" and ".join(["torch", *graph.trust]) if imports.lines else "only torch",
         classes=classes.classes,
         root=_Root(root_name, root_members + constants, f"The {graph_name} network.", forward),
