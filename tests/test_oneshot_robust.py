@@ -236,7 +236,7 @@ def test_gates_that_feed_a_batchnorm_are_found_through_the_mixed_ops_between():
 def test_proxyless_warns_about_that_shape_only_when_its_fix_is_turned_off(digits):
     space, model = _space(NormAfterGateSpace)
     gates = dict(epochs=1, batch_size=32, warmup_epochs=0, arch_gradient="gates")
-    with pytest.warns(OneShotWarning, match=r"'view' -> 'norm', 'op' -> 'norm'.*arch_batchnorm='path'"):
+    with pytest.warns(OneShotWarning, match=r"'op' -> 'norm', 'view' -> 'norm'.*arch_batchnorm='path'"):
         ProxylessNAS(space, model, arch_batchnorm="batch", **gates).fit(*digits)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OneShotWarning)

@@ -37,7 +37,7 @@ def gates_before_batchnorm(supernet: nn.Module, gates: Mapping[str, Gate], x: to
         def hook(module: nn.Module, args: tuple) -> None:
             for a in _tensors(args):
                 if id(a) in labels_of:
-                    for label in labels_of[id(a)][1]:
+                    for label in sorted(labels_of[id(a)][1]):
                         found.setdefault(label, path)
         return hook
 
@@ -52,7 +52,7 @@ def gates_before_batchnorm(supernet: nn.Module, gates: Mapping[str, Gate], x: to
     finally:
         for hook in hooks:
             hook.remove()
-    return found
+    return dict(sorted(found.items()))  # by label: the same text on every run
 
 
 def _tensors(args: tuple) -> list[torch.Tensor]:
