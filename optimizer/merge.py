@@ -17,7 +17,7 @@ from retiarii_ir.errors import IRError
 from retiarii_ir.node import TRAINING_FLAG, Node, map_args
 
 from .state import StateRef
-from .trial import Trial
+from .trial import Trial, TrialSpecError
 
 
 class MergeError(IRError):
@@ -63,11 +63,23 @@ def merge_trials(trials: list[Trial], dedup_inputs: bool = True,
         _copy_body(trial, prefix, merged, mapping)
         outputs.append(map_args(trial.graph.output.args[0], lambda n: mapping[n.name]))
         _copy_state(trial.graph, prefix, merged)
-        state_maps.append({key: StateRef(f"{prefix}.{key}") for key in trial_state_keys(trial.graph, trust)})
+        keys = trial_state_keys(trial.graph, trust)
+        _check_frozen_keys(trial, keys)
+        state_maps.append({key: StateRef(f"{prefix}.{key}") for key in keys})
     merged.add_node("output", "output", (tuple(outputs),), name="output",
                     type=TupleType(tuple(t.graph.output.type for t in trials)))
     _order_inputs_first(merged)
     return merged, inputs_of, state_maps
+
+
+def _check_frozen_keys(trial: Trial, keys: list[str]) -> None:
+    """A frozen name that is no state_dict key of the model would freeze nothing, silently."""
+    unknown = [k for k in trial.frozen if k not in set(keys)]
+    if unknown:
+        inside = [k for k in keys if any(k.startswith(u + ".") for u in unknown)]
+        hint = f"; a module's keys are its tensors' ({', '.join(inside[:4])}...)" if inside else ""
+        raise TrialSpecError(f"trial {trial.name!r}: frozen names {unknown[:5]} are not state_dict keys of its model"
+                             f"{hint}")
 
 
 def _copy_body(trial: Trial, prefix: str, merged: Graph, mapping: dict[str, Node]) -> None:

@@ -112,7 +112,7 @@ class Plan:
                 if key not in slot.trial.frozen and ref.key in named]
 
     def __str__(self) -> str:
-        lines = [f"plan: {len(self.slots)} trials, passes {', '.join(self.passes) or 'none'}; "
+        lines = [f"plan: {_count(len(self.slots), 'trial')}, passes {', '.join(self.passes) or 'none'}; "
                  f"merged graph {len(self.graph.nodes)} nodes"]
         lines.append(f"  inputs: {len(self.graph.inputs)} for {len(self.slots)} trials"
                      + (" (batches read once per distinct data spec)" if "dedup" in self.passes else ""))
@@ -123,7 +123,7 @@ class Plan:
         if self.batched:
             lines.append(f"  batched: {len(self.batched)} fused nodes replace {sum(b.width for b in self.batched)}")
         if self.eval_layers:
-            lines.append(f"  in eval mode while training: {len(self.eval_layers)} layers")
+            lines.append(f"  in eval mode while training: {_count(len(self.eval_layers), 'layer')}")
         return "\n".join(lines + describe(self))
 
     def trial_views(self) -> list[TrialView]:
@@ -171,6 +171,10 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse
     slots = [TrialSlot(t, k, inputs_of[k]["names"], state_maps[k]) for k, t in enumerate(trials)]
     in_eval = tuple(sorted({n.target for n in graph.nodes if n.op == "call_module" and n.target in layers}))
     return Plan(graph, slots, passes, shared, batched, flops_alone, flops_merged, in_eval, trust)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _frozen_merged_values(trials: list[Trial], state_maps: list[dict[str, StateRef]],

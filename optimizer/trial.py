@@ -166,8 +166,10 @@ class Trial:
         _check(isinstance(self.graph, Graph), f"trial {self.name!r}: graph must be a retiarii_ir.Graph")
         _check(self.frozen_mode in FROZEN_MODES,
                f"trial {self.name!r}: frozen_mode must be one of {FROZEN_MODES}, got {self.frozen_mode!r}")
-        _check(not isinstance(self.frozen, str) and not isinstance(self.eval_modules, str),
-               f"trial {self.name!r}: frozen and eval_modules are lists of names, not one string")
+        for field_name in ("frozen", "eval_modules"):
+            value = getattr(self, field_name)
+            _check(isinstance(value, (tuple, list, set, frozenset)),
+                   f"trial {self.name!r}: {field_name} is a list of names, got {type(value).__name__}")
         self.frozen = tuple(self.frozen)
         self.eval_modules = tuple(self.eval_modules)
         _check(all(isinstance(p, str) for p in (*self.frozen, *self.eval_modules)),

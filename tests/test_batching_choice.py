@@ -143,3 +143,23 @@ def test_batching_keeps_its_stated_contract_on_a_calm_workload():
         assert b.status == a.status == "succeeded" and len(b.losses) == len(a.losses) > 40
         assert b.losses[0] == pytest.approx(a.losses[0], rel=1e-5)
         assert abs(b.metric - a.metric) <= 0.005
+
+
+def test_a_stored_choice_nested_past_the_decoder_is_timed_again_and_the_group_stays_whole(fresh_cache, monkeypatch):
+    train_trials(_trials(), PASSES)
+    with sqlite3.connect(fresh_cache) as db:
+        db.execute("UPDATE decisions SET choice = ?", ("[" * 100_000 + "]" * 100_000,))
+    monkeypatch.setattr(decisions, "_MEMORY", {})
+    results = train_trials(_trials(), PASSES)
+    assert all(r.trained_as == "merged with 3" and "timed now" in r.batching for r in results)
+    monkeypatch.setattr(decisions, "_MEMORY", {})
+    assert all("remembered" in r.batching for r in train_trials(_trials(), PASSES))  # the row was repaired
+
+
+def test_a_corrupt_cache_file_says_how_to_start_afresh(fresh_cache):
+    fresh_cache.parent.mkdir(parents=True)
+    fresh_cache.write_bytes(b"this is not a database" * 100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decisions.decide("anything", {"k": 1}, "cpu", lambda: (True, "measured"))
+    assert any("forget_decisions()" in str(w.message) for w in caught)

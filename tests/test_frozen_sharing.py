@@ -186,3 +186,24 @@ class _ChoiceNet(nn.Module):
 
     def forward(self, x):
         return self.layer(x)
+
+
+@pytest.mark.parametrize("frozen, words", [
+    (("features.0",), ["frozen names ['features.0'] are not state_dict keys", "features.0.weight"]),
+    (("features.0.wieght",), ["frozen names ['features.0.wieght'] are not state_dict keys"]),
+])
+def test_frozen_names_that_match_no_key_are_refused_not_ignored(frozen, words):
+    graph = ir.trace(_pretrained(), torch.randn(2, 1, 8, 8))
+    with pytest.raises(TrialSpecError) as caught:
+        optimizer.plan([Trial("t", graph, SPEC, frozen=frozen, frozen_mode="eval")], EXACT)
+    assert all(w in str(caught.value) for w in words), str(caught.value)
+    result = train_trials([Trial("t", graph, SPEC, TrainConfig(max_steps=1), frozen=frozen)])[0]
+    assert result.status == "failed" and "are not state_dict keys" in result.error
+
+
+@pytest.mark.parametrize("field", ["frozen", "eval_modules"])
+def test_frozen_and_eval_modules_must_be_lists_of_names(field):
+    graph = ir.trace(Blurred(), torch.randn(2, 1, 8, 8))
+    for bad in (None, "blur", {"blur": 1}, 3):
+        with pytest.raises(TrialSpecError, match=f"{field} is a list of names"):
+            Trial("t", graph, SPEC, **{field: bad})

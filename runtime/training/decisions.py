@@ -100,7 +100,7 @@ def forget_decisions() -> None:
 def _connect() -> sqlite3.Connection:
     folder = cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(folder / FILE_NAME, timeout=10)
+    connection = sqlite3.connect(folder / FILE_NAME, timeout=2)  # a cache another process holds is skipped, not waited on
     connection.execute("CREATE TABLE IF NOT EXISTS decisions (digest TEXT PRIMARY KEY, key TEXT NOT NULL, "
                        "choice TEXT NOT NULL, detail TEXT NOT NULL)")
     return connection
@@ -114,13 +114,13 @@ def _read(digest: str, choices: tuple) -> tuple[Any, str] | None:
         finally:
             connection.close()
     except (OSError, sqlite3.Error) as error:
-        _warn_once(f"cannot read the timed-choice cache {cache_file()}: {error}; timing again")
+        _warn_once(f"cannot read the timed-choice cache {cache_file()}: {error}; timing again" + _advice(error))
         return None
     if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
         return None  # absent, or not a row this module writes: time again
     try:
         value = json.loads(row[0])
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the decoder takes
         return None
     if value not in choices or type(value) is not type(next(c for c in choices if c == value)):
         return None  # not one of the answers asked for (1 is not True): time again
@@ -138,7 +138,16 @@ def _write(digest: str, text: str, choice: Any, detail: str) -> None:
             connection.close()
     except (OSError, sqlite3.Error) as error:
         _warn_once(f"cannot write the timed-choice cache {cache_file()}: {error}; choices are kept in this "
-                   f"process only (set RETIARII_CACHE_DIR to a writable folder)")
+                   f"process only" + (_advice(error) or " (set RETIARII_CACHE_DIR to a writable folder)"))
+
+
+def _advice(error: BaseException) -> str:
+    """What to do about a cache file that is there but unreadable (not about a missing folder)."""
+    text = str(error)
+    if isinstance(error, sqlite3.DatabaseError) and any(w in text for w in ("not a database", "column", "malformed")):
+        return (" (the file is not a cache this version writes: delete it, or call "
+                "retiarii_ir.runtime.training.decisions.forget_decisions(), to start afresh)")
+    return ""
 
 
 def _warn_once(message: str) -> None:
