@@ -26,6 +26,7 @@ class Imports:
     def __init__(self, graph: Graph, module_scope: NameTable) -> None:
         self.lines: list[str] = []
         self.bindings: list[str] = []  # aten operators bound once, below the imports
+        self._binder: str | None = None  # the module-level helper that binds them
         self._callee: dict[str, str] = {}
         for node in graph.nodes:
             if node.op != "call_function" or node.target in self._callee:
@@ -41,12 +42,13 @@ class Imports:
         """An aten operator (what ``torch.export`` traces to) as a module-level name bound to the
         operator itself: calling the ``OpOverload`` wrapper costs a Python call each time, which
         made such generated code several percent slower than the model it came from."""
-        if not self.bindings:
-            self.bindings += ["", "", "def _bound(operator):",
+        if self._binder is None:
+            self._binder = module_scope.claim("_bound", "aten binder")
+            self.bindings += ["", "", f"def {self._binder}(operator):",
                               '    """An aten operator without its Python wrapper (a call each time it runs)."""',
                               '    return getattr(operator, "_op", operator)', "", ""]
         name = module_scope.claim(f"aten_{op.strip('_')}_{overload}", "aten operator")
-        self.bindings.append(f"{name} = _bound({path})")
+        self.bindings.append(f"{name} = {self._binder}({path})")
         return name
 
     def _import(self, path: str, graph: Graph, module_scope: NameTable, node_name: str) -> str:
@@ -74,4 +76,4 @@ class Imports:
 
     @property
     def names(self) -> set[str]:
-        return {c.split(".")[0] for c in self._callee.values()} | ({"_bound"} if self.bindings else set())
+        return {c.split(".")[0] for c in self._callee.values()} | ({self._binder} if self._binder else set())

@@ -74,7 +74,8 @@ def merge_trials(trials: list[Trial], dedup_inputs: bool = True,
 
 def _check_frozen_keys(trial: Trial, keys: list[str]) -> None:
     """A frozen name that is no state_dict key of the model would freeze nothing, silently."""
-    unknown = [k for k in trial.frozen if k not in set(keys)]
+    known = set(keys)
+    unknown = [k for k in trial.frozen if k not in known]
     if unknown:
         inside = [k for k in keys if any(k.startswith(u + ".") for u in unknown)]
         hint = f"; a module's keys are its tensors' ({', '.join(inside[:4])}...)" if inside else ""

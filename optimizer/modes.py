@@ -54,10 +54,10 @@ def _under(key: str, path: str) -> bool:
     return path == "" or key == path or key.startswith(path + ".")
 
 
-def fixed_keys(trial: Trial, trust: tuple[str, ...] = ()) -> set[str]:
+def fixed_keys(trial: Trial, layers: frozenset[str], trust: tuple[str, ...] = ()) -> set[str]:
     """State keys whose values never change while the trial trains: its frozen ones, and the
-    buffers of its eval-mode layers (running statistics are used, not updated)."""
-    layers = eval_layers(trial, trust)
+    buffers of its eval-mode ``layers`` (``eval_layers(trial)``: running statistics are used,
+    not updated)."""
     if not layers:
         return set(trial.frozen)
     module = build_module(trial.graph, trust, device="meta")

@@ -154,11 +154,12 @@ def plan(trials: list[Trial], passes: tuple[str, ...] | list[str] = PASSES, fuse
     trust = tuple(trust)
     graph, inputs_of, state_maps = merge_trials(trials, dedup_inputs="dedup" in passes, trust=trust)
     graph.trust = tuple(dict.fromkeys([*(p for t in trials for p in t.graph.trust), *trust]))
-    layers = frozenset(f"t{k}.{q}" for k, t in enumerate(trials) for q in eval_layers(t, trust))
+    layers_of = [eval_layers(t, trust) for t in trials]
+    layers = frozenset(f"t{k}.{q}" for k, own in enumerate(layers_of) for q in own)
     flops_alone = sum(node_flops(t.graph, n) for t in trials for n in t.graph.nodes)
     shared: list[SharedNode] = []
     if "cse" in passes:
-        frozen_values = _frozen_merged_values(trials, state_maps, trust)
+        frozen_values = _frozen_merged_values(trials, state_maps, layers_of, trust)
         shared = eliminate_common_subgraphs(graph, state_maps, frozen_values, layers)
     flops_merged = sum(node_flops(graph, n) for n in graph.nodes)  # batching saves launches, not FLOPs
     batched: list[BatchedGroup] = []
@@ -178,11 +179,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def _frozen_merged_values(trials: list[Trial], state_maps: list[dict[str, StateRef]],
-                          trust: tuple[str, ...]) -> dict[str, torch.Tensor]:
+                          layers_of: list[frozenset[str]], trust: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The merged keys whose values never change in training, with their starting values."""
     values: dict[str, torch.Tensor] = {}
-    for trial, refs in zip(trials, state_maps):
-        keys = fixed_keys(trial, trust)
+    for trial, refs, layers in zip(trials, state_maps, layers_of):
+        keys = fixed_keys(trial, layers, trust)
         if not keys:
             continue
         state = initial_state(trial, trust)

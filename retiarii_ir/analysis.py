@@ -42,17 +42,19 @@ def _signature(node: Node, ref: Callable[[Node], list], params: Mapping[str, tor
     def encode(value: Any) -> Any:
         return encode_value(map_args(value, lambda n: HashRef(ref(n))), refs_ok=True)
 
+    weights = _tensor_digest(node.target, params) if params is not None and node.op in (
+        "call_module", "get_attr") else None
     target: object = node.target
     if node.op == "call_module":
         spec = node.graph.modules.get(node.target)
         target = encode(spec) if spec is not None else node.target
     elif node.op == "input":
         target = "input"  # inputs count by position, not by name
-    elif node.op == "get_attr" and params is not None and _tensor_digest(node.target, params):
+    elif node.op == "get_attr" and weights:
         target = "attribute"  # a weight read directly counts by its value (below), not by its path
     signature = [node.op, target, encode(node.args), encode(node.kwargs), type_to_json(node.type)]
-    if params is not None and node.op in ("call_module", "get_attr"):
-        signature.append(_tensor_digest(node.target, params))
+    if weights is not None:
+        signature.append(weights)
     if node.op == "constant":
         signature.append(_digest(node.graph.constants[node.target]))
     text = json.dumps(signature, sort_keys=True, separators=(",", ":"), default=str)

@@ -257,7 +257,7 @@ class IRModule(nn.Module):
                 set_submodule(self, qualname, _checked_build(qualname, spec, self._trust))
             for qualname, attr in sorted(graph.attributes.items()):
                 owner, name = _owner(self, qualname)
-                value = (attr.value.detach().clone().to(device or "cpu") if attr.value is not None
+                value = (attr.value.detach().to(device or "cpu", copy=True) if attr.value is not None
                          else torch.zeros(attr.shape, dtype=dtype_from_name(attr.dtype)))
                 if attr.kind == "parameter":
                     owner.register_parameter(name, nn.Parameter(value, requires_grad=attr.requires_grad))

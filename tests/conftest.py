@@ -47,3 +47,12 @@ def traced():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first 256 training images of scikit-learn's digits and their labels (one-shot tests)."""
+    from retiarii_ir.runtime.training.data import dataset
+
+    data = dataset("digits")
+    return data.train_x[:256], data.train_y[:256]

@@ -67,14 +67,6 @@ def _scramble(module: torch.nn.Module) -> None:
                         else torch.randn(t.shape, generator=generator))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from retiarii_ir.runtime.training.data import dataset
-
-    data = dataset("digits")
-    return data.train_x[:256], data.train_y[:256]
-
-
 # ---------------------------------------------------------------------- weight slicing
 CASES = {
     "tiny": lambda: _space(),

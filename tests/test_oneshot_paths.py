@@ -40,14 +40,6 @@ class FourOpSpace(nn.Module):
         return self.head(torch.relu(self.norm(self.op(self.view(views)))).mean((2, 3)))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from retiarii_ir.runtime.training.data import dataset
-
-    data = dataset("digits")
-    return data.train_x[:256], data.train_y[:256]
-
-
 # ---------------------------------------------------------------------- fair paths
 @pytest.mark.parametrize("seed", range(5))
 def test_fair_paths_hold_each_candidate_of_the_largest_label_once_and_the_others_evenly(seed):

@@ -38,14 +38,6 @@ class NormAfterGateSpace(nn.Module):
         return self.head(torch.relu(self.norm(self.op(self.view(views)))).mean((2, 3)))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from retiarii_ir.runtime.training.data import dataset
-
-    data = dataset("digits")
-    return data.train_x[:256], data.train_y[:256]
-
-
 METHODS = {
     "darts": (DARTS, "_arch_step"),
     "enas": (ENAS, "_controller_step"),

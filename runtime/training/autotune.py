@@ -8,7 +8,6 @@ per distinct layer shape, and hands the planner ``fusing_pays(device)`` as its d
 
 from __future__ import annotations
 
-import hashlib
 import time
 import torch
 import torch.nn.functional as F
@@ -112,26 +111,23 @@ def batched_step_key(trials, passes, trust: tuple[str, ...] = ()) -> dict:
     """What decides whether a batched training step beats the unbatched one, for the remembered
     choice: each trial's model structure (not names), batch size, which trials read the same
     data, the optimizer's kind and what its step does, which weights are frozen and with what
-    values (equal frozen values are computed once), and the passes."""
+    values (equal frozen values are computed once), and the passes. Frozen values given to the
+    trial are hashed with the graph that reads them; ones drawn from the seed count by the seed."""
     from retiarii_ir import structural_hash
-    from retiarii_ir.optimizer import eval_layers, initial_state
+    from retiarii_ir.optimizer import eval_layers
 
     data = {}
     described = []
     for trial in trials:
         config = trial.train
-        frozen = sorted(trial.frozen)
-        state = initial_state(trial, trust) if frozen else {}
-        values = hashlib.sha256()
-        for key in frozen:
-            if key in state:
-                values.update(key.encode())
-                values.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        given = trial.initial_state if trial.initial_state is not None else trial.graph.weights
+        frozen = {k: given[k] for k in trial.frozen if k in given} if given is not None else {}
         described.append({
-            "graph": structural_hash(trial.graph), "batch": trial.data.batch_size,
+            "graph": structural_hash(trial.graph, params=frozen or None), "batch": trial.data.batch_size,
             "data": data.setdefault(trial.data, len(data)), "optimizer": config.optimizer,
             "momentum": config.momentum > 0, "weight_decay": config.weight_decay > 0,
             "clip": config.grad_clip is not None, "schedule": config.schedule,
-            "frozen": values.hexdigest() if frozen else None, "eval": sorted(eval_layers(trial, trust))})
+            "frozen": sorted(trial.frozen), "frozen_seed": config.seed if trial.frozen and given is None else None,
+            "eval": sorted(eval_layers(trial, trust))})
     recipes = {(t.train.lr, t.train.momentum, t.train.weight_decay, t.train.betas) for t in trials}
     return {"passes": sorted(passes), "trials": described, "same_recipe": len(recipes) == 1}

@@ -9,7 +9,8 @@ loss stops being finite, or that is stopped early, leaves the group and the rest
 re-planned without it. A group that fails as a whole is split and retried, down to single
 trials: a merge never costs a trial.
 
-    results = train_trials(trials)                    # merged, all passes
+    results = train_trials(trials)                    # merged: dedup and CSE, bit-exact
+    results = train_trials(trials, PASSES)            # merged, with operator batching where it pays
     results = train_trials(trials, independent=True)  # one after another, for comparison
 """
 
