@@ -9,7 +9,6 @@ merged and exports the winner as standalone code, then ``retiarii demo --quick``
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,10 +49,12 @@ print("winner", samples[best], "accuracy", results[best].metric)
 '''
 
 
-def _retiarii() -> str:
-    """The installed command, beside this interpreter (as a user runs it)."""
+def _retiarii() -> list[str]:
+    """The installed command beside this interpreter (as a user runs it); where this interpreter
+    has none, its own ``python -m`` form, never a ``retiarii`` of another Python found on PATH
+    (whose install may point at a checkout that is gone)."""
     beside = os.path.join(os.path.dirname(sys.executable), "retiarii")
-    return beside if os.path.exists(beside) else shutil.which("retiarii") or "retiarii"
+    return [beside] if os.path.exists(beside) else [sys.executable, "-m", "retiarii_ir.runtime.cli"]
 
 
 def check(folder: str) -> list[str]:
@@ -66,7 +67,7 @@ def check(folder: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as a user's shell has it
     env.setdefault("OMP_NUM_THREADS", "1")
     lines = []
-    for argv in ([sys.executable, "train.py"], [_retiarii(), "demo", "--quick", "--out", "demo"]):
+    for argv in ([sys.executable, "train.py"], [*_retiarii(), "demo", "--quick", "--out", "demo"]):
         done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed in a folder holding the user's optimizer.py, runtime.py, "
