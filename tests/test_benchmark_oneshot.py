@@ -27,7 +27,7 @@ def test_a_clear_lead_proves_the_planted_answer():
 
 
 def test_a_lead_within_the_seed_noise_proves_nothing():
-    # the old two_layer space: a 3x3 convolution against max pooling, 0.4 points apart
+    # 0.2 points ahead on the mean, while one of its seeds is a point below the others
     p = proof(([0.992, 0.980, 0.997], PLANTED), ([0.986, 0.989, 0.989], {"op": "pool"}))
     assert p.margin > 0 and not p.holds(PLANTED)
 
