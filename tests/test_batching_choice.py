@@ -156,10 +156,31 @@ def test_a_stored_choice_nested_past_the_decoder_is_timed_again_and_the_group_st
     assert all("remembered" in r.batching for r in train_trials(_trials(), PASSES))  # the row was repaired
 
 
-def test_a_corrupt_cache_file_says_how_to_start_afresh(fresh_cache):
+def test_a_corrupt_cache_file_is_set_aside_and_a_fresh_cache_remembers_again(fresh_cache, monkeypatch):
     fresh_cache.parent.mkdir(parents=True)
-    fresh_cache.write_bytes(b"this is not a database" * 100)
+    garbage = b"this is not a database" * 100
+    fresh_cache.write_bytes(garbage)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        decisions.decide("anything", {"k": 1}, "cpu", lambda: (True, "measured"))
-    assert any("forget_decisions()" in str(w.message) for w in caught)
+        choice, how = decisions.decide("anything", {"k": 1}, "cpu", lambda: (True, "measured"))
+    assert (choice, how) == (True, "timed now (measured)")
+    aside = fresh_cache.with_name(fresh_cache.name + ".unreadable")
+    assert aside.read_bytes() == garbage  # kept, not deleted
+    assert [str(w.message) for w in caught if str(aside) in str(w.message)]
+    monkeypatch.setattr(decisions, "_MEMORY", {})  # as a new process would
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fresh cache reads without a warning
+        assert decisions.decide("anything", {"k": 1}, "cpu", lambda: (False, "again")) == \
+            (True, "remembered (measured)")
+
+
+def test_a_cache_table_of_another_layout_is_set_aside_too(fresh_cache):
+    fresh_cache.parent.mkdir(parents=True)
+    with sqlite3.connect(fresh_cache) as db:
+        db.execute("CREATE TABLE decisions (digest TEXT PRIMARY KEY, verdict TEXT)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decisions.decide("anything", {"k": 2}, "cpu", lambda: (True, "measured"))
+    with sqlite3.connect(fresh_cache) as db:
+        assert db.execute("SELECT choice, detail FROM decisions").fetchall() == [("true", "measured")]
+    assert fresh_cache.with_name(fresh_cache.name + ".unreadable").exists()

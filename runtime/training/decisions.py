@@ -6,8 +6,10 @@ seconds each time a process plans. So each choice is stored, keyed by everything
 decides it (the kind of choice, the shapes, the dtype, the device by name, the thread count
 and the torch version), in a SQLite file in the user's cache folder:
 ``$RETIARII_CACHE_DIR``, else ``$XDG_CACHE_HOME/retiarii-ir``, else ``~/.cache/retiarii-ir``.
-Delete the file (``forget_decisions()``) to time again. A cache that cannot be written or
-read is left alone: the choice is timed and kept in this process only.
+Delete the file (``forget_decisions()``) to time again. A file there that is not such a cache
+is renamed to ``decisions-v1.sqlite.unreadable`` and a fresh cache started; a cache that cannot
+be written or read (a locked or read-only one) is left alone: the choice is timed and kept in
+this process only.
 """
 
 from __future__ import annotations
@@ -108,13 +110,9 @@ def _connect() -> sqlite3.Connection:
 
 def _read(digest: str, choices: tuple) -> tuple[Any, str] | None:
     try:
-        connection = _connect()
-        try:
-            row = connection.execute("SELECT choice, detail FROM decisions WHERE digest = ?", (digest,)).fetchone()
-        finally:
-            connection.close()
+        row = _use(lambda c: c.execute("SELECT choice, detail FROM decisions WHERE digest = ?", (digest,)).fetchone())
     except (OSError, sqlite3.Error) as error:
-        _warn_once(f"cannot read the timed-choice cache {cache_file()}: {error}; timing again" + _advice(error))
+        _warn_once(f"cannot read the timed-choice cache {cache_file()}: {error}; timing again")
         return None
     if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
         return None  # absent, or not a row this module writes: time again
@@ -128,26 +126,47 @@ def _read(digest: str, choices: tuple) -> tuple[Any, str] | None:
 
 
 def _write(digest: str, text: str, choice: Any, detail: str) -> None:
+    def insert(connection: sqlite3.Connection) -> None:
+        with connection:
+            connection.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
+                               (digest, text, json.dumps(choice), detail[:200]))
     try:
-        connection = _connect()
-        try:
-            with connection:
-                connection.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
-                                   (digest, text, json.dumps(choice), detail[:200]))
-        finally:
-            connection.close()
+        _use(insert)
     except (OSError, sqlite3.Error) as error:
         _warn_once(f"cannot write the timed-choice cache {cache_file()}: {error}; choices are kept in this "
-                   f"process only" + (_advice(error) or " (set RETIARII_CACHE_DIR to a writable folder)"))
+                   f"process only (set RETIARII_CACHE_DIR to a writable folder)")
 
 
-def _advice(error: BaseException) -> str:
-    """What to do about a cache file that is there but unreadable (not about a missing folder)."""
+def _use(work: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``work`` on a connection to the cache; a file that is not a cache this version writes is
+    set aside (renamed, not deleted) and a fresh cache started in its place."""
+    for attempt in (1, 2):
+        try:
+            connection = _connect()
+            try:
+                return work(connection)
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            if attempt == 2 or not _not_a_cache(error):
+                raise
+            _set_aside(error)
+
+
+def _not_a_cache(error: sqlite3.DatabaseError) -> bool:
     text = str(error)
-    if isinstance(error, sqlite3.DatabaseError) and any(w in text for w in ("not a database", "column", "malformed")):
-        return (" (the file is not a cache this version writes: delete it, or call "
-                "retiarii_ir.runtime.training.decisions.forget_decisions(), to start afresh)")
-    return ""
+    return any(words in text for words in ("not a database", "malformed", "no such column", "has no column", "columns but"))
+
+
+def _set_aside(error: sqlite3.DatabaseError) -> None:
+    path = cache_file()
+    aside = path.with_name(f"{path.name}.unreadable")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    _warn_once(f"the timed-choice cache {path} was not a cache this version writes ({error}); it was moved "
+               f"to {aside} and a fresh cache started")
 
 
 def _warn_once(message: str) -> None:
