@@ -265,3 +265,19 @@ def test_retiarii_show_draws_a_graph_json_file_and_refuses_a_crafted_one(resnet,
     capsys.readouterr()
     assert main(["show", str(tmp_path / "bad.json"), "--out", str(tmp_path / "bad.svg")]) == 2
     assert not (tmp_path / "bad.svg").exists() and "Traceback" not in capsys.readouterr().err
+
+
+def test_retiarii_show_says_when_a_plan_has_fewer_trials_than_asked_and_refuses_a_folder_out(tmp_path, capsys):
+    tiny = "tests.experiment_fixtures:TinySpace"  # 4 architectures
+    assert main(["show", tiny, "--input-shape", "2,1,8,8", "--plan", "6", "--out", str(tmp_path / "p.svg")]) == 0
+    legend = [g.get("data-role") for g in _svg(tmp_path / "p.svg").iter(f"{SVG}g") if g.get("class") == "legend-entry"]
+    assert [r for r in legend if r.startswith("trial-")] == ["trial-0", "trial-1", "trial-2", "trial-3"]
+    assert "so the plan merges 4 trials, not 6" in capsys.readouterr().err
+
+    (tmp_path / "plain.py").write_text("import torch\n\nclass Plain(torch.nn.Module):\n"
+                                       "    def forward(self, x):\n        return x.relu()\n")
+    source = f"{tmp_path / 'plain.py'}:Plain"
+    assert main(["show", source, "--input-shape", "2,3", "--plan", "2", "--out", str(tmp_path / "q.svg")]) == 2
+    assert "has no choices" in capsys.readouterr().err and not (tmp_path / "q.svg").exists()
+    assert main(["show", source, "--input-shape", "2,3", "--out", str(tmp_path / "pics.svg") + "/"]) == 2
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "pics.svg").exists()

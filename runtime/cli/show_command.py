@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from .registry import UsageError, command
@@ -42,6 +43,9 @@ def _samples(args: argparse.Namespace, space) -> list[dict]:
     if args.plan is not None:
         if not 1 <= args.plan <= 16:
             raise UsageError("--plan", f"draws 1 to 16 trials, got {args.plan}")
+        if not space.choices():
+            raise UsageError("--plan", f"{args.source} has no choices (no LayerChoice, InputChoice, ValueChoice or "
+                                       f"mutator), so it has one model and no plan to draw; drop --plan")
         seen = {json.dumps(s, sort_keys=True) for s in samples}
         for seed in range(1000):
             if len(samples) >= args.plan + len(args.sample):
@@ -50,6 +54,11 @@ def _samples(args: argparse.Namespace, space) -> list[dict]:
             if json.dumps(sample, sort_keys=True) not in seen:
                 seen.add(json.dumps(sample, sort_keys=True))
                 samples.append(sample)
+        drawn = len(samples) - len(args.sample)
+        if drawn < args.plan:
+            trials = f"{len(samples)} trial{'s' * (len(samples) != 1)}"
+            print(f"note: {drawn} distinct random sample{'s' * (drawn != 1)} besides --sample (the space may have "
+                  f"no more), so the plan merges {trials}, not {args.plan + len(args.sample)}", file=sys.stderr)
     return samples
 
 
