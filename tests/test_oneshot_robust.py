@@ -278,6 +278,33 @@ def test_spos_exports_the_best_scored_architecture_it_evaluated_and_reports_that
     assert len(search.scores) > 1
 
 
+def test_spos_evolution_scores_only_new_architectures_each_on_the_same_recalibration_batches(digits):
+    space, model = _space()  # 36 architectures
+    search = SPOS(space, model, epochs=1, batch_size=32, population=4, generations=3, parents=2, seed=1)
+    scored, recalibrations = [], []
+    accuracy = search.accuracy
+
+    def spy(sample, x, y, recalibrate=None, **kwargs):
+        scored.append(space.search_space.sample_key(sample))
+        recalibrations.append(recalibrate)
+        return accuracy(sample, x, y, recalibrate=recalibrate, **kwargs)
+
+    search.accuracy = spy
+    search.fit(*digits)
+    # every generation brings `population` architectures not scored before: 4 + 3 x 4, none twice
+    assert len(scored) == len(set(scored)) == 16
+    assert all(r is recalibrations[0] for r in recalibrations)
+
+
+def test_spos_searches_a_small_space_whole_and_stops_when_nothing_new_is_left(digits):
+    torch.manual_seed(0)
+    model = NormAfterGateSpace()
+    space = retiarii_ir.trace_space(model, torch.randn(2, 1, 8, 8))  # 2 views x 2 ops
+    search = SPOS(space, model, epochs=1, batch_size=32, population=3, generations=4, parents=2, seed=0).fit(*digits)
+    assert sorted(search.scores) == sorted(space.search_space.sample_key(s) for s in
+                                           [{"view": v, "op": o} for v in (0, 1) for o in ("conv", "pool")])
+
+
 # ---------------------------------------------------------------------- NNI's sample format
 def test_a_choice_nested_under_an_input_choice_stays_active_in_nni_format():
     from retiarii_ir.space.hub import DartsSpace

@@ -5,15 +5,17 @@ subnet's accuracy with inherited weights ranks it. Equally in fact, not on avera
 step trains fair paths (``path_sampling="fair"``, every candidate once; ``"uniform"`` is
 the paper's one path), for 40 epochs by default (``sampling.py`` says why). The evolution
 scores each candidate on the arch split after re-estimating batch-norm statistics for that
-path alone; that score is what it reports, and the export is the best-scored architecture
-it evaluated. ``alphas()`` turns the same scores into a probability per candidate (a
+path alone (on the same training batches for every candidate), and scores none twice: its
+children are architectures not scored yet, as in the paper's search, so a small space is
+searched whole. That score is what it reports, and the export is the best-scored
+architecture it evaluated. ``alphas()`` turns the same scores into a probability per candidate (a
 softmax over each candidate's best score, ``temperature`` in accuracy units), so its
 likeliest candidates are the export's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -44,6 +46,7 @@ class SPOS(OneShotSearch):
         self.eval_examples, self.temperature = eval_examples, temperature
         self.scores: dict[str, tuple[float, Sample]] = {}
         self.best: Sample | None = None
+        self._recalibration: torch.Tensor | None = None
 
     def _train_epoch(self, epoch: int, weight_batches: list, arch_batches: list) -> dict[str, Any]:
         losses, accs = [], []
@@ -59,24 +62,22 @@ class SPOS(OneShotSearch):
         if key not in self.scores:
             x, y = self.arch_split
             n = self.eval_examples or len(x)
-            recalibrate = self.weight_split[0][torch.randperm(len(self.weight_split[0]), generator=self.generator)]
-            acc = self.accuracy(sample, x[:n], y[:n], recalibrate=recalibrate,
+            if self._recalibration is None:  # the same batches for every candidate: scores differ by architecture
+                self._recalibration = self.weight_split[0][torch.randperm(len(self.weight_split[0]),
+                                                                          generator=self.generator)]
+            acc = self.accuracy(sample, x[:n], y[:n], recalibrate=self._recalibration,
                                 recalibration_batches=self.recalibration_batches)
             self.scores[key] = (acc, dict(sample))
         return self.scores[key][0]
 
     def _after_training(self, arch_split: tuple[torch.Tensor, torch.Tensor]) -> None:
-        population = [self.space.random_sample(self.rng) for _ in range(self.population)]
+        self._recalibration = None  # drawn from this fit's weight split
+        population = self._unseen(lambda: self.space.random_sample(self.rng))
         for generation in range(self.generations):
             ranked = sorted(population, key=self.score, reverse=True)
             top = ranked[:self.parents]
-            children = []
-            while len(children) < self.population:
-                if self.rng.random() < 0.5:
-                    child = self._mutate(self.rng.choice(top))
-                else:
-                    child = self._crossover(self.rng.choice(top), self.rng.choice(top))
-                children.append(child)
+            children = self._unseen(lambda: self._mutate(self.rng.choice(top)) if self.rng.random() < 0.5
+                                    else self._crossover(self.rng.choice(top), self.rng.choice(top)))
             population = top + children
             best_acc, _ = max(self.scores.values(), key=lambda t: t[0])
             self._report({"method": "SPOS", "phase": "evolution", "epoch": generation + 1, "epochs": self.generations,
@@ -86,6 +87,20 @@ class SPOS(OneShotSearch):
         best_acc, self.best = max(self.scores.values(), key=lambda t: t[0])
         self._report({"method": "SPOS", "phase": "export", "epoch": self.generations, "epochs": self.generations,
                       "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
+
+    def _unseen(self, make: Callable[[], Sample]) -> list[Sample]:
+        """Up to ``population`` architectures from ``make`` that were not scored yet, each once (as
+        the paper's search does: a repeat costs a score and teaches nothing). Fewer when ``make``
+        finds no new one in 50 tries per place, as in a small space already all scored."""
+        found: dict[str, Sample] = {}
+        for _ in range(50 * self.population):
+            if len(found) == self.population:
+                break
+            sample = make()
+            key = self.space.search_space.sample_key(sample)
+            if key not in self.scores and key not in found:
+                found[key] = sample
+        return list(found.values())
 
     def _mutate(self, parent: Mapping[str, Any]) -> Sample:
         return self.walk(lambda label, values: parent[label] if label in parent and
