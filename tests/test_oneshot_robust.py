@@ -294,6 +294,8 @@ def test_spos_evolution_scores_only_new_architectures_each_on_the_same_recalibra
     # every generation brings `population` architectures not scored before: 4 + 3 x 4, none twice
     assert len(scored) == len(set(scored)) == 16
     assert all(r is recalibrations[0] for r in recalibrations)
+    search.fit(*digits)  # new weights: the scores of the first fit no longer hold
+    assert len(search.scores) == 16 and len(scored) == 32
 
 
 def test_spos_searches_a_small_space_whole_and_stops_when_nothing_new_is_left(digits):

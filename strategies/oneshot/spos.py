@@ -71,7 +71,7 @@ class SPOS(OneShotSearch):
         return self.scores[key][0]
 
     def _after_training(self, arch_split: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self._recalibration = None  # drawn from this fit's weight split
+        self.scores, self._recalibration = {}, None  # this fit's weights, recalibrated on its weight split
         population = self._unseen(lambda: self.space.random_sample(self.rng))
         for generation in range(self.generations):
             ranked = sorted(population, key=self.score, reverse=True)
