@@ -57,8 +57,11 @@ def _alive(pids: set[int]) -> set[int]:
 def _start(folder, config: str) -> subprocess.Popen:
     (folder / "search.py").write_text(config)
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    # Ctrl-C as at a terminal: a suite started in the background (`pytest &` in a script) hands its
+    # children an ignored SIGINT, and the run would rightly go on through it
     return subprocess.Popen([sys.executable, "-m", "retiarii_ir.runtime.cli", "run", "search.py", "--no-progress"],
-                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_loaders(driver: subprocess.Popen, count: int, timeout: float = 120) -> set[int]:
@@ -89,8 +92,7 @@ def test_kill_9_of_the_experiment_takes_its_pool_worker_and_their_loader_workers
 
 
 def test_ctrl_c_of_the_experiment_stops_the_loader_workers_of_its_own_process(tmp_path):
-    # a run far longer than the test: on a loaded machine the loaders can show up late, and a Ctrl-C
-    # landing as the run ends has nothing left to interrupt (it exits 0)
+    # a run far longer than the test, so the Ctrl-C lands while it trains
     driver = _start(tmp_path, CONFIG.format(delay=0.05, executor="", extra="", epochs=200))
     ours = _wait_for_loaders(driver, 2)  # in-process: the loader workers are the experiment's children
     driver.send_signal(signal.SIGINT)
