@@ -151,12 +151,18 @@ class Proof(NamedTuple):
     @property
     def standard_error(self) -> float:
         """Of that difference of means, from the two architectures' seed-to-seed spread."""
-        spreads = [statistics.variance(accs) / len(accs) if len(accs) > 1 else 0.0 for _, accs, _ in self.scored[:2]]
-        return math.sqrt(sum(spreads))
+        return _standard_error(self.scored[0][1], self.scored[1][1])
 
     def holds(self, planted: dict) -> bool:
-        """The planted architecture is first, ahead of the runner-up by more than 2 standard errors."""
-        return self.scored[0][2] == planted and self.margin > 2 * self.standard_error
+        """The planted architecture is first, ahead of every other one by more than 2 standard
+        errors of the difference (which takes at least 2 seeds to know)."""
+        (best, accs, sample), others = self.scored[0], self.scored[1:]
+        return sample == planted and len(accs) > 1 and all(
+            best - mean > 2 * _standard_error(accs, other) for mean, other, _ in others)
+
+
+def _standard_error(a: list[float], b: list[float]) -> float:
+    return math.sqrt(sum(statistics.variance(accs) / len(accs) if len(accs) > 1 else 0.0 for accs in (a, b)))
 
 
 def prove(name: str, seeds: int = 3, epochs: int = 12) -> Proof:

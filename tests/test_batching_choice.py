@@ -164,7 +164,7 @@ def test_a_corrupt_cache_file_is_set_aside_and_a_fresh_cache_remembers_again(fre
         warnings.simplefilter("always")
         choice, how = decisions.decide("anything", {"k": 1}, "cpu", lambda: (True, "measured"))
     assert (choice, how) == (True, "timed now (measured)")
-    aside = fresh_cache.with_name(fresh_cache.name + ".unreadable")
+    (aside,) = fresh_cache.parent.glob(fresh_cache.name + ".unreadable-*")
     assert aside.read_bytes() == garbage  # kept, not deleted
     assert [str(w.message) for w in caught if str(aside) in str(w.message)]
     monkeypatch.setattr(decisions, "_MEMORY", {})  # as a new process would
@@ -183,4 +183,19 @@ def test_a_cache_table_of_another_layout_is_set_aside_too(fresh_cache):
         decisions.decide("anything", {"k": 2}, "cpu", lambda: (True, "measured"))
     with sqlite3.connect(fresh_cache) as db:
         assert db.execute("SELECT choice, detail FROM decisions").fetchall() == [("true", "measured")]
-    assert fresh_cache.with_name(fresh_cache.name + ".unreadable").exists()
+    assert len(list(fresh_cache.parent.glob(fresh_cache.name + ".unreadable-*"))) == 1
+
+
+def test_a_corrupt_cache_that_cannot_be_moved_says_to_delete_it(fresh_cache, monkeypatch):
+    fresh_cache.parent.mkdir(parents=True)
+    fresh_cache.write_bytes(b"this is not a database" * 100)
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(decisions.os, "replace", refuse)  # as in a folder the user may not write
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decisions.decide("anything", {"k": 3}, "cpu", lambda: (True, "measured"))[0] is True
+    messages = " ".join(str(w.message) for w in caught)
+    assert "not a cache this version writes" in messages and "delete it" in messages

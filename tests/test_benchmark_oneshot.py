@@ -35,3 +35,14 @@ def test_a_lead_within_the_seed_noise_proves_nothing():
 def test_another_winner_is_no_proof_of_the_planted_one():
     p = proof(([0.99, 0.99, 0.99], {"op": "pool"}), ([0.90, 0.91, 0.90], PLANTED))
     assert not p.holds(PLANTED)
+
+
+def test_every_other_architecture_must_trail_by_the_noise_not_just_the_runner_up():
+    # the runner-up trails clearly, but a noisier third one is within 2 standard errors
+    p = proof(([0.99, 0.99, 0.99], PLANTED), ([0.95, 0.95, 0.95], {"op": "pool"}),
+              ([0.99, 0.90, 0.93], {"op": "skip"}))
+    assert p.margin == pytest.approx(0.04) and not p.holds(PLANTED)
+
+
+def test_one_seed_proves_nothing():
+    assert not proof(([0.99], PLANTED), ([0.50], {"op": "pool"})).holds(PLANTED)

@@ -94,11 +94,14 @@ def test_kill_9_of_the_experiment_takes_its_pool_worker_and_their_loader_workers
 def test_ctrl_c_of_the_experiment_stops_the_loader_workers_of_its_own_process(tmp_path):
     # a run far longer than the test, so the Ctrl-C lands while it trains
     driver = _start(tmp_path, CONFIG.format(delay=0.05, executor="", extra="", epochs=200))
-    ours = _wait_for_loaders(driver, 2)  # in-process: the loader workers are the experiment's children
-    driver.send_signal(signal.SIGINT)
-    out, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, (out[-2000:], err[-2000:])
-    assert _gone_within(ours) == set()
+    try:
+        ours = _wait_for_loaders(driver, 2)  # in-process: the loader workers are the experiment's children
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=60)
+        assert driver.returncode == 130, (out[-2000:], err[-2000:])
+        assert _gone_within(ours) == set()
+    finally:
+        driver.kill()  # a run that went on through the Ctrl-C must not outlive the test
 
 
 def test_a_trial_past_its_timeout_takes_its_loader_workers_with_it(tmp_path):

@@ -298,13 +298,19 @@ def test_spos_evolution_scores_only_new_architectures_each_on_the_same_recalibra
     assert len(search.scores) == 16 and len(scored) == 32
 
 
-def test_spos_searches_a_small_space_whole_and_stops_when_nothing_new_is_left(digits):
-    torch.manual_seed(0)
-    model = NormAfterGateSpace()
-    space = retiarii_ir.trace_space(model, torch.randn(2, 1, 8, 8))  # 2 views x 2 ops
-    search = SPOS(space, model, epochs=1, batch_size=32, population=3, generations=4, parents=2, seed=0).fit(*digits)
-    assert sorted(search.scores) == sorted(space.search_space.sample_key(s) for s in
-                                           [{"view": v, "op": o} for v in (0, 1) for o in ("conv", "pool")])
+def test_spos_scores_a_space_no_larger_than_its_budget_whole(digits):
+    space, model = _space()  # 36 architectures; 12 x (2 + 1) = 36 scores
+    search = SPOS(space, model, epochs=1, batch_size=32, population=12, generations=2, parents=2, seed=0).fit(*digits)
+    assert sorted(search.scores) == sorted(space.search_space.sample_key(s) for s in space.search_space.grid())
+    best = max(acc for acc, _ in search.scores.values())
+    assert search.score(space.validate(search.export())) == best
+
+
+@pytest.mark.parametrize("setting", [{"population": 0}, {"parents": 0}, {"generations": -1}, {"population": 2.5},
+                                     {"recalibration_batches": 0}, {"mutation_prob": 1.5}])
+def test_spos_evolution_settings_that_make_no_sense_are_project_errors(setting):
+    with pytest.raises(OneShotError, match=next(iter(setting))):
+        SPOS(*_space(), **setting)
 
 
 # ---------------------------------------------------------------------- NNI's sample format

@@ -279,5 +279,6 @@ def test_retiarii_show_says_when_a_plan_has_fewer_trials_than_asked_and_refuses_
     source = f"{tmp_path / 'plain.py'}:Plain"
     assert main(["show", source, "--input-shape", "2,3", "--plan", "2", "--out", str(tmp_path / "q.svg")]) == 2
     assert "has no choices" in capsys.readouterr().err and not (tmp_path / "q.svg").exists()
-    assert main(["show", source, "--input-shape", "2,3", "--out", str(tmp_path / "pics.svg") + "/"]) == 2
-    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "pics.svg").exists()
+    for folder in ("/", "/.", "//"):
+        assert main(["show", source, "--input-shape", "2,3", "--out", str(tmp_path / "pics.svg") + folder]) == 2
+        assert "is a folder" in capsys.readouterr().err and not (tmp_path / "pics.svg").exists()

@@ -77,7 +77,7 @@ def check_output_file(path: str, argument: str) -> str:
     """Absolute path of a file the command may create or overwrite (its folders are made)."""
     target = os.path.abspath(path)
     _refuse_dangling_link(target, path, argument)
-    if os.path.isdir(target) or path.endswith(("/", os.sep)):
+    if os.path.isdir(target) or os.path.basename(path) in ("", ".", ".."):  # "a.svg/", "a.svg/.": a folder
         raise UsageError(argument, f"{path} is a folder; give a file path")
     _check_writable_under(os.path.dirname(target), path, argument)
     if os.path.exists(target) and not os.access(target, os.W_OK):

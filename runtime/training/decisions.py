@@ -6,20 +6,22 @@ seconds each time a process plans. So each choice is stored, keyed by everything
 decides it (the kind of choice, the shapes, the dtype, the device by name, the thread count
 and the torch version), in a SQLite file in the user's cache folder:
 ``$RETIARII_CACHE_DIR``, else ``$XDG_CACHE_HOME/retiarii-ir``, else ``~/.cache/retiarii-ir``.
-Delete the file (``forget_decisions()``) to time again. A file there that is not such a cache
-is renamed to ``decisions-v1.sqlite.unreadable`` and a fresh cache started; a cache that cannot
-be written or read (a locked or read-only one) is left alone: the choice is timed and kept in
-this process only.
+Delete the file (``forget_decisions()``) to time again. A file there that is not such a
+cache is renamed to ``decisions-v1.sqlite.unreadable-<pid>-<time>`` and a fresh cache
+started; a cache that cannot be written or read (a locked or read-only one) is left alone:
+the choice is timed and kept in this process only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import platform
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +143,7 @@ def _use(work: Callable[[sqlite3.Connection], Any]) -> Any:
     """``work`` on a connection to the cache; a file that is not a cache this version writes is
     set aside (renamed, not deleted) and a fresh cache started in its place."""
     for attempt in (1, 2):
+        found = _identity(cache_file())
         try:
             connection = _connect()
             try:
@@ -148,25 +151,47 @@ def _use(work: Callable[[sqlite3.Connection], Any]) -> Any:
             finally:
                 connection.close()
         except sqlite3.DatabaseError as error:
-            if attempt == 2 or not _not_a_cache(error):
+            if attempt == 2 or not _not_a_cache(error) or not _set_aside(found, error):
                 raise
-            _set_aside(error)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _not_a_cache(error: sqlite3.DatabaseError) -> bool:
     text = str(error)
-    return any(words in text for words in ("not a database", "malformed", "no such column", "has no column", "columns but"))
+    return any(words in text for words in ("not a database", "malformed", "no such column", "has no column",
+                                           "columns but"))
 
 
-def _set_aside(error: sqlite3.DatabaseError) -> None:
+def _set_aside(found: tuple[int, int] | None, error: sqlite3.DatabaseError) -> bool:
+    """Rename the unreadable file to a name of its own, unless another process did already and
+    started a fresh cache in its place, which must stay. False when it cannot be moved."""
     path = cache_file()
-    aside = path.with_name(f"{path.name}.unreadable")
+    if found is None or _identity(path) != found:
+        return True  # not the file that failed any more: try again on what is there now
+    aside = path.with_name(f"{path.name}.unreadable-{os.getpid()}-{time.time_ns()}")
     try:
         os.replace(path, aside)
     except FileNotFoundError:
-        return  # another process set it aside first
+        return True
+    except OSError as e:
+        _warn_once(f"the timed-choice cache {path} is not a cache this version writes ({error}) and cannot be moved "
+                   f"aside ({e.strerror}); delete it, or set RETIARII_CACHE_DIR to another folder, to start afresh")
+        return False
+    if _identity(aside) != found:  # another process's fresh cache arrived in between: put it back
+        with contextlib.suppress(OSError):
+            os.link(aside, path)  # refused when a newer cache is there already; then this one stays aside
+            os.unlink(aside)
+        return True
     _warn_once(f"the timed-choice cache {path} was not a cache this version writes ({error}); it was moved "
                f"to {aside} and a fresh cache started")
+    return True
 
 
 def _warn_once(message: str) -> None:

@@ -6,8 +6,9 @@ step trains fair paths (``path_sampling="fair"``, every candidate once; ``"unifo
 the paper's one path), for 40 epochs by default (``sampling.py`` says why). The evolution
 scores each candidate on the arch split after re-estimating batch-norm statistics for that
 path alone (on the same training batches for every candidate), and scores none twice: its
-children are architectures not scored yet, as in the paper's search, so a small space is
-searched whole. That score is what it reports, and the export is the best-scored
+children are architectures not scored yet, as in the paper's search. A space with no more
+architectures than the evolution would score (``population x (generations + 1)``) is scored
+whole instead. That score is what it reports, and the export is the best-scored
 architecture it evaluated. ``alphas()`` turns the same scores into a probability per candidate (a
 softmax over each candidate's best score, ``temperature`` in accuracy units), so its
 likeliest candidates are the export's.
@@ -15,6 +16,7 @@ likeliest candidates are the export's.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +43,12 @@ class SPOS(OneShotSearch):
         super().__init__(space, model, **options)
         if temperature <= 0:
             raise OneShotError(f"SPOS needs temperature > 0, got {temperature}")
+        for name, value, least in (("population", population, 1), ("parents", parents, 1),
+                                   ("generations", generations, 0), ("recalibration_batches", recalibration_batches, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise OneShotError(f"SPOS needs {name} to be a whole number >= {least}, got {value!r}")
+        if not 0.0 <= mutation_prob <= 1.0:
+            raise OneShotError(f"SPOS needs 0 <= mutation_prob <= 1, got {mutation_prob}")
         self.population, self.generations, self.parents = population, generations, parents
         self.mutation_prob, self.recalibration_batches = mutation_prob, recalibration_batches
         self.eval_examples, self.temperature = eval_examples, temperature
@@ -63,8 +71,8 @@ class SPOS(OneShotSearch):
             x, y = self.arch_split
             n = self.eval_examples or len(x)
             if self._recalibration is None:  # the same batches for every candidate: scores differ by architecture
-                self._recalibration = self.weight_split[0][torch.randperm(len(self.weight_split[0]),
-                                                                          generator=self.generator)]
+                order = torch.randperm(len(self.weight_split[0]), generator=self.generator)
+                self._recalibration = self.weight_split[0][order[:self.recalibration_batches * self.batch_size]]
             acc = self.accuracy(sample, x[:n], y[:n], recalibrate=self._recalibration,
                                 recalibration_batches=self.recalibration_batches)
             self.scores[key] = (acc, dict(sample))
@@ -72,6 +80,13 @@ class SPOS(OneShotSearch):
 
     def _after_training(self, arch_split: tuple[torch.Tensor, torch.Tensor]) -> None:
         self.scores, self._recalibration = {}, None  # this fit's weights, recalibrated on its weight split
+        budget = self.population * (self.generations + 1)
+        every = list(itertools.islice(self.space.search_space.grid(), budget + 1))
+        if len(every) <= budget:  # no more architectures than the evolution would score: score them all
+            for sample in every:
+                self.score(self.space.validate(sample))
+            self._export_best()
+            return
         population = self._unseen(lambda: self.space.random_sample(self.rng))
         for generation in range(self.generations):
             ranked = sorted(population, key=self.score, reverse=True)
@@ -84,6 +99,9 @@ class SPOS(OneShotSearch):
                           "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
         for sample in population:
             self.score(sample)
+        self._export_best()
+
+    def _export_best(self) -> None:
         best_acc, self.best = max(self.scores.values(), key=lambda t: t[0])
         self._report({"method": "SPOS", "phase": "export", "epoch": self.generations, "epochs": self.generations,
                       "best_acc": best_acc, "evaluated": len(self.scores), "seconds": 0.0})
