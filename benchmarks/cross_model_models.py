@@ -34,9 +34,7 @@ from torch import nn
 
 import retiarii_ir as ir
 from retiarii_ir.optimizer import DataSpec, TrainConfig, Trial
-from retiarii_ir import nn as rnn
 from retiarii_ir.runtime.training import data as rdata
-from retiarii_ir.space.hub.digits import searched_layers
 
 BATCH = 64
 NUM_FILTERS = 12

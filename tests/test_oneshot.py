@@ -51,6 +51,30 @@ class TinySpace(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+_CANDIDATES = {"conv": lambda: nn.Conv2d(4, 4, 3, padding=1), "maxpool": lambda: nn.MaxPool2d(3, 1, 1),
+               "avgpool": lambda: nn.AvgPool2d(3, 1, 1), "pool": lambda: nn.AvgPool2d(3, 1, 1),
+               "identity": nn.Identity}
+
+
+@nn.model_wrapper
+class ViewThenOpSpace(nn.Module):
+    """A view choice (the image or its negative, through one stem), then a LayerChoice of ``ops``
+    (from ``_CANDIDATES``), then a BatchNorm shared by every candidate: the shape that hides the
+    active gate from ProxylessNAS."""
+
+    def __init__(self, ops: tuple[str, ...] = ("conv", "pool")) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.view = nn.InputChoice(2, 1, label="view")
+        self.op = nn.LayerChoice({name: _CANDIDATES[name]() for name in ops}, label="op")
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        views = [torch.relu(self.stem(x)), torch.relu(self.stem(-x))]
+        return self.head(torch.relu(self.norm(self.op(self.view(views)))).mean((2, 3)))
+
+
 def _space(cls=TinySpace, size: int = 8, channels: int = 1, **kwargs):
     torch.manual_seed(0)
     model = cls(**kwargs)

@@ -11,39 +11,25 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from retiarii_ir import nn
 from retiarii_ir.strategies.oneshot import ENAS, SPOS, OneShotError, ProxylessNAS, Supernet
 from retiarii_ir.strategies.oneshot.batchnorm import batch_statistics, norms_of
 from retiarii_ir.strategies.oneshot.mixed import Gate
 from retiarii_ir.strategies.oneshot.sampling import fair_paths, sampled_paths
 
-from test_oneshot import _space
+from test_oneshot import ViewThenOpSpace, _space
 
 OPS = ["conv", "maxpool", "avgpool", "identity"]
 
 
-@nn.model_wrapper
-class FourOpSpace(nn.Module):
+def four_ops():
     """A view choice, then four candidates (one with weights), then a BatchNorm shared by all."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, 4, 3, padding=1)
-        self.view = nn.InputChoice(2, 1, label="view")
-        self.op = nn.LayerChoice({"conv": nn.Conv2d(4, 4, 3, padding=1), "maxpool": nn.MaxPool2d(3, 1, 1),
-                                  "avgpool": nn.AvgPool2d(3, 1, 1), "identity": nn.Identity()}, label="op")
-        self.norm = nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 10)
-
-    def forward(self, x):
-        views = [torch.relu(self.stem(x)), torch.relu(self.stem(-x))]
-        return self.head(torch.relu(self.norm(self.op(self.view(views)))).mean((2, 3)))
+    return _space(ViewThenOpSpace, ops=OPS)
 
 
 # ---------------------------------------------------------------------- fair paths
 @pytest.mark.parametrize("seed", range(5))
 def test_fair_paths_hold_each_candidate_of_the_largest_label_once_and_the_others_evenly(seed):
-    space, _ = _space(FourOpSpace)
+    space, _ = four_ops()
     paths = fair_paths(space, random.Random(seed))
     assert len(paths) == 4
     assert sorted(p["op"] for p in paths) == sorted(OPS)
@@ -74,7 +60,7 @@ def _batches(digits, n: int, size: int = 32) -> list:
 
 
 def test_fair_sampling_trains_every_candidate_on_every_weight_step_and_uniform_one(digits):
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     fair = SPOS(space, model, batch_size=32, seed=0)
     runs, conv = _candidate_runs(fair), fair.supernet.net.op.candidate("conv").weight
     for x, y in _batches(digits, 5):
@@ -90,7 +76,7 @@ def test_fair_sampling_trains_every_candidate_on_every_weight_step_and_uniform_o
 
 def test_a_fair_step_sums_the_gradients_of_its_paths(digits):
     """One step on fair paths equals one SGD step on the sum of each path's own gradient."""
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     search = SPOS(space, model, batch_size=32, seed=0, momentum=0.0, weight_decay=0.0, grad_clip=1e9)
     x, y = _batches(digits, 1)[0]
     paths = fair_paths(space, random.Random(0))
@@ -110,7 +96,7 @@ def test_a_fair_step_sums_the_gradients_of_its_paths(digits):
 @pytest.mark.parametrize("cls, arch_step, result", [(ENAS, "_controller_step", 0.0),
                                                      (ProxylessNAS, "_arch_step", (0.0, 0.0))])
 def test_enas_and_proxyless_train_fair_paths_unless_told_to_train_their_policy(cls, arch_step, result, digits):
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     for on_policy, paths_per_step in ((False, 4), (True, 1)):
         search = cls(space, model, batch_size=32, seed=0, train_on_policy=on_policy)
         steps, paths_step = [], search.paths_step
@@ -123,7 +109,7 @@ def test_enas_and_proxyless_train_fair_paths_unless_told_to_train_their_policy(c
 
 
 def test_path_sampling_takes_only_its_named_ways():
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     with pytest.raises(OneShotError, match="path_sampling is one of"):
         SPOS(space, model, path_sampling="sometimes")
 
@@ -134,13 +120,13 @@ def _scramble_statistics(supernet) -> None:
         m.running_mean.uniform_(5, 10), m.running_var.uniform_(20, 30)
 
 
-@pytest.mark.parametrize("space_cls, sample", [(FourOpSpace, {"view": 1, "op": "conv"}),
-                                               (FourOpSpace, {"view": 0, "op": "avgpool"}),
-                                               (None, {"width": 4, "op": "conv", "kernel": 3, "skip": 1,
-                                                       "depth": 1})])
+@pytest.mark.parametrize("space_of, sample", [(four_ops, {"view": 1, "op": "conv"}),
+                                              (four_ops, {"view": 0, "op": "avgpool"}),
+                                              (_space, {"width": 4, "op": "conv", "kernel": 3, "skip": 1,
+                                                        "depth": 1})])
 def test_batch_statistics_normalise_a_path_as_it_alone_would_in_training_and_keep_the_running_ones(
-        space_cls, sample, digits):
-    space, model = _space(space_cls) if space_cls else _space()
+        space_of, sample, digits):
+    space, model = space_of()
     supernet = Supernet(space, model)
     _scramble_statistics(supernet)
     running = [(m.running_mean.clone(), m.running_var.clone()) for m in norms_of(supernet)]
@@ -160,7 +146,7 @@ def test_batch_statistics_normalise_a_path_as_it_alone_would_in_training_and_kee
 
 
 def test_enas_rewards_a_path_by_its_accuracy_on_its_own_batch_statistics(digits):
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     x, y = digits[0][:128], digits[1][:128]
     search = ENAS(space, model, batch_size=32, seed=0)
     _scramble_statistics(search.supernet)
@@ -173,7 +159,7 @@ def test_enas_rewards_a_path_by_its_accuracy_on_its_own_batch_statistics(digits)
 
 
 def test_proxyless_path_losses_are_the_losses_of_the_paths_they_stand_for(digits):
-    space, model = _space(FourOpSpace)
+    space, model = four_ops()
     search = ProxylessNAS(space, model, batch_size=32, seed=0)
     x, y = digits[0][:64], digits[1][:64]
     gates = {"view": Gate(torch.tensor([1.0, 0.0]), [0, 1]),

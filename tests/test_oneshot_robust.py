@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import retiarii_ir
-from retiarii_ir import codegen, nn
+from retiarii_ir import codegen
 from retiarii_ir.strategies.oneshot import DARTS, ENAS, SPOS, LatencyTable, OneShotError, ProxylessNAS, Supernet
 from retiarii_ir.strategies.oneshot.base import nni_sample
 from retiarii_ir.strategies.oneshot.batchnorm import batch_statistics
@@ -18,24 +18,7 @@ from retiarii_ir.strategies.oneshot.collapse import CollapseGuard, parameter_fre
 from retiarii_ir.strategies.oneshot.mixed import Gate, OneShotWarning
 from retiarii_ir.strategies.oneshot.shape_checks import gates_before_batchnorm
 
-from test_oneshot import _space
-
-
-@nn.model_wrapper
-class NormAfterGateSpace(nn.Module):
-    """An InputChoice, then a mixed op, then a BatchNorm: the shape that hides the active gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, 4, 3, padding=1)
-        self.view = nn.InputChoice(2, 1, label="view")
-        self.op = nn.LayerChoice({"conv": nn.Conv2d(4, 4, 3, padding=1), "pool": nn.AvgPool2d(3, 1, 1)}, label="op")
-        self.norm = nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 10)
-
-    def forward(self, x):
-        views = [torch.relu(self.stem(x)), torch.relu(self.stem(-x))]
-        return self.head(torch.relu(self.norm(self.op(self.view(views)))).mean((2, 3)))
+from test_oneshot import ViewThenOpSpace, _space
 
 
 METHODS = {
@@ -192,7 +175,7 @@ def _one_hot(space, sample) -> dict[str, Gate]:
 
 
 def test_a_batchnorm_after_a_gate_zeroes_the_active_gate_gradient_on_batch_statistics_only(digits):
-    space, model = _space(NormAfterGateSpace)
+    space, model = _space(ViewThenOpSpace)
     supernet = Supernet(space, model)
     x, y = digits[0][:64], digits[1][:64]
     with supernet.gated(_one_hot(space, {"view": 0, "op": "conv"})):
@@ -216,7 +199,7 @@ def test_a_batchnorm_after_a_gate_zeroes_the_active_gate_gradient_on_batch_stati
 
 
 def test_gates_that_feed_a_batchnorm_are_found_through_the_mixed_ops_between():
-    space, model = _space(NormAfterGateSpace)
+    space, model = _space(ViewThenOpSpace)
     supernet = Supernet(space, model)
     found = gates_before_batchnorm(supernet, _one_hot(space, {"view": 1, "op": "pool"}), torch.randn(2, 1, 8, 8))
     assert found == {"view": "norm", "op": "norm"}
@@ -226,7 +209,7 @@ def test_gates_that_feed_a_batchnorm_are_found_through_the_mixed_ops_between():
 
 
 def test_proxyless_warns_about_that_shape_only_when_its_fix_is_turned_off(digits):
-    space, model = _space(NormAfterGateSpace)
+    space, model = _space(ViewThenOpSpace)
     gates = dict(epochs=1, batch_size=32, warmup_epochs=0, arch_gradient="gates")
     with pytest.warns(OneShotWarning, match=r"'op' -> 'norm', 'view' -> 'norm'.*arch_batchnorm='path'"):
         ProxylessNAS(space, model, arch_batchnorm="batch", **gates).fit(*digits)

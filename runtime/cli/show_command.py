@@ -51,8 +51,9 @@ def _samples(args: argparse.Namespace, space) -> list[dict]:
             if len(samples) >= args.plan + len(args.sample):
                 break
             sample = space.random_sample(seed)
-            if json.dumps(sample, sort_keys=True) not in seen:
-                seen.add(json.dumps(sample, sort_keys=True))
+            text = json.dumps(sample, sort_keys=True)
+            if text not in seen:
+                seen.add(text)
                 samples.append(sample)
         drawn = len(samples) - len(args.sample)
         if drawn < args.plan:

@@ -9,6 +9,7 @@ per distinct layer shape, and hands the planner ``fusing_pays(device)`` as its d
 from __future__ import annotations
 
 import time
+
 import torch
 import torch.nn.functional as F
 
@@ -56,19 +57,19 @@ def fusing_pays(device: torch.device | str = "cpu"):
     device, thread count and torch version, and remembered across runs: ``decisions``)."""
     device = str(torch.device(device))
 
-    def decide(group: ConvFusion) -> bool:
+    def fuse(group: ConvFusion) -> bool:
         return grouped_conv_wins(group.width, group.batch, group.in_channels, group.out_channels, group.size,
-                                 group.kernel, group.stride, group.padding, group.dilation, group.groups, device,
-                                 torch.get_num_threads())
+                                 group.kernel, group.stride, group.padding, group.dilation, group.groups, device)
 
-    return decide
+    return fuse
 
 
 def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
-                      device: str = "cpu", threads: int = 0) -> bool:
-    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions; a shape
-    whose timing would allocate more than ``limits.MAX_BUILD_BYTES`` is refused, as a graph is."""
+                      device: str = "cpu") -> bool:
+    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions (the
+    thread count joins the key in ``decide``); a shape whose timing would allocate more than
+    ``limits.MAX_BUILD_BYTES`` is refused, as a graph is."""
     try:
         needed = timing_bytes(width, batch, in_channels, out_channels, size, kernel, stride, padding, dilation,
                               groups)

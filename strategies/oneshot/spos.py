@@ -109,7 +109,7 @@ class SPOS(OneShotSearch):
     def _unseen(self, make: Callable[[], Sample]) -> list[Sample]:
         """Up to ``population`` architectures from ``make`` that were not scored yet, each once (as
         the paper's search does: a repeat costs a score and teaches nothing). Fewer when ``make``
-        finds no new one in 50 tries per place, as in a small space already all scored."""
+        finds no new one in 50 tries per place, as when the parents' neighbours are all scored."""
         found: dict[str, Sample] = {}
         for _ in range(50 * self.population):
             if len(found) == self.population:
