@@ -62,10 +62,11 @@ def merged_nodes(plan) -> list[MergedNode]:
     return found
 
 
-def trial_views(plan) -> list[TrialView]:
-    """Per trial, in trial order: its nodes by what merging did to them."""
+def trial_views(plan, merged_list: list[MergedNode] | None = None) -> list[TrialView]:
+    """Per trial, in trial order: its nodes by what merging did to them (from ``merged_list``,
+    the plan's ``merged_nodes``, when the caller has them already)."""
     views = {s.trial.name: TrialView(s.trial.name, s.trial.starts_from) for s in plan.slots}
-    for merged in merged_nodes(plan):
+    for merged in merged_nodes(plan) if merged_list is None else merged_list:
         trials = sorted({t for t, _ in merged.members}, key=list(views).index)
         for trial, name in merged.members:
             view = views[trial]
@@ -89,14 +90,15 @@ def _with(names: list[str], everyone: int) -> str:
 
 def describe(plan) -> list[str]:
     """The plan's per-trial table, then every node it merged, as lines of text."""
-    views = trial_views(plan)
+    merged_list = merged_nodes(plan)
+    views = trial_views(plan, merged_list)
     rows = [("trial", "starts from", "own", "shared", "batched", "shared with", "batched with")]
     rows += [(v.name, v.starts_from, str(len(v.own)), str(len(v.shared)), str(len(v.batched)),
               _with(v.shared_with, len(views)), _with(v.batched_with, len(views))) for v in views]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  " + "  ".join(cell.rjust(w) if 2 <= i <= 4 else cell.ljust(w)
                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
-    listed = [m for m in merged_nodes(plan) if m.how != "own"]
+    listed = [m for m in merged_list if m.how != "own"]
     if listed:
         lines.append("  computed once for several trials, or batched into one kernel:")
         for merged in listed:
