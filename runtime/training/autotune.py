@@ -59,17 +59,17 @@ def fusing_pays(device: torch.device | str = "cpu"):
 
     def fuse(group: ConvFusion) -> bool:
         return grouped_conv_wins(group.width, group.batch, group.in_channels, group.out_channels, group.size,
-                                 group.kernel, group.stride, group.padding, group.dilation, group.groups, device)
+                                 group.kernel, group.stride, group.padding, group.dilation, group.groups, device,
+                                 torch.get_num_threads())
 
     return fuse
 
 
 def grouped_conv_wins(width: int, batch: int, in_channels: int, out_channels: int, size: tuple[int, int],
                       kernel: tuple[int, int], stride: tuple, padding, dilation: tuple, groups: int,
-                      device: str = "cpu") -> bool:
-    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions (the
-    thread count joins the key in ``decide``); a shape whose timing would allocate more than
-    ``limits.MAX_BUILD_BYTES`` is refused, as a graph is."""
+                      device: str = "cpu", threads: int = 0) -> bool:
+    """Whether one grouped convolution over ``width`` trials beats ``width`` convolutions; a shape
+    whose timing would allocate more than ``limits.MAX_BUILD_BYTES`` is refused, as a graph is."""
     try:
         needed = timing_bytes(width, batch, in_channels, out_channels, size, kernel, stride, padding, dilation,
                               groups)
